@@ -1,0 +1,377 @@
+//! The configuration model. Every struct rejects unknown keys; every optional
+//! key's default is stated on the field and implemented by a named function.
+//!
+//! Adding a section: add a struct here (with `deny_unknown_fields` and
+//! documented defaults), a field on [`Config`], its checks in `validate.rs`,
+//! and its keys in `docs/config.md` and `examples/outpost.toml`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use outpost_core::ClockPolicy;
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+use crate::units::{ByteSize, Duration};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub gateway: Gateway,
+    /// Devices, in `[[device]]` tables. Default: none.
+    #[serde(default, rename = "device", skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<Device>,
+    /// Default: the pass-through stage.
+    #[serde(default)]
+    pub rules: Rules,
+    /// Upstream links, in `[[uplink]]` tables. Default: none (data stays on the gateway).
+    #[serde(default, rename = "uplink", skip_serializing_if = "Vec::is_empty")]
+    pub uplinks: Vec<Uplink>,
+    #[serde(default)]
+    pub web: Web,
+    #[serde(default)]
+    pub remote: Remote,
+}
+
+/// `[gateway]`: who this gateway is and how it keeps its data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    /// Required. The gateway's id upstream: letters, digits, `-` and `_`.
+    pub id: String,
+    /// Where the event log lives. Default: `$XDG_STATE_HOME/outpost` when that is
+    /// set, else `./outpost-data`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// `full` (fsync on every commit: survives power loss) or `normal` (may
+    /// lose the last commits on power loss, never corrupts). Default: `full`.
+    #[serde(default)]
+    pub durability: Durability,
+    /// `ntp` (events are marked unsynced until the kernel's clock is
+    /// synchronised) or `trust` (the clock is always right). Default: `ntp`.
+    #[serde(default)]
+    pub clock: ClockPolicy,
+    #[serde(default)]
+    pub log: LogSettings,
+    #[serde(default)]
+    pub buffer: BufferLimits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Durability {
+    /// WAL with `synchronous=FULL`: a committed event survives power loss.
+    #[default]
+    Full,
+    /// WAL with `synchronous=NORMAL`: consistent after power loss, but the
+    /// last commits may be lost.
+    Normal,
+}
+
+/// `[gateway.log]`: group commit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// Most events in one transaction. Default: `1000`.
+    #[serde(default = "default_commit_max_events")]
+    pub commit_max_events: u32,
+    /// Longest an event waits for others to share its transaction. Default: `5ms`.
+    #[serde(default = "default_commit_max_delay")]
+    pub commit_max_delay: Duration,
+}
+
+fn default_commit_max_events() -> u32 {
+    1000
+}
+fn default_commit_max_delay() -> Duration {
+    Duration::from_millis(5)
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            commit_max_events: default_commit_max_events(),
+            commit_max_delay: default_commit_max_delay(),
+        }
+    }
+}
+
+/// `[gateway.buffer]`: how much undelivered data the gateway keeps. When a
+/// limit is hit, the oldest events of the lowest priority go first
+/// (telemetry, then attributes and status, then alarms and audit) and a gap
+/// event records what was dropped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferLimits {
+    /// Stored event bytes. Default: `256MiB`.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: ByteSize,
+    /// Stored events. Default: `5000000`.
+    #[serde(default = "default_max_rows")]
+    pub max_rows: u64,
+    /// Age of the oldest undelivered event. Default: `30d`.
+    #[serde(default = "default_max_age")]
+    pub max_age: Duration,
+}
+
+fn default_max_bytes() -> ByteSize {
+    ByteSize(256 << 20)
+}
+fn default_max_rows() -> u64 {
+    5_000_000
+}
+fn default_max_age() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
+
+impl Default for BufferLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: default_max_bytes(),
+            max_rows: default_max_rows(),
+            max_age: default_max_age(),
+        }
+    }
+}
+
+/// `[[device]]`: one device, with exactly one driver section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    /// Required. Unique; letters, digits, `-` and `_`.
+    pub name: String,
+    /// A disabled device is kept in the file but not run. Default: `true`.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `[device.sim]`: a simulated device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sim: Option<SimDevice>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Device {
+    /// The name of the configured driver section, if exactly one is set.
+    pub fn driver_name(&self) -> Option<&'static str> {
+        self.sim.as_ref().map(|_| "sim")
+    }
+}
+
+/// `[device.sim]`: a simulated device producing one telemetry event per
+/// interval with a value for each tag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimDevice {
+    /// Time between samples. Default: `1s`.
+    #[serde(default = "default_sim_interval")]
+    pub interval: Duration,
+    /// The tags, in `[[device.sim.tag]]` tables. Required: at least one.
+    #[serde(rename = "tag")]
+    pub tags: Vec<SimTag>,
+}
+
+fn default_sim_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// One simulated tag: a name and exactly one signal (`counter`, `sine`,
+/// `random_walk` or `toggle`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimTag {
+    /// Required. Unique within the device.
+    pub name: String,
+    /// Engineering unit, shown on the web page. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counter: Option<Counter>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sine: Option<Sine>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub random_walk: Option<RandomWalk>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toggle: Option<Toggle>,
+}
+
+/// An integer counting up (and wrapping at `u64::MAX`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Counter {
+    /// Default: `0`.
+    #[serde(default)]
+    pub start: u64,
+    /// Added per sample. Default: `1`.
+    #[serde(default = "one_u64")]
+    pub step: u64,
+}
+
+fn one_u64() -> u64 {
+    1
+}
+
+/// `offset + amplitude * sin(2π t / period)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sine {
+    /// Default: `0.0`.
+    #[serde(default)]
+    pub offset: f64,
+    /// Default: `1.0`.
+    #[serde(default = "one_f64")]
+    pub amplitude: f64,
+    /// Default: `60s`.
+    #[serde(default = "default_period")]
+    pub period: Duration,
+}
+
+fn one_f64() -> f64 {
+    1.0
+}
+fn default_period() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// A value that moves by at most `step` per sample, kept within `[min, max]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RandomWalk {
+    /// Default: halfway between `min` and `max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<f64>,
+    /// Default: `1.0`.
+    #[serde(default = "one_f64")]
+    pub step: f64,
+    /// Default: `0.0`.
+    #[serde(default)]
+    pub min: f64,
+    /// Default: `100.0`.
+    #[serde(default = "hundred")]
+    pub max: f64,
+}
+
+fn hundred() -> f64 {
+    100.0
+}
+
+/// A boolean that flips every `every` samples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Toggle {
+    /// Default: `10`.
+    #[serde(default = "ten")]
+    pub every: u32,
+}
+
+fn ten() -> u32 {
+    10
+}
+
+/// `[rules]`: the rule chains. This release runs the pass-through stage
+/// only: every event goes to the log unchanged. The table takes no keys yet.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rules {}
+
+/// `[[uplink]]`: one upstream link, with exactly one of `[uplink.mqtt]` or
+/// `[uplink.nats]`. Each uplink has its own cursor in the event log, so the
+/// log keeps every event until each uplink has it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Uplink {
+    /// Required. Unique; letters, digits, `-` and `_`.
+    pub name: String,
+    /// Default: `true`.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<MqttUplink>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats: Option<NatsUplink>,
+}
+
+impl Uplink {
+    pub fn protocol(&self) -> Option<&'static str> {
+        match (&self.mqtt, &self.nats) {
+            (Some(_), None) => Some("mqtt"),
+            (None, Some(_)) => Some("nats"),
+            _ => None,
+        }
+    }
+}
+
+/// `[uplink.mqtt]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttUplink {
+    /// Required. `mqtt://host:port` or `mqtts://host:port`.
+    pub url: String,
+    /// Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Default: none. Prefer `password_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// A file holding the password. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+}
+
+/// `[uplink.nats]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsUplink {
+    /// Required. `nats://host:port` or `tls://host:port`.
+    pub url: String,
+    /// Subject prefix: subjects are `<prefix>.<gateway>.<device>.<kind>`. Default: `outpost`.
+    #[serde(default = "default_subject_prefix")]
+    pub subject_prefix: String,
+    /// Default: none. Prefer `token_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// A file holding the token. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+}
+
+fn default_subject_prefix() -> String {
+    "outpost".into()
+}
+
+/// `[web]`: the technician's web page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Web {
+    /// Default: `true`.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Address and port to listen on. Default: `127.0.0.1:8080`.
+    #[serde(default = "default_web_bind")]
+    pub bind: SocketAddr,
+}
+
+fn default_web_bind() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+impl Default for Web {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bind: default_web_bind(),
+        }
+    }
+}
+
+/// `[remote]`: configuration managed from the cloud.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Remote {
+    /// Hex-encoded ed25519 public key; when set, only documents signed with
+    /// its private key are applied. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet_public_key: Option<String>,
+}

@@ -1,0 +1,199 @@
+use super::*;
+
+const GOOD: &str = r#"
+[gateway]
+id = "gw-1"
+
+[[device]]
+name = "boiler"
+[device.sim]
+interval = "500ms"
+[[device.sim.tag]]
+name = "t"
+sine = { period = "10s" }
+"#;
+
+fn errors(src: &str) -> Vec<ConfigError> {
+    match parse(src, "test.toml") {
+        Ok(cfg) => panic!("expected errors, parsed {cfg:?}"),
+        Err(e) => e.0,
+    }
+}
+
+fn one(src: &str) -> ConfigError {
+    let mut e = errors(src);
+    assert_eq!(e.len(), 1, "expected one error, got: {}", ConfigErrors(e.clone()));
+    e.remove(0)
+}
+
+#[test]
+fn a_good_file_parses_with_defaults() {
+    let cfg = parse(GOOD, "test.toml").unwrap();
+    assert_eq!(cfg.gateway.id, "gw-1");
+    assert_eq!(cfg.gateway.durability, Durability::Full);
+    assert_eq!(cfg.gateway.log.commit_max_events, 1000);
+    assert_eq!(cfg.gateway.buffer.max_bytes, ByteSize(256 << 20));
+    let sim = cfg.devices[0].sim.as_ref().unwrap();
+    assert_eq!(sim.interval, Duration::from_millis(500));
+    assert_eq!(sim.tags[0].sine.as_ref().unwrap().amplitude, 1.0);
+    assert!(cfg.web.enabled);
+}
+
+#[test]
+fn unknown_key_is_located() {
+    let e = one("[gateway]\nid = \"gw\"\ndurabilty = \"full\"\n");
+    assert_eq!((e.line, e.column), (3, 1));
+    assert_eq!(e.key_path, "gateway.durabilty");
+    assert!(e.message.contains("unknown key `durabilty`"), "{}", e.message);
+    assert!(e.message.contains("`durability`"), "lists the expected keys: {}", e.message);
+}
+
+#[test]
+fn wrong_type_is_located() {
+    let src = "[gateway]\nid = \"gw\"\n[gateway.log]\ncommit_max_events = \"many\"\n";
+    let e = one(src);
+    assert_eq!((e.line, e.column), (4, 21));
+    assert_eq!(e.key_path, "gateway.log.commit_max_events");
+    assert!(e.message.contains("expected a non-negative integer, found a string"), "{}", e.message);
+}
+
+#[test]
+fn missing_required_key_is_located() {
+    let src = "[gateway]\nid = \"gw\"\n\n[[device]]\nenabled = true\n[device.sim]\n[[device.sim.tag]]\nname = \"x\"\ncounter = {}\n";
+    let e = one(src);
+    assert_eq!(e.key_path, "device[0].name");
+    assert!(e.message.contains("missing required key `name`"), "{}", e.message);
+    // Points at the header of the table that lacks the key.
+    assert_eq!((e.line, e.column), (4, 1));
+}
+
+#[test]
+fn bad_value_is_located() {
+    let src = "[gateway]\nid = \"gw\"\ndurability = \"fsync\"\n[gateway.buffer]\nmax_age = \"5 parsecs\"\n";
+    let e = errors(src);
+    assert_eq!(e.len(), 2, "{}", ConfigErrors(e.clone()));
+    assert_eq!((e[0].line, e[0].column, e[0].key_path.as_str()), (3, 14, "gateway.durability"));
+    assert!(e[0].message.contains("unknown variant `fsync`"), "{}", e[0].message);
+    assert!(e[0].message.contains("`full`"), "{}", e[0].message);
+    assert_eq!((e[1].line, e[1].column, e[1].key_path.as_str()), (5, 11, "gateway.buffer.max_age"));
+    assert!(e[1].message.contains("expected a duration"), "{}", e[1].message);
+}
+
+#[test]
+fn validation_error_is_located() {
+    let src = format!("{GOOD}\n[[device]]\nname = \"boiler\"\n[device.sim]\n[[device.sim.tag]]\nname = \"u\"\ntoggle = {{}}\n");
+    let e = one(&src);
+    assert_eq!(e.key_path, "device[1].name");
+    assert_eq!((e.line, e.column), (14, 8));
+    assert!(e.message.contains("used twice"), "{}", e.message);
+}
+
+#[test]
+fn all_errors_are_reported_at_once() {
+    let src = r#"
+[gateway]
+id = "gw 1"
+colour = "blue"
+
+[gateway.log]
+commit_max_events = -3
+
+[[device]]
+name = "a"
+[device.sim]
+interval = "fast"
+[[device.sim.tag]]
+sine = { amplitude = "big" }
+
+[[device]]
+name = "b"
+
+[[uplink]]
+name = "cloud"
+[uplink.mqtt]
+url = "http://x"
+password = "hunter2"
+password_file = "/p"
+"#;
+    let e = errors(src);
+    let paths: Vec<&str> = e.iter().map(|e| e.key_path.as_str()).collect();
+    // Schema errors come first (validation runs on a document that fits the schema).
+    for want in [
+        "gateway.colour",
+        "gateway.log.commit_max_events",
+        "device[0].sim.interval",
+        "device[0].sim.tag[0].name",
+        "device[0].sim.tag[0].sine.amplitude",
+    ] {
+        assert!(paths.contains(&want), "missing {want} in {paths:?}");
+    }
+    assert!(e.len() >= 5);
+    let text = ConfigErrors(e).to_string();
+    assert!(!text.contains("hunter2"), "a secret leaked: {text}");
+}
+
+#[test]
+fn validation_reports_every_problem() {
+    let src = r#"
+[gateway]
+id = "gw 1"
+
+[[device]]
+name = "b"
+
+[[uplink]]
+name = "cloud"
+[uplink.mqtt]
+url = "http://x"
+password = "hunter2"
+password_file = "/p"
+"#;
+    let e = errors(src);
+    let paths: Vec<&str> = e.iter().map(|e| e.key_path.as_str()).collect();
+    assert_eq!(
+        paths,
+        vec!["gateway.id", "device[0]", "uplink[0].mqtt.url", "uplink[0].mqtt.password_file"],
+        "{}",
+        ConfigErrors(e.clone())
+    );
+    assert_eq!((e[0].line, e[0].column), (3, 6));
+    let text = ConfigErrors(e).to_string();
+    assert!(!text.contains("hunter2"), "a secret leaked: {text}");
+}
+
+#[test]
+fn syntax_errors_are_located() {
+    let e = errors("[gateway]\nid = \"gw\nx = 1\n");
+    assert_eq!(e[0].line, 2);
+    assert!(e[0].message.starts_with("TOML syntax"), "{}", e[0].message);
+}
+
+#[test]
+fn missing_gateway_section() {
+    let e = one("");
+    assert_eq!(e.key_path, "gateway");
+    assert_eq!((e.line, e.column), (1, 1));
+}
+
+#[test]
+fn the_demo_config_is_valid_and_round_trips() {
+    let cfg = demo().unwrap();
+    assert_eq!(cfg.devices.len(), 2);
+    let text = cfg.to_toml().unwrap();
+    assert_eq!(parse(&text, "round-trip").unwrap(), cfg);
+}
+
+#[test]
+fn the_example_config_is_valid_and_round_trips() {
+    let src = include_str!("../../examples/outpost.toml");
+    let cfg = parse(src, "examples/outpost.toml").unwrap_or_else(|e| panic!("{e}"));
+    let text = cfg.to_toml().unwrap();
+    assert_eq!(parse(&text, "round-trip").unwrap(), cfg);
+}
+
+#[test]
+fn secrets_do_not_show_in_debug() {
+    let src = format!("{GOOD}\n[[uplink]]\nname = \"c\"\n[uplink.nats]\nurl = \"nats://x:4222\"\ntoken = \"tok-123\"\n");
+    let cfg = parse(&src, "t").unwrap();
+    assert!(!format!("{cfg:?}").contains("tok-123"));
+}

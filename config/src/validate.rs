@@ -1,0 +1,226 @@
+//! Checks that span more than one key or need more than a type: unique
+//! names, exactly-one-of sections, sane limits. Each problem is located by
+//! key path; all are returned together.
+
+use std::collections::HashSet;
+
+use crate::schema::{Config, SimTag};
+
+/// A problem found by validation, before spans are attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// An identifier used in topics and subjects: letters, digits, `-`, `_`.
+fn check_ident(out: &mut Vec<Problem>, path: &str, what: &str, s: &str) {
+    if s.is_empty() {
+        out.push(problem(path, format!("{what} must not be empty")));
+    } else if s.len() > 64 {
+        out.push(problem(path, format!("{what} must be at most 64 characters")));
+    } else if !s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        out.push(problem(
+            path,
+            format!("{what} \"{s}\" may contain only letters, digits, `-` and `_`"),
+        ));
+    }
+}
+
+pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
+    let mut out = Vec::new();
+    check_ident(&mut out, "gateway.id", "the gateway id", &cfg.gateway.id);
+
+    let log = &cfg.gateway.log;
+    if log.commit_max_events == 0 {
+        out.push(problem(
+            "gateway.log.commit_max_events",
+            "must be at least 1",
+        ));
+    }
+    if log.commit_max_delay.as_millis() > 10_000 {
+        out.push(problem(
+            "gateway.log.commit_max_delay",
+            "must be at most 10s (events wait this long before they are accepted)",
+        ));
+    }
+    let buf = &cfg.gateway.buffer;
+    if buf.max_bytes.0 < 64 * 1024 {
+        out.push(problem("gateway.buffer.max_bytes", "must be at least 64KiB"));
+    }
+    if buf.max_rows < 100 {
+        out.push(problem("gateway.buffer.max_rows", "must be at least 100"));
+    }
+    if buf.max_age.as_millis() < 60_000 {
+        out.push(problem("gateway.buffer.max_age", "must be at least 1m"));
+    }
+
+    let mut names = HashSet::new();
+    for (i, dev) in cfg.devices.iter().enumerate() {
+        let at = format!("device[{i}]");
+        check_ident(&mut out, &format!("{at}.name"), "a device name", &dev.name);
+        if !dev.name.is_empty() && !names.insert(dev.name.as_str()) {
+            out.push(problem(
+                format!("{at}.name"),
+                format!("device name \"{}\" is used twice", dev.name),
+            ));
+        }
+        match &dev.sim {
+            None => out.push(problem(
+                at.clone(),
+                format!(
+                    "device \"{}\" has no driver: add a [device.sim] section",
+                    dev.name
+                ),
+            )),
+            Some(sim) => {
+                if sim.interval.as_millis() < 10 {
+                    out.push(problem(format!("{at}.sim.interval"), "must be at least 10ms"));
+                }
+                if sim.tags.is_empty() {
+                    out.push(problem(
+                        format!("{at}.sim.tag"),
+                        "a simulated device needs at least one [[device.sim.tag]]",
+                    ));
+                }
+                let mut tags = HashSet::new();
+                for (j, tag) in sim.tags.iter().enumerate() {
+                    let tat = format!("{at}.sim.tag[{j}]");
+                    if tag.name.is_empty() {
+                        out.push(problem(format!("{tat}.name"), "a tag name must not be empty"));
+                    } else if !tags.insert(tag.name.as_str()) {
+                        out.push(problem(
+                            format!("{tat}.name"),
+                            format!("tag name \"{}\" is used twice in this device", tag.name),
+                        ));
+                    }
+                    check_signal(&mut out, &tat, tag);
+                }
+            }
+        }
+    }
+
+    let mut uplinks = HashSet::new();
+    for (i, up) in cfg.uplinks.iter().enumerate() {
+        let at = format!("uplink[{i}]");
+        check_ident(&mut out, &format!("{at}.name"), "an uplink name", &up.name);
+        if !up.name.is_empty() && !uplinks.insert(up.name.as_str()) {
+            out.push(problem(
+                format!("{at}.name"),
+                format!("uplink name \"{}\" is used twice", up.name),
+            ));
+        }
+        match (&up.mqtt, &up.nats) {
+            (None, None) => out.push(problem(
+                at.clone(),
+                "an uplink needs one of [uplink.mqtt] or [uplink.nats]",
+            )),
+            (Some(_), Some(_)) => out.push(problem(
+                at.clone(),
+                "an uplink takes one of [uplink.mqtt] or [uplink.nats], not both",
+            )),
+            _ => {}
+        }
+        if let Some(m) = &up.mqtt {
+            if !(m.url.starts_with("mqtt://") || m.url.starts_with("mqtts://")) {
+                out.push(problem(
+                    format!("{at}.mqtt.url"),
+                    format!("expected mqtt://host:port or mqtts://host:port, found \"{}\"", m.url),
+                ));
+            }
+            if m.password.is_some() && m.password_file.is_some() {
+                out.push(problem(
+                    format!("{at}.mqtt.password_file"),
+                    "give `password` or `password_file`, not both",
+                ));
+            }
+        }
+        if let Some(n) = &up.nats {
+            if !(n.url.starts_with("nats://") || n.url.starts_with("tls://")) {
+                out.push(problem(
+                    format!("{at}.nats.url"),
+                    format!("expected nats://host:port or tls://host:port, found \"{}\"", n.url),
+                ));
+            }
+            check_ident(
+                &mut out,
+                &format!("{at}.nats.subject_prefix"),
+                "a subject prefix",
+                &n.subject_prefix,
+            );
+            if n.token.is_some() && n.token_file.is_some() {
+                out.push(problem(
+                    format!("{at}.nats.token_file"),
+                    "give `token` or `token_file`, not both",
+                ));
+            }
+        }
+    }
+
+    if let Some(key) = &cfg.remote.fleet_public_key {
+        if key.len() != 64 || !key.chars().all(|c| c.is_ascii_hexdigit()) {
+            out.push(problem(
+                "remote.fleet_public_key",
+                "expected 64 hex digits (an ed25519 public key)",
+            ));
+        }
+    }
+    out
+}
+
+fn check_signal(out: &mut Vec<Problem>, at: &str, tag: &SimTag) {
+    let set = [
+        tag.counter.is_some(),
+        tag.sine.is_some(),
+        tag.random_walk.is_some(),
+        tag.toggle.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if set != 1 {
+        out.push(problem(
+            at,
+            format!(
+                "tag \"{}\" needs exactly one signal: `counter`, `sine`, `random_walk` or `toggle` (found {set})",
+                tag.name
+            ),
+        ));
+    }
+    if let Some(s) = &tag.sine {
+        if s.period.as_millis() == 0 {
+            out.push(problem(format!("{at}.sine.period"), "must be longer than 0s"));
+        }
+    }
+    if let Some(w) = &tag.random_walk {
+        if w.min >= w.max {
+            out.push(problem(
+                format!("{at}.random_walk.max"),
+                "must be greater than `min`",
+            ));
+        }
+        if let Some(start) = w.start {
+            if start < w.min || start > w.max {
+                out.push(problem(
+                    format!("{at}.random_walk.start"),
+                    "must lie between `min` and `max`",
+                ));
+            }
+        }
+    }
+    if let Some(t) = &tag.toggle {
+        if t.every == 0 {
+            out.push(problem(format!("{at}.toggle.every"), "must be at least 1"));
+        }
+    }
+}

@@ -1,0 +1,288 @@
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Timestamp;
+
+/// Position of an event in the gateway's log. Assigned at commit, strictly
+/// increasing, never reused (not even after every row has been reclaimed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Seq(pub u64);
+
+impl fmt::Display for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// One thing that happened at the gateway: a set of readings, an alarm, a
+/// device status change, an audit entry, or a record of dropped data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// The device this event belongs to; `""` for the gateway itself.
+    pub device: String,
+    pub ts: Timestamp,
+    pub body: Body,
+}
+
+impl Event {
+    pub fn new(device: impl Into<String>, ts: Timestamp, body: Body) -> Self {
+        Self {
+            device: device.into(),
+            ts,
+            body,
+        }
+    }
+
+    pub fn kind(&self) -> EventKind {
+        self.body.kind()
+    }
+
+    /// How precious the event is when the buffer is full: the lowest priority
+    /// goes first.
+    pub fn priority(&self) -> Priority {
+        self.kind().priority()
+    }
+}
+
+/// The payload of an event; it decides the event's kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Body {
+    /// Time series readings (ThingsBoard "telemetry").
+    Telemetry(Vec<Point>),
+    /// Slow-changing device properties (ThingsBoard "attributes").
+    Attributes(Vec<Point>),
+    Alarm(Alarm),
+    Status(Status),
+    Audit(Audit),
+    Gap(Gap),
+}
+
+impl Body {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Body::Telemetry(_) => EventKind::Telemetry,
+            Body::Attributes(_) => EventKind::Attribute,
+            Body::Alarm(_) => EventKind::Alarm,
+            Body::Status(_) => EventKind::Status,
+            Body::Audit(_) => EventKind::Audit,
+            Body::Gap(_) => EventKind::Gap,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum EventKind {
+    Telemetry,
+    Attribute,
+    Alarm,
+    Status,
+    Audit,
+    Gap,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 6] = [
+        EventKind::Telemetry,
+        EventKind::Attribute,
+        EventKind::Alarm,
+        EventKind::Status,
+        EventKind::Audit,
+        EventKind::Gap,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Telemetry => "telemetry",
+            EventKind::Attribute => "attribute",
+            EventKind::Alarm => "alarm",
+            EventKind::Status => "status",
+            EventKind::Audit => "audit",
+            EventKind::Gap => "gap",
+        }
+    }
+
+    /// Telemetry is dropped first; alarms, audit entries and gap records last.
+    pub fn priority(self) -> Priority {
+        match self {
+            EventKind::Telemetry => Priority::Bulk,
+            EventKind::Attribute | EventKind::Status => Priority::State,
+            EventKind::Alarm | EventKind::Audit | EventKind::Gap => Priority::Record,
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Eviction classes, lowest first. When the buffer is over its limits the
+/// oldest events of the lowest class present are dropped first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Priority {
+    /// Telemetry: plentiful, and a gap in it is tolerable.
+    Bulk = 0,
+    /// Attributes and device status.
+    State = 1,
+    /// Alarms, audit entries and gap records.
+    Record = 2,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 3] = [Priority::Bulk, Priority::State, Priority::Record];
+
+    pub fn as_i64(self) -> i64 {
+        self as i64
+    }
+
+    pub fn from_i64(v: i64) -> Option<Priority> {
+        match v {
+            0 => Some(Priority::Bulk),
+            1 => Some(Priority::State),
+            2 => Some(Priority::Record),
+            _ => None,
+        }
+    }
+}
+
+/// One named value with its quality.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    pub tag: String,
+    pub value: Value,
+    pub quality: Quality,
+}
+
+impl Point {
+    pub fn good(tag: impl Into<String>, value: Value) -> Self {
+        Self {
+            tag: tag.into(),
+            value,
+            quality: Quality::Good,
+        }
+    }
+}
+
+/// A typed value as read from a device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    Bool(bool),
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Bool(v) => write!(f, "{v}"),
+            Value::I64(v) => write!(f, "{v}"),
+            Value::U64(v) => write!(f, "{v}"),
+            Value::F64(v) => write!(f, "{v}"),
+            Value::Str(v) => write!(f, "{v:?}"),
+            Value::Bytes(v) => {
+                f.write_str("0x")?;
+                for b in v {
+                    write!(f, "{b:02x}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Whether a value can be trusted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Quality {
+    Good,
+    /// The read failed or the value is known to be wrong; the reason says why
+    /// (e.g. "modbus exception 2: illegal data address").
+    Bad { reason: String },
+    /// The last known value, no longer refreshed.
+    Stale,
+}
+
+impl Quality {
+    pub fn bad(reason: impl Into<String>) -> Self {
+        Quality::Bad {
+            reason: reason.into(),
+        }
+    }
+
+    pub fn is_good(&self) -> bool {
+        matches!(self, Quality::Good)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alarm {
+    /// Alarm type, e.g. "High Temperature".
+    pub name: String,
+    pub severity: AlarmSeverity,
+    pub state: AlarmState,
+    /// Free text or JSON details.
+    pub details: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AlarmSeverity {
+    Critical,
+    Major,
+    Minor,
+    Warning,
+    Indeterminate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AlarmState {
+    Active,
+    Cleared,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub status: DeviceStatus,
+    /// What happened, for a technician (last error, reason for a restart).
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeviceStatus {
+    Starting,
+    Online,
+    Degraded,
+    Offline,
+    Stopped,
+}
+
+/// An entry of the audit trail: configuration changes, logins, device writes,
+/// and the log's own incidents (a database moved aside, a disk that filled).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Audit {
+    /// What was done, e.g. "log.recovered", "config.applied".
+    pub action: String,
+    /// Who did it: "gateway", a user name, "remote".
+    pub actor: String,
+    pub detail: String,
+}
+
+/// The record that events were dropped from the log before every consumer had
+/// them (the buffer hit a limit). Sent upstream like any other event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// How many events were dropped.
+    pub count: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// Event timestamps (Unix ms) of the oldest and newest dropped event.
+    pub from_ms: i64,
+    pub to_ms: i64,
+    /// Which limit was hit: "rows", "bytes" or "age".
+    pub reason: String,
+}

@@ -1,0 +1,22 @@
+//! Outpost's event model: what a reading, an alarm or an audit entry is, once it
+//! is inside the gateway.
+//!
+//! Invariants:
+//! - An [`Event`] is immutable once built; the log assigns its [`Seq`] when the
+//!   transaction holding it commits, never before.
+//! - The kind of an event follows from its [`Body`]; there is no separate tag
+//!   that could disagree with the payload.
+//! - Every timestamp carries a [`ClockQuality`]: a gateway without a real-time
+//!   clock boots in the past, and events stamped then must say so.
+//! - Nothing here does I/O. The encoding ([`codec`]) is postcard: compact,
+//!   deterministic, and versioned by [`codec::FORMAT_VERSION`].
+
+pub mod codec;
+mod event;
+mod time;
+
+pub use event::{
+    Alarm, AlarmSeverity, AlarmState, Audit, Body, DeviceStatus, Event, EventKind, Gap, Point,
+    Priority, Quality, Seq, Status, Value,
+};
+pub use time::{Clock, ClockPolicy, ClockQuality, FixedClock, SystemClock, Timestamp};
