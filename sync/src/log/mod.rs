@@ -1,0 +1,441 @@
+//! The event log: the gateway's single source of record, and the store half
+//! of store-and-forward.
+//!
+//! # Invariants
+//!
+//! - **Accepted means committed.** [`EventLog::append`] resolves with the
+//!   events' seqs only after the SQLite transaction holding them committed
+//!   (with `durability = "full"`, after fsync). Until then the caller still
+//!   owns the events; on an error none of them was written.
+//! - **Seqs are assigned at commit, strictly increasing, and never reused**,
+//!   not even after every row was reclaimed or the process was killed: the
+//!   next seq is stored in the same transaction as the rows.
+//! - **Who deletes:** only the writer thread, and only for two reasons.
+//!   (1) *Reclaim*: a row whose seq every cursor has acknowledged
+//!   ([`EventLog::ack`]) is deleted. With no cursor (no uplink), nothing is
+//!   reclaimed. (2) *Limits*: when `max_rows`, `max_bytes` or `max_age` is
+//!   exceeded, the oldest events of the lowest priority go first (telemetry,
+//!   then attributes and status, then alarms, audit and gap records); expired
+//!   events go regardless of priority. Every such drop is recorded by a `gap`
+//!   event appended in the same transaction, with the count and the seq and
+//!   time range dropped.
+//! - **Cursors move forward only**, and only on explicit acknowledgement;
+//!   reading never moves a cursor.
+//! - **Disk full is a state, not a crash.** An append that finds no room
+//!   fails with [`LogError::DiskFull`], writes nothing, and leaves the log
+//!   usable; the caller keeps its events and retries (which is how
+//!   back-pressure reaches the drivers). [`LogStats::disk_full`] reports it.
+//! - **An unreadable database is moved aside, never deleted** (see
+//!   [`Store::open`]), and the fresh log starts with an audit event saying so.
+//! - **Group commit:** appends that arrive together share one transaction, up
+//!   to `commit_max_events` events or `commit_max_delay` after the first.
+//!
+//! The log runs on its own thread ([`EventLog`]) that owns the only
+//! connection; [`Store`] is the synchronous core it drives, used directly by
+//! tests and benchmarks.
+
+mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use outpost_config::Durability;
+use outpost_core::{Clock, Event, Seq};
+pub use store::{
+    Appended, LogStats, OpenReport, Recovery, Store, StoreOptions, DEFAULT_RESERVE_BYTES, ROW_OVERHEAD,
+};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+/// Buffer limits, in the units the store counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_rows: u64,
+    /// Encoded bytes plus [`ROW_OVERHEAD`] per row.
+    pub max_bytes: u64,
+    /// 0 = no age limit.
+    pub max_age_ms: u64,
+}
+
+impl Limits {
+    pub fn from_config(b: &outpost_config::BufferLimits) -> Self {
+        Self {
+            max_rows: b.max_rows,
+            max_bytes: b.max_bytes.0,
+            max_age_ms: b.max_age.as_millis(),
+        }
+    }
+
+    pub const UNLIMITED: Limits = Limits {
+        max_rows: u64::MAX,
+        max_bytes: u64::MAX,
+        max_age_ms: 0,
+    };
+}
+
+/// An event as stored, with its seq.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub seq: Seq,
+    pub event: Event,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    #[error("the disk is full: the event log cannot take more events until space is freed")]
+    DiskFull,
+    #[error("the event log database is unreadable: {reason}")]
+    Corrupt { reason: String },
+    #[error("event log: {op}: {source}")]
+    Sqlite {
+        op: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("event log: {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("event log: encoding an event: {0}")]
+    Encode(String),
+    #[error("event log: no cursor named {0:?}")]
+    UnknownCursor(String),
+    #[error("event log: cursor {cursor:?} acknowledged up to seq {upto}, but the last seq given out is {last}")]
+    AckBeyondEnd { cursor: String, upto: u64, last: u64 },
+    #[error("event log: {0}")]
+    Write(String),
+    #[error("event log: the writer has stopped")]
+    Closed,
+}
+
+impl LogError {
+    /// True for conditions that pass by themselves (space freed): retry later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, LogError::DiskFull)
+    }
+}
+
+/// Settings of the running log.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    pub store: StoreOptions,
+    pub commit_max_events: usize,
+    pub commit_max_delay: Duration,
+}
+
+impl LogOptions {
+    pub fn from_config(g: &outpost_config::Gateway) -> Self {
+        Self {
+            store: StoreOptions {
+                durability: g.durability,
+                limits: Limits::from_config(&g.buffer),
+                max_page_count: None,
+                reserve_bytes: DEFAULT_RESERVE_BYTES,
+            },
+            commit_max_events: g.log.commit_max_events as usize,
+            commit_max_delay: g.log.commit_max_delay.get(),
+        }
+    }
+}
+
+/// Committed events, as broadcast to live views. Lagging receivers miss
+/// batches; nothing depends on this for correctness.
+pub type Committed = Arc<Vec<StoredEvent>>;
+
+enum Command {
+    Append {
+        events: Vec<Event>,
+        reply: oneshot::Sender<Result<Appended, LogError>>,
+    },
+    Read {
+        after: Seq,
+        max: usize,
+        reply: oneshot::Sender<Result<Vec<StoredEvent>, LogError>>,
+    },
+    Ack {
+        cursor: String,
+        upto: Seq,
+        reply: oneshot::Sender<Result<(), LogError>>,
+    },
+    Cursor {
+        name: String,
+        reply: oneshot::Sender<Option<Seq>>,
+    },
+    SetCursors {
+        names: Vec<String>,
+        reply: oneshot::Sender<Result<(), LogError>>,
+    },
+}
+
+/// Handle to the log's writer thread. Cheap to clone; the thread ends when
+/// every handle is dropped or [`EventLog::close`] is called, after finishing
+/// every command it had received.
+#[derive(Debug, Clone)]
+pub struct EventLog {
+    tx: mpsc::Sender<Command>,
+    stats: watch::Receiver<LogStats>,
+    committed: broadcast::Sender<Committed>,
+    done: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl EventLog {
+    /// Opens the log at `path` and starts its writer thread.
+    ///
+    /// # Errors
+    /// When the database can be neither opened nor recreated.
+    pub fn open(
+        path: &Path,
+        opts: LogOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(EventLog, OpenReport), LogError> {
+        let (store, report) = Store::open(path, opts.store.clone(), clock.now())?;
+        let (tx, rx) = mpsc::channel(64);
+        let (stats_tx, stats) = watch::channel(store.stats().clone());
+        let (committed, _) = broadcast::channel(64);
+        let writer = Writer {
+            store,
+            rx,
+            stats: stats_tx,
+            committed: committed.clone(),
+            clock,
+            max_events: opts.commit_max_events.max(1),
+            max_delay: opts.commit_max_delay,
+        };
+        let handle = std::thread::Builder::new()
+            .name("outpost-log".into())
+            .spawn(move || writer.run())
+            .map_err(|source| LogError::Io {
+                op: "starting the writer thread for",
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok((
+            EventLog {
+                tx,
+                stats,
+                committed,
+                done: Arc::new(std::sync::Mutex::new(Some(handle))),
+            },
+            report,
+        ))
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, LogError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| LogError::Closed)?;
+        rx.await.map_err(|_| LogError::Closed)
+    }
+
+    /// Appends `events` (in order) and resolves once they are committed, with
+    /// the seqs they got. On error none of them was written.
+    ///
+    /// # Errors
+    /// [`LogError::DiskFull`] (retry later) or a failing database.
+    pub async fn append(&self, events: Vec<Event>) -> Result<Appended, LogError> {
+        self.call(|reply| Command::Append { events, reply }).await?
+    }
+
+    /// Up to `max` events with seq greater than `after`, oldest first.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn read(&self, after: Seq, max: usize) -> Result<Vec<StoredEvent>, LogError> {
+        self.call(|reply| Command::Read { after, max, reply }).await?
+    }
+
+    /// Acknowledges every event up to `upto` for the consumer `cursor`.
+    ///
+    /// # Errors
+    /// Unknown cursor, a seq never given out, or a failing database.
+    pub async fn ack(&self, cursor: &str, upto: Seq) -> Result<(), LogError> {
+        let cursor = cursor.to_string();
+        self.call(|reply| Command::Ack { cursor, upto, reply }).await?
+    }
+
+    /// Where the cursor stands.
+    ///
+    /// # Errors
+    /// When the writer has stopped.
+    pub async fn cursor(&self, name: &str) -> Result<Option<Seq>, LogError> {
+        let name = name.to_string();
+        self.call(|reply| Command::Cursor { name, reply }).await
+    }
+
+    /// Makes the set of cursors exactly `names` (see [`Store::set_cursors`]).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn set_cursors(&self, names: Vec<String>) -> Result<(), LogError> {
+        self.call(|reply| Command::SetCursors { names, reply }).await?
+    }
+
+    /// The latest counters; `changed()` on the receiver waits for news.
+    pub fn stats(&self) -> watch::Receiver<LogStats> {
+        self.stats.clone()
+    }
+
+    /// Live feed of committed events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Committed> {
+        self.committed.subscribe()
+    }
+
+    /// Stops taking commands, lets the writer finish what it received, and
+    /// waits for its thread (on a blocking thread, so the runtime is free).
+    pub async fn close(self) {
+        let EventLog { tx, done, .. } = self;
+        drop(tx);
+        let handle = done.lock().ok().and_then(|mut g| g.take());
+        if let Some(h) = handle {
+            let joined = tokio::task::spawn_blocking(move || h.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                tracing::error!("The event log writer thread ended abnormally.");
+            }
+        }
+    }
+}
+
+struct Writer {
+    store: Store,
+    rx: mpsc::Receiver<Command>,
+    stats: watch::Sender<LogStats>,
+    committed: broadcast::Sender<Committed>,
+    clock: Arc<dyn Clock>,
+    max_events: usize,
+    max_delay: Duration,
+}
+
+impl Writer {
+    fn run(mut self) {
+        // A single-threaded runtime on this thread only waits on the channel
+        // and the group-commit timer; SQLite runs here, off the main runtime.
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot start the event log writer.");
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let mut deferred: Option<Command> = None;
+            loop {
+                let cmd = match deferred.take() {
+                    Some(c) => c,
+                    None => match self.rx.recv().await {
+                        Some(c) => c,
+                        None => break,
+                    },
+                };
+                match cmd {
+                    Command::Append { events, reply } => {
+                        let mut batch = vec![(events, reply)];
+                        deferred = self.gather(&mut batch).await;
+                        self.commit(batch);
+                    }
+                    other => self.handle(other),
+                }
+                self.stats.send_replace(self.store.stats().clone());
+            }
+        });
+    }
+
+    /// Collects appends that arrive within `max_delay` of the first, up to
+    /// `max_events`. Returns a non-append command that ended the gathering.
+    async fn gather(
+        &mut self,
+        batch: &mut Vec<(Vec<Event>, oneshot::Sender<Result<Appended, LogError>>)>,
+    ) -> Option<Command> {
+        let mut n: usize = batch.iter().map(|(e, _)| e.len()).sum();
+        let deadline = tokio::time::Instant::now() + self.max_delay;
+        while n < self.max_events {
+            let next = match self.rx.try_recv() {
+                Ok(c) => Some(c),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if self.max_delay.is_zero() {
+                        None
+                    } else {
+                        tokio::time::timeout_at(deadline, self.rx.recv()).await.ok().flatten()
+                    }
+                }
+            };
+            match next {
+                Some(Command::Append { events, reply }) => {
+                    n += events.len();
+                    batch.push((events, reply));
+                }
+                Some(other) => return Some(other),
+                None => break,
+            }
+        }
+        None
+    }
+
+    fn commit(&mut self, batch: Vec<(Vec<Event>, oneshot::Sender<Result<Appended, LogError>>)>) {
+        let all: Vec<Event> = batch.iter().flat_map(|(e, _)| e.iter().cloned()).collect();
+        match self.store.append(&all, self.clock.now()) {
+            Ok(appended) => {
+                let mut seq = appended.first.0;
+                let mut stored = Vec::with_capacity(all.len());
+                for ev in all {
+                    stored.push(StoredEvent { seq: Seq(seq), event: ev });
+                    seq += 1;
+                }
+                let mut next = appended.first.0;
+                for (events, reply) in batch {
+                    let n = events.len() as u64;
+                    let mine = Appended {
+                        first: Seq(next),
+                        last: Seq(next + n - 1),
+                    };
+                    next += n;
+                    // A caller that gave up still had its events committed.
+                    let _ignored = reply.send(Ok(mine));
+                }
+                let _no_listeners = self.committed.send(Arc::new(stored));
+            }
+            Err(e) => {
+                if !e.is_retryable() {
+                    tracing::error!(error = %e, events = all.len(), "Event log append failed.");
+                }
+                let msg = e.to_string();
+                for (_, reply) in batch {
+                    let err = if e.is_retryable() {
+                        LogError::DiskFull
+                    } else {
+                        LogError::Write(msg.clone())
+                    };
+                    let _ignored = reply.send(Err(err));
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Append { events, reply } => self.commit(vec![(events, reply)]),
+            Command::Read { after, max, reply } => {
+                let _ignored = reply.send(self.store.read(after, max));
+            }
+            Command::Ack { cursor, upto, reply } => {
+                let _ignored = reply.send(self.store.ack(&cursor, upto));
+            }
+            Command::Cursor { name, reply } => {
+                let _ignored = reply.send(self.store.cursor(&name));
+            }
+            Command::SetCursors { names, reply } => {
+                let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+                let _ignored = reply.send(self.store.set_cursors(&refs));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,979 @@
+//! The synchronous half of the event log: one SQLite connection, used by one
+//! thread (the writer). See the module doc of `log` for the invariants.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use outpost_core::codec;
+use outpost_core::{Body, ClockQuality, Event, Gap, Priority, Seq, Timestamp};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use super::{Durability, Limits, LogError, StoredEvent};
+
+/// `PRAGMA application_id`: "OUTP".
+const APPLICATION_ID: i64 = 0x4f55_5450;
+const SCHEMA_VERSION: i64 = 1;
+/// Bytes counted per row on top of its encoded body: the row header, the
+/// seq/time/priority columns and the device name's share.
+pub const ROW_OVERHEAD: u64 = 40;
+/// Room kept free for the gap record when evicting.
+const GAP_RESERVE_BYTES: u64 = 160;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    seq      INTEGER PRIMARY KEY,
+    at_ms    INTEGER,            -- append time (synced clock only), for age limits
+    ts_ms    INTEGER NOT NULL,   -- the event's own timestamp
+    priority INTEGER NOT NULL,
+    device   TEXT NOT NULL,
+    kind     INTEGER NOT NULL,
+    size     INTEGER NOT NULL,   -- bytes counted against max_bytes
+    body     BLOB NOT NULL       -- outpost_core::codec encoding
+);
+CREATE TABLE IF NOT EXISTS cursors (
+    name  TEXT PRIMARY KEY,
+    acked INTEGER NOT NULL       -- every seq <= acked has been acknowledged
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+";
+
+/// Options fixed at open.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub durability: Durability,
+    pub limits: Limits,
+    /// Caps the database at this many pages (`PRAGMA max_page_count`); for
+    /// tests and for operators who want a hard cap below the disk size.
+    pub max_page_count: Option<u32>,
+    /// Bytes kept in a reserve file beside the log (`<log>.reserve`). On a
+    /// full disk it is released so that acknowledgements, which free space,
+    /// can still be written; it is recreated once space returns.
+    pub reserve_bytes: u64,
+}
+
+/// Default size of the space reserve.
+pub const DEFAULT_RESERVE_BYTES: u64 = 512 * 1024;
+
+/// What happened while opening.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    /// Set when the existing database could not be used and was moved aside.
+    pub recovered: Option<Recovery>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Recovery {
+    pub moved_to: PathBuf,
+    pub reason: String,
+}
+
+/// Counters and gauges of the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogStats {
+    pub rows: u64,
+    pub bytes: u64,
+    /// The seq the next appended event will get.
+    pub next_seq: u64,
+    pub appended_total: u64,
+    pub commits_total: u64,
+    pub evicted_rows_total: u64,
+    pub evicted_age_total: u64,
+    pub evicted_bytes_total: u64,
+    pub gaps_total: u64,
+    pub reclaimed_total: u64,
+    pub corrupt_rows_total: u64,
+    pub disk_full_total: u64,
+    /// True while the last append failed for want of space.
+    pub disk_full: bool,
+    /// True while the space reserve is in place.
+    pub reserve_held: bool,
+    /// (cursor name, acked seq)
+    pub cursors: Vec<(String, u64)>,
+}
+
+/// Result of one append: the seqs given to the caller's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub first: Seq,
+    pub last: Seq,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    opts: StoreOptions,
+    next_seq: u64,
+    rows: [u64; 3],
+    bytes: u64,
+    cursors: BTreeMap<String, u64>,
+    stats: LogStats,
+    buf: Vec<u8>,
+    /// Every row up to this seq that is still present was appended with an
+    /// unsynced clock (no age): the age scan starts after it.
+    age_skip: i64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("next_seq", &self.next_seq)
+            .field("rows", &self.rows)
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+fn sql_err(op: &'static str) -> impl FnOnce(rusqlite::Error) -> LogError {
+    move |e| classify(op, e)
+}
+
+/// Maps SQLite errors to the states the daemon handles differently.
+fn classify(op: &'static str, e: rusqlite::Error) -> LogError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => LogError::DiskFull,
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => LogError::Corrupt {
+            reason: format!("{op}: {e}"),
+        },
+        _ => LogError::Sqlite { op, source: e },
+    }
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (or creates) the log at `path`. A database that cannot be opened,
+    /// fails `PRAGMA quick_check`, or is not an Outpost log is moved aside
+    /// (`<path>.corrupt-<UTC time>`) and a fresh one is started; the report
+    /// says so, and an audit event in the fresh log records it.
+    ///
+    /// # Errors
+    /// When even a fresh database cannot be created (permissions, no space).
+    pub fn open(path: &Path, opts: StoreOptions, now: Timestamp) -> Result<(Store, OpenReport), LogError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| LogError::Io {
+                op: "creating the data directory",
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let mut report = OpenReport::default();
+        let store = match Self::try_open(path, &opts) {
+            Ok(store) => store,
+            Err(LogError::Corrupt { reason }) => {
+                let moved_to = move_aside(path, now)?;
+                tracing::error!(
+                    path = %path.display(),
+                    moved_to = %moved_to.display(),
+                    %reason,
+                    "Event log is unreadable; moved it aside and started a fresh one."
+                );
+                report.recovered = Some(Recovery {
+                    moved_to: moved_to.clone(),
+                    reason: reason.clone(),
+                });
+                let mut store = Self::try_open(path, &opts)?;
+                let audit = Event::new(
+                    "",
+                    now,
+                    Body::Audit(outpost_core::Audit {
+                        action: "log.recovered".into(),
+                        actor: "gateway".into(),
+                        detail: format!(
+                            "the event log was unreadable ({reason}); it was moved to {} and a fresh log was started",
+                            moved_to.display()
+                        ),
+                    }),
+                );
+                store.append(&[audit], now)?;
+                store
+            }
+            Err(e) => return Err(e),
+        };
+        let mut store = store;
+        store.ensure_reserve();
+        Ok((store, report))
+    }
+
+    fn try_open(path: &Path, opts: &StoreOptions) -> Result<Store, LogError> {
+        let corrupt = |what: &str, e: &dyn std::fmt::Display| LogError::Corrupt {
+            reason: format!("{what}: {e}"),
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| match e.sqlite_error_code() {
+            Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::ReadOnly) => {
+                LogError::Sqlite { op: "opening the database", source: e }
+            }
+            _ => corrupt("opening", &e),
+        })?;
+        // Anything failing from here on means the file is not a usable log.
+        let app_id: i64 = conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(|e| corrupt("reading the header", &e))?;
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(|e| corrupt("quick_check", &e))?;
+        if check != "ok" {
+            return Err(corrupt("quick_check", &check));
+        }
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+            .map_err(|e| corrupt("reading the schema", &e))?;
+        if app_id != APPLICATION_ID && !(app_id == 0 && tables == 0) {
+            return Err(LogError::Corrupt {
+                reason: format!("not an Outpost event log (application_id {app_id:#x})"),
+            });
+        }
+        let sync = match opts.durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA temp_store = MEMORY;"
+        ))
+        .map_err(sql_err("setting pragmas"))?;
+        if let Some(max) = opts.max_page_count {
+            conn.query_row(&format!("PRAGMA max_page_count = {max}"), [], |_| Ok(()))
+                .map_err(sql_err("setting max_page_count"))?;
+        }
+        if tables == 0 {
+            conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE; {SCHEMA} PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))
+            .map_err(sql_err("creating the schema"))?;
+        }
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sql_err("reading user_version"))?;
+        if version != SCHEMA_VERSION {
+            return Err(LogError::Corrupt {
+                reason: format!("schema version {version}, this build reads version {SCHEMA_VERSION}"),
+            });
+        }
+
+        let mut rows = [0u64; 3];
+        let mut bytes = 0u64;
+        {
+            let mut stmt = conn
+                .prepare("SELECT priority, count(*), coalesce(sum(size), 0) FROM events GROUP BY priority")
+                .map_err(|e| corrupt("counting rows", &e))?;
+            let mut q = stmt.query([]).map_err(|e| corrupt("counting rows", &e))?;
+            while let Some(r) = q.next().map_err(|e| corrupt("counting rows", &e))? {
+                let p: i64 = r.get(0).map_err(|e| corrupt("counting rows", &e))?;
+                let n: i64 = r.get(1).map_err(|e| corrupt("counting rows", &e))?;
+                let b: i64 = r.get(2).map_err(|e| corrupt("counting rows", &e))?;
+                let Some(slot) = Priority::from_i64(p).map(|p| p as usize) else {
+                    return Err(LogError::Corrupt {
+                        reason: format!("unknown priority {p} in the events table"),
+                    });
+                };
+                rows[slot] = to_u64(n);
+                bytes += to_u64(b);
+            }
+        }
+        let max_seq: Option<i64> = conn
+            .query_row("SELECT max(seq) FROM events", [], |r| r.get(0))
+            .map_err(|e| corrupt("reading max(seq)", &e))?;
+        let meta_next: Option<i64> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| corrupt("reading next_seq", &e))?;
+        let next_seq = to_u64(meta_next.unwrap_or(1))
+            .max(to_u64(max_seq.unwrap_or(0)) + 1)
+            .max(1);
+        let mut cursors = BTreeMap::new();
+        {
+            let mut stmt = conn
+                .prepare("SELECT name, acked FROM cursors")
+                .map_err(|e| corrupt("reading cursors", &e))?;
+            let it = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(|e| corrupt("reading cursors", &e))?;
+            for c in it {
+                let (name, acked) = c.map_err(|e| corrupt("reading cursors", &e))?;
+                cursors.insert(name, to_u64(acked));
+            }
+        }
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+            opts: opts.clone(),
+            next_seq,
+            rows,
+            bytes,
+            cursors,
+            stats: LogStats::default(),
+            buf: Vec::with_capacity(256),
+            age_skip: 0,
+        };
+        store.refresh_stats();
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn reserve_path(&self) -> PathBuf {
+        PathBuf::from(format!("{}.reserve", self.path.display()))
+    }
+
+    /// Creates the reserve file if it is missing (best effort: on a full
+    /// disk it stays missing and is tried again later).
+    fn ensure_reserve(&mut self) {
+        let want = self.opts.reserve_bytes;
+        let path = self.reserve_path();
+        if want == 0 {
+            self.stats.reserve_held = false;
+            return;
+        }
+        if std::fs::metadata(&path).map(|m| m.len() >= want).unwrap_or(false) {
+            self.stats.reserve_held = true;
+            return;
+        }
+        let written = (|| -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&path)?;
+            let chunk = vec![0u8; 64 * 1024];
+            let mut left = want;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                f.write_all(&chunk[..n])?;
+                left -= n as u64;
+            }
+            f.sync_all()
+        })();
+        match written {
+            Ok(()) => self.stats.reserve_held = true,
+            Err(e) => {
+                let _gone = std::fs::remove_file(&path);
+                self.stats.reserve_held = false;
+                tracing::warn!(path = %path.display(), error = %e, "Cannot create the log's space reserve.");
+            }
+        }
+    }
+
+    /// Frees the reserve and shrinks the WAL, so that a write that frees
+    /// space can go through on a full disk.
+    fn release_reserve(&mut self) {
+        let path = self.reserve_path();
+        if std::fs::remove_file(&path).is_ok() {
+            tracing::warn!(path = %path.display(), "Disk full: released the log's space reserve.");
+        }
+        self.stats.reserve_held = false;
+        self.checkpoint_truncate();
+    }
+
+    /// Copies the WAL into the database and truncates it (frees disk space).
+    fn checkpoint_truncate(&mut self) {
+        let r = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "WAL checkpoint failed.");
+        }
+    }
+
+    pub fn stats(&self) -> &LogStats {
+        &self.stats
+    }
+
+    fn refresh_stats(&mut self) {
+        self.stats.rows = self.rows.iter().sum();
+        self.stats.bytes = self.bytes;
+        self.stats.next_seq = self.next_seq;
+        self.stats.cursors = self.cursors.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    }
+
+    /// Appends `events` in one transaction and applies the buffer limits.
+    /// Returns the seqs given to `events` once the transaction committed; on
+    /// error nothing was written and no seq was used.
+    ///
+    /// # Errors
+    /// [`LogError::DiskFull`] when there is no room (retry later); others for
+    /// a database that fails.
+    pub fn append(&mut self, events: &[Event], now: Timestamp) -> Result<Appended, LogError> {
+        let mut result = self.append_inner(events, now);
+        if matches!(result, Err(LogError::DiskFull)) {
+            // The WAL may hold most of the space: fold it in and try again.
+            self.checkpoint_truncate();
+            result = self.append_inner(events, now);
+        }
+        match result {
+            Ok(a) => {
+                if self.stats.disk_full || !self.stats.reserve_held {
+                    self.ensure_reserve();
+                }
+                self.stats.disk_full = false;
+                Ok(a)
+            }
+            Err(LogError::DiskFull) => {
+                if !self.stats.disk_full {
+                    self.stats.disk_full_total += 1;
+                }
+                self.stats.disk_full = true;
+                Err(LogError::DiskFull)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn append_inner(&mut self, events: &[Event], now: Timestamp) -> Result<Appended, LogError> {
+        if events.is_empty() {
+            return Ok(Appended {
+                first: Seq(self.next_seq),
+                last: Seq(self.next_seq.saturating_sub(1)),
+            });
+        }
+        // Work on copies; `self` changes only after the commit.
+        let mut next = self.next_seq;
+        let mut rows = self.rows;
+        let mut bytes = self.bytes;
+        let at_ms = (now.clock == ClockQuality::Synced).then_some(now.unix_ms);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_err("beginning a transaction"))?;
+        let first = next;
+        {
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT INTO events (seq, at_ms, ts_ms, priority, device, kind, size, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(sql_err("preparing insert"))?;
+            for ev in events {
+                insert_event(&mut ins, &mut self.buf, next, at_ms, ev, &mut rows, &mut bytes)?;
+                next += 1;
+            }
+        }
+        let last = next - 1;
+        let mut evicted = Eviction::default();
+        let mut age_skip = self.age_skip;
+        evict(&tx, &self.opts.limits, now, &mut rows, &mut bytes, &mut age_skip, &mut evicted)?;
+        {
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT INTO events (seq, at_ms, ts_ms, priority, device, kind, size, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(sql_err("preparing insert"))?;
+            for gap in evicted.gaps() {
+                let ev = Event::new("", now, Body::Gap(gap));
+                insert_event(&mut ins, &mut self.buf, next, at_ms, &ev, &mut rows, &mut bytes)?;
+                next += 1;
+            }
+        }
+        tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_seq', ?1)")
+            .and_then(|mut s| s.execute([to_i64(next)]))
+            .map_err(sql_err("saving next_seq"))?;
+        tx.commit().map_err(sql_err("committing"))?;
+
+        self.next_seq = next;
+        self.rows = rows;
+        self.bytes = bytes;
+        self.age_skip = age_skip;
+        self.stats.appended_total += events.len() as u64;
+        self.stats.commits_total += 1;
+        self.stats.evicted_rows_total += evicted.by_reason[Reason::Rows as usize].count;
+        self.stats.evicted_bytes_total += evicted.by_reason[Reason::Bytes as usize].count;
+        self.stats.evicted_age_total += evicted.by_reason[Reason::Age as usize].count;
+        let gaps = evicted.gaps().count() as u64;
+        if gaps > 0 {
+            self.stats.gaps_total += gaps;
+            tracing::warn!(
+                rows = evicted.by_reason[Reason::Rows as usize].count,
+                bytes = evicted.by_reason[Reason::Bytes as usize].count,
+                age = evicted.by_reason[Reason::Age as usize].count,
+                "Buffer limit reached; dropped the oldest lowest-priority events and recorded a gap."
+            );
+        }
+        self.refresh_stats();
+        Ok(Appended {
+            first: Seq(first),
+            last: Seq(last),
+        })
+    }
+
+    /// Events with seq greater than `after`, oldest first, at most `max`.
+    /// Rows that do not decode are counted and skipped.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub fn read(&mut self, after: Seq, max: usize) -> Result<Vec<StoredEvent>, LogError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+            .map_err(sql_err("preparing read"))?;
+        let mut q = stmt
+            .query(params![to_i64(after.0), to_i64(max as u64)])
+            .map_err(sql_err("reading"))?;
+        let mut out = Vec::with_capacity(max.min(1024));
+        let mut corrupt = 0;
+        while let Some(r) = q.next().map_err(sql_err("reading"))? {
+            let seq: i64 = r.get(0).map_err(sql_err("reading seq"))?;
+            let body = r.get_ref(1).map_err(sql_err("reading body"))?;
+            let decoded = body
+                .as_blob()
+                .map_err(|e| e.to_string())
+                .and_then(|b| codec::decode(b).map_err(|e| e.to_string()));
+            match decoded {
+                Ok(event) => out.push(StoredEvent {
+                    seq: Seq(to_u64(seq)),
+                    event,
+                }),
+                Err(e) => {
+                    corrupt += 1;
+                    tracing::error!(seq, error = %e, "Skipping an event row that does not decode.");
+                }
+            }
+        }
+        drop(q);
+        drop(stmt);
+        self.stats.corrupt_rows_total += corrupt;
+        Ok(out)
+    }
+
+    /// Where the cursor `name` stands (every seq up to it acknowledged), or
+    /// `None` if there is no such cursor.
+    pub fn cursor(&self, name: &str) -> Option<Seq> {
+        self.cursors.get(name).map(|v| Seq(*v))
+    }
+
+    /// Makes the set of cursors exactly `names`. A new cursor starts before
+    /// every event still in the log, so it receives the whole backlog. Removing
+    /// a cursor may let rows be reclaimed.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub fn set_cursors(&mut self, names: &[&str]) -> Result<(), LogError> {
+        match self.set_cursors_inner(names) {
+            Err(LogError::DiskFull) => {
+                self.release_reserve();
+                self.set_cursors_inner(names)
+            }
+            r => r,
+        }
+    }
+
+    fn set_cursors_inner(&mut self, names: &[&str]) -> Result<(), LogError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_err("beginning a transaction"))?;
+        let mut cursors = self.cursors.clone();
+        cursors.retain(|k, _| names.contains(&k.as_str()));
+        for n in names {
+            cursors.entry((*n).to_string()).or_insert(0);
+        }
+        tx.execute("DELETE FROM cursors", []).map_err(sql_err("saving cursors"))?;
+        for (k, v) in &cursors {
+            tx.execute(
+                "INSERT INTO cursors (name, acked) VALUES (?1, ?2)",
+                params![k, to_i64(*v)],
+            )
+            .map_err(sql_err("saving cursors"))?;
+        }
+        let (reclaimed, rows, bytes) = reclaim(&tx, &cursors, self.rows, self.bytes)?;
+        tx.commit().map_err(sql_err("committing"))?;
+        self.cursors = cursors;
+        self.rows = rows;
+        self.bytes = bytes;
+        self.stats.reclaimed_total += reclaimed;
+        self.refresh_stats();
+        Ok(())
+    }
+
+    /// Records that the consumer `name` has had every event up to `upto`
+    /// acknowledged by its peer, and reclaims rows every cursor has passed.
+    /// Acknowledging less than already acknowledged changes nothing.
+    ///
+    /// # Errors
+    /// [`LogError::UnknownCursor`], [`LogError::AckBeyondEnd`], or a database
+    /// failure.
+    pub fn ack(&mut self, name: &str, upto: Seq) -> Result<(), LogError> {
+        let Some(&current) = self.cursors.get(name) else {
+            return Err(LogError::UnknownCursor(name.to_string()));
+        };
+        if upto.0 >= self.next_seq {
+            return Err(LogError::AckBeyondEnd {
+                cursor: name.to_string(),
+                upto: upto.0,
+                last: self.next_seq - 1,
+            });
+        }
+        if upto.0 <= current {
+            return Ok(());
+        }
+        match self.ack_inner(name, upto) {
+            Err(LogError::DiskFull) => {
+                self.release_reserve();
+                self.ack_inner(name, upto)?;
+            }
+            r => r?,
+        }
+        if !self.stats.reserve_held {
+            // Space was freed: return the WAL's share and rebuild the reserve.
+            self.checkpoint_truncate();
+            self.ensure_reserve();
+        }
+        Ok(())
+    }
+
+    fn ack_inner(&mut self, name: &str, upto: Seq) -> Result<(), LogError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_err("beginning a transaction"))?;
+        tx.prepare_cached("UPDATE cursors SET acked = ?2 WHERE name = ?1")
+            .and_then(|mut s| s.execute(params![name, to_i64(upto.0)]))
+            .map_err(sql_err("saving the cursor"))?;
+        let mut cursors = self.cursors.clone();
+        cursors.insert(name.to_string(), upto.0);
+        let (reclaimed, rows, bytes) = reclaim(&tx, &cursors, self.rows, self.bytes)?;
+        tx.commit().map_err(sql_err("committing"))?;
+        self.cursors = cursors;
+        self.rows = rows;
+        self.bytes = bytes;
+        self.stats.reclaimed_total += reclaimed;
+        self.refresh_stats();
+        Ok(())
+    }
+
+    /// Every event in the log, oldest first (for tests and export).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub fn read_all(&mut self) -> Result<Vec<StoredEvent>, LogError> {
+        let mut out = Vec::new();
+        let mut after = Seq(0);
+        loop {
+            let batch = self.read(after, 4096)?;
+            let Some(last) = batch.last() else { break };
+            after = last.seq;
+            out.extend(batch);
+        }
+        Ok(out)
+    }
+
+    /// Raises or lowers the page cap (`PRAGMA max_page_count`).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub fn set_max_page_count(&mut self, pages: u32) -> Result<(), LogError> {
+        self.conn
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .map_err(sql_err("setting max_page_count"))?;
+        self.opts.max_page_count = Some(pages);
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn insert_event(
+    ins: &mut rusqlite::CachedStatement<'_>,
+    buf: &mut Vec<u8>,
+    seq: u64,
+    at_ms: Option<i64>,
+    ev: &Event,
+    rows: &mut [u64; 3],
+    bytes: &mut u64,
+) -> Result<(), LogError> {
+    buf.clear();
+    codec::encode_into(ev, buf).map_err(|e| LogError::Encode(e.to_string()))?;
+    let size = buf.len() as u64 + ROW_OVERHEAD;
+    let prio = ev.priority();
+    ins.execute(params![
+        to_i64(seq),
+        at_ms,
+        ev.ts.unix_ms,
+        prio.as_i64(),
+        ev.device,
+        kind_code(ev),
+        to_i64(size),
+        &buf[..],
+    ])
+    .map_err(sql_err("inserting an event"))?;
+    rows[prio as usize] += 1;
+    *bytes += size;
+    Ok(())
+}
+
+fn kind_code(ev: &Event) -> i64 {
+    outpost_core::EventKind::ALL
+        .iter()
+        .position(|k| *k == ev.kind())
+        .map_or(-1, |p| p as i64)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    Age = 0,
+    Rows = 1,
+    Bytes = 2,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Dropped {
+    count: u64,
+    first_seq: u64,
+    last_seq: u64,
+    from_ms: i64,
+    to_ms: i64,
+}
+
+impl Dropped {
+    fn add(&mut self, seq: u64, ts_ms: i64) {
+        if self.count == 0 {
+            *self = Dropped {
+                count: 0,
+                first_seq: seq,
+                last_seq: seq,
+                from_ms: ts_ms,
+                to_ms: ts_ms,
+            };
+        }
+        self.count += 1;
+        self.first_seq = self.first_seq.min(seq);
+        self.last_seq = self.last_seq.max(seq);
+        self.from_ms = self.from_ms.min(ts_ms);
+        self.to_ms = self.to_ms.max(ts_ms);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Eviction {
+    by_reason: [Dropped; 3],
+}
+
+impl Eviction {
+    fn gaps(&self) -> impl Iterator<Item = Gap> + '_ {
+        [Reason::Age, Reason::Rows, Reason::Bytes]
+            .into_iter()
+            .filter(|r| self.by_reason[*r as usize].count > 0)
+            .map(|r| {
+                let d = &self.by_reason[r as usize];
+                Gap {
+                    count: d.count,
+                    first_seq: d.first_seq,
+                    last_seq: d.last_seq,
+                    from_ms: d.from_ms,
+                    to_ms: d.to_ms,
+                    reason: match r {
+                        Reason::Age => "age",
+                        Reason::Rows => "rows",
+                        Reason::Bytes => "bytes",
+                    }
+                    .to_string(),
+                }
+            })
+    }
+}
+
+/// Applies the limits inside the append transaction. Age first (expired
+/// events, any priority, walking from the oldest seq and stopping at the
+/// first event that has not expired; events appended while the clock was
+/// unsynced have no age and are skipped), then rows and bytes (lowest
+/// priority first, oldest first, until one row and a gap record's worth of
+/// bytes are free).
+fn evict(
+    tx: &rusqlite::Transaction<'_>,
+    limits: &Limits,
+    now: Timestamp,
+    rows: &mut [u64; 3],
+    bytes: &mut u64,
+    age_skip: &mut i64,
+    out: &mut Eviction,
+) -> Result<(), LogError> {
+    if now.clock == ClockQuality::Synced && limits.max_age_ms > 0 {
+        let cutoff = now.unix_ms.saturating_sub(to_i64(limits.max_age_ms));
+        // Rows before the first unexpired one are all dropped or ageless, so
+        // the ageless ones need not be looked at again.
+        let mut after = *age_skip;
+        'scan: loop {
+            let chunk: Vec<(i64, Option<i64>, i64, i64, i64)> = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT seq, at_ms, ts_ms, priority, size FROM events WHERE seq > ?1 ORDER BY seq LIMIT 256",
+                    )
+                    .map_err(sql_err("scanning for expired events"))?;
+                let it = stmt
+                    .query_map([after], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                    .map_err(sql_err("scanning for expired events"))?;
+                it.collect::<Result<_, _>>()
+                    .map_err(sql_err("scanning for expired events"))?
+            };
+            if chunk.is_empty() {
+                break;
+            }
+            for (seq, at, ts, prio, size) in chunk {
+                after = seq;
+                match at {
+                    None => {
+                        *age_skip = seq;
+                        continue;
+                    }
+                    Some(at) if at < cutoff => {
+                        delete_row(tx, seq)?;
+                        let p = Priority::from_i64(prio).map_or(0, |p| p as usize);
+                        rows[p] = rows[p].saturating_sub(1);
+                        *bytes = bytes.saturating_sub(to_u64(size));
+                        out.by_reason[Reason::Age as usize].add(to_u64(seq), ts);
+                    }
+                    Some(_) => break 'scan,
+                }
+            }
+        }
+    }
+
+    let total = |rows: &[u64; 3]| rows.iter().sum::<u64>();
+    if total(rows) <= limits.max_rows && *bytes <= limits.max_bytes {
+        return Ok(());
+    }
+    let row_target = limits.max_rows.saturating_sub(1);
+    let byte_target = limits.max_bytes.saturating_sub(GAP_RESERVE_BYTES);
+    for prio in Priority::ALL {
+        let p = prio as usize;
+        let mut after = 0i64;
+        while rows[p] > 0 && (total(rows) > row_target || *bytes > byte_target) {
+            let chunk: Vec<(i64, i64, i64)> = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT seq, ts_ms, size FROM events WHERE priority = ?1 AND seq > ?2 ORDER BY seq LIMIT 256",
+                    )
+                    .map_err(sql_err("choosing events to drop"))?;
+                let it = stmt
+                    .query_map(params![prio.as_i64(), after], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .map_err(sql_err("choosing events to drop"))?;
+                it.collect::<Result<_, _>>()
+                    .map_err(sql_err("choosing events to drop"))?
+            };
+            if chunk.is_empty() {
+                break;
+            }
+            for (seq, ts, size) in chunk {
+                if !(total(rows) > row_target || *bytes > byte_target) {
+                    break;
+                }
+                after = seq;
+                let reason = if total(rows) > row_target {
+                    Reason::Rows
+                } else {
+                    Reason::Bytes
+                };
+                delete_row(tx, seq)?;
+                rows[p] = rows[p].saturating_sub(1);
+                *bytes = bytes.saturating_sub(to_u64(size));
+                out.by_reason[reason as usize].add(to_u64(seq), ts);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn delete_row(tx: &rusqlite::Transaction<'_>, seq: i64) -> Result<(), LogError> {
+    tx.prepare_cached("DELETE FROM events WHERE seq = ?1")
+        .and_then(|mut s| s.execute([seq]))
+        .map_err(sql_err("dropping an event"))?;
+    Ok(())
+}
+
+/// Deletes rows every cursor has passed. With no cursor nothing is reclaimed:
+/// the log then keeps events until a limit drops them.
+fn reclaim(
+    tx: &rusqlite::Transaction<'_>,
+    cursors: &BTreeMap<String, u64>,
+    mut rows: [u64; 3],
+    mut bytes: u64,
+) -> Result<(u64, [u64; 3], u64), LogError> {
+    let Some(min) = cursors.values().min().copied() else {
+        return Ok((0, rows, bytes));
+    };
+    let mut stmt = tx
+        .prepare_cached("DELETE FROM events WHERE seq <= ?1 RETURNING priority, size")
+        .map_err(sql_err("reclaiming"))?;
+    let it = stmt
+        .query_map([to_i64(min)], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+        .map_err(sql_err("reclaiming"))?;
+    let mut n = 0;
+    for row in it {
+        let (p, size) = row.map_err(sql_err("reclaiming"))?;
+        let p = Priority::from_i64(p).map_or(0, |p| p as usize);
+        rows[p] = rows[p].saturating_sub(1);
+        bytes = bytes.saturating_sub(to_u64(size));
+        n += 1;
+    }
+    Ok((n, rows, bytes))
+}
+
+/// Renames the database (and its WAL and shared-memory files) to
+/// `<name>.corrupt-<UTC time>`; never deletes anything.
+fn move_aside(path: &Path, now: Timestamp) -> Result<PathBuf, LogError> {
+    let stamp = utc_stamp(now.unix_ms);
+    let mut target = PathBuf::from(format!("{}.corrupt-{stamp}", path.display()));
+    let mut n = 1;
+    while target.exists() {
+        target = PathBuf::from(format!("{}.corrupt-{stamp}-{n}", path.display()));
+        n += 1;
+    }
+    std::fs::rename(path, &target).map_err(|source| LogError::Io {
+        op: "moving the unreadable log aside",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    for suffix in ["-wal", "-shm"] {
+        let side = PathBuf::from(format!("{}{suffix}", path.display()));
+        if side.exists() {
+            let to = PathBuf::from(format!("{}{suffix}", target.display()));
+            std::fs::rename(&side, &to).map_err(|source| LogError::Io {
+                op: "moving the unreadable log aside",
+                path: side.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(target)
+}
+
+/// `YYYYMMDDTHHMMSSZ` for a Unix time in ms (proleptic Gregorian, UTC).
+pub(crate) fn utc_stamp(unix_ms: i64) -> String {
+    let secs = unix_ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod stamp_tests {
+    #[test]
+    fn utc_stamps() {
+        assert_eq!(super::utc_stamp(0), "19700101T000000Z");
+        assert_eq!(super::utc_stamp(1_764_000_000_000), "20251124T160000Z");
+        assert_eq!(super::utc_stamp(951_782_400_000), "20000229T000000Z");
+    }
+}

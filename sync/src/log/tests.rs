@@ -1,0 +1,581 @@
+use std::collections::BTreeMap;
+
+use outpost_core::{
+    codec, Alarm, AlarmSeverity, AlarmState, Audit, Body, ClockQuality, Event, FixedClock, Gap, Point,
+    Priority, Seq, Timestamp, Value,
+};
+use proptest::prelude::*;
+
+use super::*;
+
+const T0: i64 = 1_764_000_000_000;
+
+fn opts(limits: Limits, durability: Durability) -> StoreOptions {
+    StoreOptions {
+        durability,
+        limits,
+        max_page_count: None,
+        reserve_bytes: 256 * 1024,
+    }
+}
+
+fn reading(device: &str, v: i64, ts: i64) -> Event {
+    Event::new(
+        device,
+        Timestamp::synced(ts),
+        Body::Telemetry(vec![Point::good("v", Value::I64(v))]),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// The model: what the log must hold, computed the simple way.
+
+#[derive(Debug, Clone)]
+struct Row {
+    event: Event,
+    at: Option<i64>,
+    size: u64,
+}
+
+#[derive(Debug, Default)]
+struct Model {
+    rows: BTreeMap<u64, Row>,
+    next: u64,
+    cursors: BTreeMap<String, u64>,
+}
+
+impl Model {
+    fn new(cursors: &[&str]) -> Self {
+        Model {
+            rows: BTreeMap::new(),
+            next: 1,
+            cursors: cursors.iter().map(|c| (c.to_string(), 0)).collect(),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.rows.values().map(|r| r.size).sum()
+    }
+
+    fn insert(&mut self, ev: Event, now: Timestamp) {
+        let size = codec::encode(&ev).unwrap().len() as u64 + ROW_OVERHEAD;
+        let at = (now.clock == ClockQuality::Synced).then_some(now.unix_ms);
+        self.rows.insert(self.next, Row { event: ev, at, size });
+        self.next += 1;
+    }
+
+    fn append(&mut self, evs: &[Event], now: Timestamp, limits: &Limits) -> Option<(u64, u64)> {
+        if evs.is_empty() {
+            return None;
+        }
+        let first = self.next;
+        for ev in evs {
+            self.insert(ev.clone(), now);
+        }
+        let last = self.next - 1;
+        // [age, rows, bytes]: (count, first_seq, last_seq, from_ms, to_ms)
+        let mut dropped: [Option<(u64, u64, u64, i64, i64)>; 3] = [None, None, None];
+        let mut note = |slot: usize, seq: u64, ts: i64| {
+            let d = dropped[slot].get_or_insert((0, seq, seq, ts, ts));
+            d.0 += 1;
+            d.1 = d.1.min(seq);
+            d.2 = d.2.max(seq);
+            d.3 = d.3.min(ts);
+            d.4 = d.4.max(ts);
+        };
+        if now.clock == ClockQuality::Synced && limits.max_age_ms > 0 {
+            let cutoff = now.unix_ms - limits.max_age_ms as i64;
+            let seqs: Vec<u64> = self.rows.keys().copied().collect();
+            for seq in seqs {
+                match self.rows[&seq].at {
+                    None => continue,
+                    Some(at) if at < cutoff => {
+                        let r = self.rows.remove(&seq).unwrap();
+                        note(0, seq, r.event.ts.unix_ms);
+                    }
+                    Some(_) => break,
+                }
+            }
+        }
+        if self.rows.len() as u64 > limits.max_rows || self.bytes() > limits.max_bytes {
+            let row_target = limits.max_rows.saturating_sub(1);
+            let byte_target = limits.max_bytes.saturating_sub(160);
+            for prio in Priority::ALL {
+                loop {
+                    let over_rows = self.rows.len() as u64 > row_target;
+                    if !(over_rows || self.bytes() > byte_target) {
+                        break;
+                    }
+                    let Some(seq) = self
+                        .rows
+                        .iter()
+                        .find(|(_, r)| r.event.priority() == prio)
+                        .map(|(s, _)| *s)
+                    else {
+                        break;
+                    };
+                    let r = self.rows.remove(&seq).unwrap();
+                    note(if over_rows { 1 } else { 2 }, seq, r.event.ts.unix_ms);
+                }
+            }
+        }
+        for (slot, reason) in ["age", "rows", "bytes"].iter().enumerate() {
+            if let Some((count, first_seq, last_seq, from_ms, to_ms)) = dropped[slot] {
+                let gap = Event::new(
+                    "",
+                    now,
+                    Body::Gap(Gap {
+                        count,
+                        first_seq,
+                        last_seq,
+                        from_ms,
+                        to_ms,
+                        reason: reason.to_string(),
+                    }),
+                );
+                self.insert(gap, now);
+            }
+        }
+        Some((first, last))
+    }
+
+    fn ack(&mut self, cursor: &str, upto: u64) {
+        let c = self.cursors.get_mut(cursor).unwrap();
+        *c = (*c).max(upto);
+        if let Some(min) = self.cursors.values().min().copied() {
+            self.rows.retain(|s, _| *s > min);
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(Vec<Event>),
+    Read { skip: usize, max: usize },
+    Ack { cursor: usize, pick: u8 },
+    Reopen,
+    Tick { ms: i64, synced: bool },
+}
+
+fn event_strategy() -> impl Strategy<Value = Event> {
+    let body = prop_oneof![
+        6 => any::<i64>().prop_map(|v| Body::Telemetry(vec![Point::good("v", Value::I64(v))])),
+        2 => "[a-z]{0,20}".prop_map(|s| Body::Attributes(vec![Point::good("fw", Value::Str(s))])),
+        1 => Just(Body::Alarm(Alarm {
+            name: "High".into(),
+            severity: AlarmSeverity::Major,
+            state: AlarmState::Active,
+            details: String::new(),
+        })),
+        1 => "[a-z ]{0,30}".prop_map(|d| Body::Audit(Audit {
+            action: "config.applied".into(),
+            actor: "test".into(),
+            detail: d,
+        })),
+    ];
+    (prop::sample::select(vec!["a", "b", "boiler-7"]), -5_000i64..5_000, body)
+        .prop_map(|(d, dt, body)| Event::new(d, Timestamp::synced(T0 + dt), body))
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => prop::collection::vec(event_strategy(), 0..12).prop_map(Op::Append),
+        2 => (0usize..20, 1usize..30).prop_map(|(skip, max)| Op::Read { skip, max }),
+        4 => (0usize..2, any::<u8>()).prop_map(|(cursor, pick)| Op::Ack { cursor, pick }),
+        1 => Just(Op::Reopen),
+        2 => (0i64..40_000, prop::bool::weighted(0.8)).prop_map(|(ms, synced)| Op::Tick { ms, synced }),
+    ]
+}
+
+fn check(store: &mut Store, model: &Model) -> Result<(), TestCaseError> {
+    let got: Vec<(u64, Event)> = store
+        .read_all()
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.seq.0, s.event))
+        .collect();
+    let want: Vec<(u64, Event)> = model.rows.iter().map(|(s, r)| (*s, r.event.clone())).collect();
+    prop_assert_eq!(got, want);
+    prop_assert_eq!(store.stats().rows, model.rows.len() as u64);
+    prop_assert_eq!(store.stats().bytes, model.bytes());
+    prop_assert_eq!(store.stats().next_seq, model.next);
+    for (name, acked) in &model.cursors {
+        prop_assert_eq!(store.cursor(name), Some(Seq(*acked)));
+    }
+    Ok(())
+}
+
+fn run_model(ops: Vec<Op>, limits: Limits, cursors: &[&str]) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let o = opts(limits, Durability::Normal);
+    let mut now = Timestamp::synced(T0);
+    let (mut store, report) = Store::open(&path, o.clone(), now).unwrap();
+    prop_assert!(report.recovered.is_none());
+    store.set_cursors(cursors).unwrap();
+    let mut model = Model::new(cursors);
+    for op in ops {
+        match op {
+            Op::Append(evs) => {
+                let got = store.append(&evs, now).unwrap();
+                if let Some((first, last)) = model.append(&evs, now, &limits) {
+                    prop_assert_eq!((got.first.0, got.last.0), (first, last));
+                }
+            }
+            Op::Read { skip, max } => {
+                let after = model.rows.keys().nth(skip).copied().unwrap_or(0);
+                let got: Vec<u64> = store.read(Seq(after), max).unwrap().iter().map(|s| s.seq.0).collect();
+                let want: Vec<u64> = model.rows.range(after + 1..).take(max).map(|(s, _)| *s).collect();
+                prop_assert_eq!(got, want);
+            }
+            Op::Ack { cursor, pick } => {
+                let Some(name) = cursors.get(cursor) else { continue };
+                let current = model.cursors[*name];
+                let last = model.next - 1;
+                if last == 0 {
+                    continue;
+                }
+                let upto = current + (u64::from(pick) * (last - current)) / 255;
+                store.ack(name, Seq(upto)).unwrap();
+                model.ack(name, upto);
+                // Acknowledging past the end is refused and changes nothing.
+                let beyond = store.ack(name, Seq(model.next));
+                prop_assert!(matches!(beyond, Err(LogError::AckBeyondEnd { .. })), "{:?}", beyond);
+            }
+            Op::Reopen => {
+                drop(store);
+                let (s, report) = Store::open(&path, o.clone(), now).unwrap();
+                prop_assert!(report.recovered.is_none());
+                store = s;
+            }
+            Op::Tick { ms, synced } => {
+                now = Timestamp {
+                    unix_ms: now.unix_ms + ms,
+                    clock: if synced { ClockQuality::Synced } else { ClockQuality::Unsynced },
+                };
+            }
+        }
+        check(&mut store, &model)?;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn log_agrees_with_model_under_tight_limits(ops in prop::collection::vec(op_strategy(), 1..60)) {
+        let limits = Limits { max_rows: 25, max_bytes: 2_500, max_age_ms: 60_000 };
+        run_model(ops, limits, &["mqtt", "nats"])?;
+    }
+
+    #[test]
+    fn log_agrees_with_model_without_cursors(ops in prop::collection::vec(op_strategy(), 1..40)) {
+        let limits = Limits { max_rows: 15, max_bytes: 100_000, max_age_ms: 0 };
+        run_model(ops, limits, &[])?;
+    }
+
+    #[test]
+    fn log_agrees_with_model_without_limits(ops in prop::collection::vec(op_strategy(), 1..40)) {
+        run_model(ops, Limits::UNLIMITED, &["only"])?;
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+#[test]
+fn seqs_are_never_reused_after_everything_is_reclaimed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let now = Timestamp::synced(T0);
+    let (mut store, _) = Store::open(&path, opts(Limits::UNLIMITED, Durability::Full), now).unwrap();
+    store.set_cursors(&["up"]).unwrap();
+    let a = store.append(&[reading("d", 1, T0), reading("d", 2, T0)], now).unwrap();
+    assert_eq!((a.first, a.last), (Seq(1), Seq(2)));
+    store.ack("up", Seq(2)).unwrap();
+    assert_eq!(store.stats().rows, 0);
+    drop(store);
+    let (mut store, _) = Store::open(&path, opts(Limits::UNLIMITED, Durability::Full), now).unwrap();
+    let b = store.append(&[reading("d", 3, T0)], now).unwrap();
+    assert_eq!(b.first, Seq(3));
+}
+
+#[test]
+fn limits_drop_telemetry_before_alarms_and_record_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { max_rows: 10, max_bytes: u64::MAX, max_age_ms: 0 };
+    let now = Timestamp::synced(T0);
+    let (mut store, _) = Store::open(&dir.path().join("e.db"), opts(limits, Durability::Normal), now).unwrap();
+    let alarm = Event::new(
+        "d",
+        now,
+        Body::Alarm(Alarm {
+            name: "Overheat".into(),
+            severity: AlarmSeverity::Critical,
+            state: AlarmState::Active,
+            details: String::new(),
+        }),
+    );
+    store.append(&[alarm.clone()], now).unwrap();
+    let readings: Vec<Event> = (0..20).map(|i| reading("d", i, T0 + i)).collect();
+    store.append(&readings, now).unwrap();
+    let all = store.read_all().unwrap();
+    assert!(all.len() <= 10, "{} rows", all.len());
+    assert_eq!(all[0].event, alarm, "the alarm survives");
+    let gap = all
+        .iter()
+        .find_map(|s| match &s.event.body {
+            Body::Gap(g) => Some(g.clone()),
+            _ => None,
+        })
+        .expect("a gap event");
+    assert_eq!(gap.reason, "rows");
+    assert_eq!(gap.count, 12, "20 readings + 1 alarm + 1 gap into 10 rows");
+    assert_eq!((gap.first_seq, gap.last_seq), (2, 13));
+    assert_eq!((gap.from_ms, gap.to_ms), (T0, T0 + 11));
+    assert_eq!(store.stats().evicted_rows_total, 12);
+    assert_eq!(store.stats().gaps_total, 1);
+}
+
+#[test]
+fn events_stamped_with_an_unsynced_clock_are_not_aged_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { max_rows: 1_000, max_bytes: u64::MAX, max_age_ms: 60_000 };
+    let boot = Timestamp::unsynced(0); // the gateway booted in 1970
+    let (mut store, _) = Store::open(&dir.path().join("e.db"), opts(limits, Durability::Normal), boot).unwrap();
+    store.append(&[reading("d", 1, 0)], boot).unwrap();
+    let synced = Timestamp::synced(T0);
+    store.append(&[reading("d", 2, T0)], synced).unwrap();
+    let later = Timestamp::synced(T0 + 120_000);
+    store.append(&[reading("d", 3, T0 + 120_000)], later).unwrap();
+    let seqs: Vec<u64> = store.read_all().unwrap().iter().map(|s| s.seq.0).collect();
+    // seq 2 expired; seq 1 has no age; seq 4 records the gap.
+    assert_eq!(seqs, vec![1, 3, 4]);
+}
+
+fn fill_until_full(store: &mut Store, acked: &mut Vec<(u64, Event)>) -> usize {
+    let mut n = 0i64;
+    loop {
+        let batch: Vec<Event> = (0..50).map(|i| reading("dev", n * 50 + i, T0)).collect();
+        match store.append(&batch, Timestamp::synced(T0)) {
+            Ok(a) => {
+                for (i, ev) in batch.into_iter().enumerate() {
+                    acked.push((a.first.0 + i as u64, ev));
+                }
+                n += 1;
+                assert!(n < 100_000, "never filled up");
+            }
+            Err(LogError::DiskFull) => break,
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    // Top up with single events until not even one fits.
+    let mut i = 0;
+    loop {
+        let ev = reading("dev", -i, T0);
+        match store.append(std::slice::from_ref(&ev), Timestamp::synced(T0)) {
+            Ok(a) => acked.push((a.first.0, ev)),
+            Err(LogError::DiskFull) => return n as usize,
+            Err(e) => panic!("unexpected error {e}"),
+        }
+        i += 1;
+        assert!(i < 100_000, "never filled up");
+    }
+}
+
+fn assert_all_present(store: &mut Store, acked: &[(u64, Event)]) {
+    let all: BTreeMap<u64, Event> = store.read_all().unwrap().into_iter().map(|s| (s.seq.0, s.event)).collect();
+    for (seq, ev) in acked {
+        assert_eq!(all.get(seq), Some(ev), "acknowledged seq {seq} lost or changed");
+    }
+}
+
+#[test]
+fn disk_full_by_page_cap_refuses_reports_recovers_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let mut o = opts(Limits::UNLIMITED, Durability::Full);
+    o.max_page_count = Some(64);
+    let now = Timestamp::synced(T0);
+    let (mut store, _) = Store::open(&path, o.clone(), now).unwrap();
+    let mut acked = Vec::new();
+    let batches = fill_until_full(&mut store, &mut acked);
+    assert!(batches > 0);
+    assert!(store.stats().disk_full);
+    let episodes = store.stats().disk_full_total;
+    assert!(episodes >= 1);
+    // Still refusing, still readable.
+    assert!(matches!(store.append(&[reading("d", 0, T0)], now), Err(LogError::DiskFull)));
+    assert_eq!(store.stats().disk_full_total, episodes, "one episode is counted once");
+    assert_all_present(&mut store, &acked);
+    // Space returns.
+    store.set_max_page_count(100_000).unwrap();
+    let a = store.append(&[reading("d", -100_000, T0)], now).unwrap();
+    acked.push((a.first.0, reading("d", -100_000, T0)));
+    assert!(!store.stats().disk_full);
+    assert_eq!(a.first.0, acked[acked.len() - 2].0 + 1, "no seq skipped or reused");
+    drop(store);
+    let (mut store, _) = Store::open(&path, o, now).unwrap();
+    assert_all_present(&mut store, &acked);
+}
+
+/// A size-limited tmpfs, unmounted on drop. `None` where mounting is not
+/// allowed (not root, no CAP_SYS_ADMIN).
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    fn mount(size: &str) -> Option<SmallFs> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        ok.then_some(SmallFs { dir })
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn disk_full_on_a_real_small_file_system() {
+    let Some(fs) = SmallFs::mount("2m") else {
+        eprintln!("cannot mount a tmpfs here; disk full is covered by the max_page_count test");
+        return;
+    };
+    let path = fs.dir.path().join("events.db");
+    let now = Timestamp::synced(T0);
+    let o = opts(Limits::UNLIMITED, Durability::Full);
+    let (mut store, _) = Store::open(&path, o.clone(), now).unwrap();
+    store.set_cursors(&["up"]).unwrap();
+    let mut acked = Vec::new();
+    fill_until_full(&mut store, &mut acked);
+    assert!(store.stats().disk_full);
+    assert!(store.stats().reserve_held, "appends never eat the reserve");
+    assert_all_present(&mut store, &acked);
+    // Free space: the uplink acknowledges the older half, which is reclaimed;
+    // then a checkpoint lets SQLite reuse the pages.
+    let half = acked[acked.len() / 2].0;
+    store.ack("up", Seq(half)).unwrap();
+    acked.retain(|(s, _)| *s > half);
+    let ev = reading("d", 42, T0);
+    let mut ok = None;
+    for _ in 0..5 {
+        match store.append(std::slice::from_ref(&ev), now) {
+            Ok(a) => {
+                ok = Some(a);
+                break;
+            }
+            Err(LogError::DiskFull) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let a = ok.expect("appends resume once space is freed");
+    acked.push((a.first.0, ev));
+    assert!(!store.stats().disk_full);
+    assert!(store.stats().reserve_held, "the reserve is rebuilt once space returns");
+    drop(store);
+    let (mut store, _) = Store::open(&path, o, now).unwrap();
+    assert_all_present(&mut store, &acked);
+}
+
+#[test]
+fn a_garbage_database_is_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    std::fs::write(&path, b"this is not an sqlite database, just bytes on a flaky SD card".repeat(100)).unwrap();
+    let now = Timestamp::synced(T0);
+    let (mut store, report) = Store::open(&path, opts(Limits::UNLIMITED, Durability::Full), now).unwrap();
+    let rec = report.recovered.expect("recovered");
+    assert!(rec.moved_to.exists(), "the bad file is kept");
+    assert!(rec.moved_to.to_string_lossy().contains(".corrupt-20251124T160000Z"));
+    let all = store.read_all().unwrap();
+    assert_eq!(all.len(), 1);
+    assert!(matches!(&all[0].event.body, Body::Audit(a) if a.action == "log.recovered"));
+    store.append(&[reading("d", 1, T0)], now).unwrap();
+}
+
+#[test]
+fn a_truncated_database_is_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let now = Timestamp::synced(T0);
+    {
+        let (mut store, _) = Store::open(&path, opts(Limits::UNLIMITED, Durability::Full), now).unwrap();
+        let evs: Vec<Event> = (0..5_000).map(|i| reading("d", i, T0)).collect();
+        store.append(&evs, now).unwrap();
+    }
+    let len = std::fs::metadata(&path).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(len / 3).unwrap();
+    drop(f);
+    let (mut store, report) = Store::open(&path, opts(Limits::UNLIMITED, Durability::Full), now).unwrap();
+    let rec = report.recovered.expect("a truncated log is detected");
+    assert!(rec.moved_to.exists());
+    assert_eq!(store.read_all().unwrap().len(), 1, "fresh log with the audit event");
+}
+
+#[test]
+fn a_database_of_another_application_is_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("CREATE TABLE users(name TEXT); INSERT INTO users VALUES ('x');").unwrap();
+    }
+    let now = Timestamp::synced(T0);
+    let (_store, report) = Store::open(&path, opts(Limits::UNLIMITED, Durability::Full), now).unwrap();
+    let rec = report.recovered.expect("moved aside");
+    assert!(rec.reason.contains("not an Outpost event log"), "{}", rec.reason);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_commits_and_get_distinct_seqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(FixedClock::new(T0));
+    let lo = LogOptions {
+        store: opts(Limits::UNLIMITED, Durability::Full),
+        commit_max_events: 1000,
+        commit_max_delay: Duration::from_millis(20),
+    };
+    let (log, _) = EventLog::open(&dir.path().join("e.db"), lo, clock).unwrap();
+    let mut live = log.subscribe();
+    let mut tasks = Vec::new();
+    for t in 0..8i64 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for i in 0..25 {
+                let a = log.append(vec![reading("d", t * 1000 + i, T0)]).await.unwrap();
+                assert_eq!(a.first, a.last);
+                got.push(a.first.0);
+            }
+            got
+        }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.extend(t.await.unwrap());
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=200).collect::<Vec<u64>>());
+    let stats = log.stats().borrow().clone();
+    assert_eq!(stats.appended_total, 200);
+    assert!(stats.commits_total < 200, "group commit shared transactions: {} commits", stats.commits_total);
+    let first = live.recv().await.unwrap();
+    assert_eq!(first[0].seq, Seq(1));
+    log.set_cursors(vec!["up".into()]).await.unwrap();
+    log.ack("up", Seq(150)).await.unwrap();
+    let rest = log.read(Seq(0), 1000).await.unwrap();
+    assert_eq!(rest.len(), 50);
+    assert_eq!(log.cursor("up").await.unwrap(), Some(Seq(150)));
+    log.close().await;
+}
