@@ -326,8 +326,11 @@ impl<'a> ValueDe<'a> {
                                         .join(", ")
                                 )
                             };
-                            self.cx
-                                .record(&p, kspan.clone(), format!("unknown key `{k}`; {expected}"));
+                            self.cx.record(
+                                &p,
+                                kspan.clone(),
+                                format!("unknown key `{k}`; {expected}"),
+                            );
                             continue;
                         }
                     }
@@ -451,7 +454,9 @@ impl<'de, 'o> SeqAccess<'de> for ArrayAccess<'de, 'o> {
         };
         let child = self.owner.element(i, node);
         let child2 = self.owner.element(i, node);
-        seed.deserialize(child).map(Some).map_err(|e| child2.fail(e))
+        seed.deserialize(child)
+            .map(Some)
+            .map_err(|e| child2.fail(e))
     }
 }
 
@@ -498,8 +503,7 @@ impl<'de> de::Deserializer<'de> for ValueDe<'de> {
         match self.node {
             None => visitor.visit_u64(0).map_err(|e| self.fail(e)),
             Some(Node {
-                kind: Kind::Int(_),
-                ..
+                kind: Kind::Int(_), ..
             }) => self.visit_leaf(visitor),
             Some(_) => Err(self.type_error("a non-negative integer")),
         }
@@ -512,8 +516,7 @@ impl<'de> de::Deserializer<'de> for ValueDe<'de> {
         match self.node {
             None => visitor.visit_f64(0.0).map_err(|e| self.fail(e)),
             Some(Node {
-                kind: Kind::Int(i),
-                ..
+                kind: Kind::Int(i), ..
             }) => visitor.visit_f64(*i as f64).map_err(|e| self.fail(e)),
             Some(Node {
                 kind: Kind::Float(_),
@@ -607,8 +610,7 @@ impl<'de> de::Deserializer<'de> for ValueDe<'de> {
         let (variant, value): (&str, Option<&'de Node>) = match self.node {
             None => (variants.first().copied().unwrap_or(""), None),
             Some(Node {
-                kind: Kind::Str(s),
-                ..
+                kind: Kind::Str(s), ..
             }) => (s.as_str(), None),
             Some(Node {
                 kind: Kind::Table(entries),

@@ -43,7 +43,10 @@ pub enum SecretError {
 
 /// Resolves an inline-or-file pair (validated so that at most one is set).
 /// The file's content is trimmed of a trailing newline.
-pub fn resolve(inline: Option<&Secret>, file: Option<&Path>) -> Result<Option<Secret>, SecretError> {
+pub fn resolve(
+    inline: Option<&Secret>,
+    file: Option<&Path>,
+) -> Result<Option<Secret>, SecretError> {
     if let Some(s) = inline {
         return Ok(Some(s.clone()));
     }
@@ -52,7 +55,9 @@ pub fn resolve(inline: Option<&Secret>, file: Option<&Path>) -> Result<Option<Se
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(Some(Secret(text.trim_end_matches(['\r', '\n']).to_string())))
+    Ok(Some(Secret(
+        text.trim_end_matches(['\r', '\n']).to_string(),
+    )))
 }
 
 #[cfg(test)]

@@ -22,7 +22,12 @@ fn errors(src: &str) -> Vec<ConfigError> {
 
 fn one(src: &str) -> ConfigError {
     let mut e = errors(src);
-    assert_eq!(e.len(), 1, "expected one error, got: {}", ConfigErrors(e.clone()));
+    assert_eq!(
+        e.len(),
+        1,
+        "expected one error, got: {}",
+        ConfigErrors(e.clone())
+    );
     e.remove(0)
 }
 
@@ -44,8 +49,16 @@ fn unknown_key_is_located() {
     let e = one("[gateway]\nid = \"gw\"\ndurabilty = \"full\"\n");
     assert_eq!((e.line, e.column), (3, 1));
     assert_eq!(e.key_path, "gateway.durabilty");
-    assert!(e.message.contains("unknown key `durabilty`"), "{}", e.message);
-    assert!(e.message.contains("`durability`"), "lists the expected keys: {}", e.message);
+    assert!(
+        e.message.contains("unknown key `durabilty`"),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message.contains("`durability`"),
+        "lists the expected keys: {}",
+        e.message
+    );
 }
 
 #[test]
@@ -54,7 +67,12 @@ fn wrong_type_is_located() {
     let e = one(src);
     assert_eq!((e.line, e.column), (4, 21));
     assert_eq!(e.key_path, "gateway.log.commit_max_events");
-    assert!(e.message.contains("expected a non-negative integer, found a string"), "{}", e.message);
+    assert!(
+        e.message
+            .contains("expected a non-negative integer, found a string"),
+        "{}",
+        e.message
+    );
 }
 
 #[test]
@@ -62,7 +80,11 @@ fn missing_required_key_is_located() {
     let src = "[gateway]\nid = \"gw\"\n\n[[device]]\nenabled = true\n[device.sim]\n[[device.sim.tag]]\nname = \"x\"\ncounter = {}\n";
     let e = one(src);
     assert_eq!(e.key_path, "device[0].name");
-    assert!(e.message.contains("missing required key `name`"), "{}", e.message);
+    assert!(
+        e.message.contains("missing required key `name`"),
+        "{}",
+        e.message
+    );
     // Points at the header of the table that lacks the key.
     assert_eq!((e.line, e.column), (4, 1));
 }
@@ -72,11 +94,25 @@ fn bad_value_is_located() {
     let src = "[gateway]\nid = \"gw\"\ndurability = \"fsync\"\n[gateway.buffer]\nmax_age = \"5 parsecs\"\n";
     let e = errors(src);
     assert_eq!(e.len(), 2, "{}", ConfigErrors(e.clone()));
-    assert_eq!((e[0].line, e[0].column, e[0].key_path.as_str()), (3, 14, "gateway.durability"));
-    assert!(e[0].message.contains("unknown variant `fsync`"), "{}", e[0].message);
+    assert_eq!(
+        (e[0].line, e[0].column, e[0].key_path.as_str()),
+        (3, 14, "gateway.durability")
+    );
+    assert!(
+        e[0].message.contains("unknown variant `fsync`"),
+        "{}",
+        e[0].message
+    );
     assert!(e[0].message.contains("`full`"), "{}", e[0].message);
-    assert_eq!((e[1].line, e[1].column, e[1].key_path.as_str()), (5, 11, "gateway.buffer.max_age"));
-    assert!(e[1].message.contains("expected a duration"), "{}", e[1].message);
+    assert_eq!(
+        (e[1].line, e[1].column, e[1].key_path.as_str()),
+        (5, 11, "gateway.buffer.max_age")
+    );
+    assert!(
+        e[1].message.contains("expected a duration"),
+        "{}",
+        e[1].message
+    );
 }
 
 #[test]
@@ -152,7 +188,12 @@ password_file = "/p"
     let paths: Vec<&str> = e.iter().map(|e| e.key_path.as_str()).collect();
     assert_eq!(
         paths,
-        vec!["gateway.id", "device[0]", "uplink[0].mqtt.url", "uplink[0].mqtt.password_file"],
+        vec![
+            "gateway.id",
+            "device[0]",
+            "uplink[0].mqtt.url",
+            "uplink[0].mqtt.password_file"
+        ],
         "{}",
         ConfigErrors(e.clone())
     );

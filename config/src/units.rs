@@ -63,14 +63,18 @@ impl FromStr for Duration {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let expected = || format!("expected a duration like \"500ms\", \"30s\", \"5m\", \"1h30m\" or \"7d\", found \"{s}\"");
+        let expected = || {
+            format!("expected a duration like \"500ms\", \"30s\", \"5m\", \"1h30m\" or \"7d\", found \"{s}\"")
+        };
         let mut rest = s.trim();
         if rest.is_empty() {
             return Err(expected());
         }
         let mut total: u64 = 0;
         while !rest.is_empty() {
-            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
             if digits == 0 {
                 return Err(expected());
             }
@@ -132,7 +136,7 @@ impl fmt::Debug for ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (unit, size) in SIZE_UNITS {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{unit}", self.0 / size);
             }
         }
@@ -147,8 +151,9 @@ impl FromStr for ByteSize {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let expected =
-            || format!("expected a size like \"512MiB\", \"2GB\" or a number of bytes, found \"{s}\"");
+        let expected = || {
+            format!("expected a size like \"512MiB\", \"2GB\" or a number of bytes, found \"{s}\"")
+        };
         let n: u64 = num.parse().map_err(|_| expected())?;
         let unit = unit.trim();
         let size = if unit.is_empty() {

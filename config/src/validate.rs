@@ -25,7 +25,10 @@ fn check_ident(out: &mut Vec<Problem>, path: &str, what: &str, s: &str) {
     if s.is_empty() {
         out.push(problem(path, format!("{what} must not be empty")));
     } else if s.len() > 64 {
-        out.push(problem(path, format!("{what} must be at most 64 characters")));
+        out.push(problem(
+            path,
+            format!("{what} must be at most 64 characters"),
+        ));
     } else if !s
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
@@ -56,7 +59,10 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
     }
     let buf = &cfg.gateway.buffer;
     if buf.max_bytes.0 < 64 * 1024 {
-        out.push(problem("gateway.buffer.max_bytes", "must be at least 64KiB"));
+        out.push(problem(
+            "gateway.buffer.max_bytes",
+            "must be at least 64KiB",
+        ));
     }
     if buf.max_rows < 100 {
         out.push(problem("gateway.buffer.max_rows", "must be at least 100"));
@@ -85,7 +91,10 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
             )),
             Some(sim) => {
                 if sim.interval.as_millis() < 10 {
-                    out.push(problem(format!("{at}.sim.interval"), "must be at least 10ms"));
+                    out.push(problem(
+                        format!("{at}.sim.interval"),
+                        "must be at least 10ms",
+                    ));
                 }
                 if sim.tags.is_empty() {
                     out.push(problem(
@@ -97,7 +106,10 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
                 for (j, tag) in sim.tags.iter().enumerate() {
                     let tat = format!("{at}.sim.tag[{j}]");
                     if tag.name.is_empty() {
-                        out.push(problem(format!("{tat}.name"), "a tag name must not be empty"));
+                        out.push(problem(
+                            format!("{tat}.name"),
+                            "a tag name must not be empty",
+                        ));
                     } else if !tags.insert(tag.name.as_str()) {
                         out.push(problem(
                             format!("{tat}.name"),
@@ -135,7 +147,10 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
             if !(m.url.starts_with("mqtt://") || m.url.starts_with("mqtts://")) {
                 out.push(problem(
                     format!("{at}.mqtt.url"),
-                    format!("expected mqtt://host:port or mqtts://host:port, found \"{}\"", m.url),
+                    format!(
+                        "expected mqtt://host:port or mqtts://host:port, found \"{}\"",
+                        m.url
+                    ),
                 ));
             }
             if m.password.is_some() && m.password_file.is_some() {
@@ -149,7 +164,10 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
             if !(n.url.starts_with("nats://") || n.url.starts_with("tls://")) {
                 out.push(problem(
                     format!("{at}.nats.url"),
-                    format!("expected nats://host:port or tls://host:port, found \"{}\"", n.url),
+                    format!(
+                        "expected nats://host:port or tls://host:port, found \"{}\"",
+                        n.url
+                    ),
                 ));
             }
             check_ident(
@@ -199,7 +217,10 @@ fn check_signal(out: &mut Vec<Problem>, at: &str, tag: &SimTag) {
     }
     if let Some(s) = &tag.sine {
         if s.period.as_millis() == 0 {
-            out.push(problem(format!("{at}.sine.period"), "must be longer than 0s"));
+            out.push(problem(
+                format!("{at}.sine.period"),
+                "must be longer than 0s",
+            ));
         }
     }
     if let Some(w) = &tag.random_walk {

@@ -88,7 +88,10 @@ mod tests {
 
     #[test]
     fn unknown_version_is_reported() {
-        assert!(matches!(decode(&[9, 0, 0]), Err(CodecError::UnknownVersion(9))));
+        assert!(matches!(
+            decode(&[9, 0, 0]),
+            Err(CodecError::UnknownVersion(9))
+        ));
         assert!(matches!(decode(&[]), Err(CodecError::Empty)));
     }
 }

@@ -203,7 +203,9 @@ pub enum Quality {
     Good,
     /// The read failed or the value is known to be wrong; the reason says why
     /// (e.g. "modbus exception 2: illegal data address").
-    Bad { reason: String },
+    Bad {
+        reason: String,
+    },
     /// The last known value, no longer refreshed.
     Stale,
 }

@@ -136,8 +136,7 @@ impl FixedClock {
 
     pub fn advance(&self, by: Duration) {
         let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
-        self.ms
-            .fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+        self.ms.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn set(&self, unix_ms: i64) {

@@ -6,4 +6,4 @@
 
 pub mod log;
 
-pub use log::{EventLog, LogError, LogOptions, LogStats, StoredEvent};
+pub use log::{EventLog, LogError, LogOptions, LogStats, Refused, StoredEvent};

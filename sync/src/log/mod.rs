@@ -43,7 +43,8 @@ use std::time::Duration;
 pub use outpost_config::Durability;
 use outpost_core::{Clock, Event, Seq};
 pub use store::{
-    Appended, LogStats, OpenReport, Recovery, Store, StoreOptions, DEFAULT_RESERVE_BYTES, ROW_OVERHEAD,
+    Appended, LogStats, OpenReport, Recovery, Store, StoreOptions, DEFAULT_RESERVE_BYTES,
+    ROW_OVERHEAD,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -105,7 +106,11 @@ pub enum LogError {
     #[error("event log: no cursor named {0:?}")]
     UnknownCursor(String),
     #[error("event log: cursor {cursor:?} acknowledged up to seq {upto}, but the last seq given out is {last}")]
-    AckBeyondEnd { cursor: String, upto: u64, last: u64 },
+    AckBeyondEnd {
+        cursor: String,
+        upto: u64,
+        last: u64,
+    },
     #[error("event log: {0}")]
     Write(String),
     #[error("event log: the writer has stopped")]
@@ -116,6 +121,30 @@ impl LogError {
     /// True for conditions that pass by themselves (space freed): retry later.
     pub fn is_retryable(&self) -> bool {
         matches!(self, LogError::DiskFull)
+    }
+}
+
+/// An append that was not committed: why, and the events, untouched.
+#[derive(Debug)]
+pub struct Refused {
+    pub error: LogError,
+    pub events: Vec<Event>,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({} events not accepted)",
+            self.error,
+            self.events.len()
+        )
+    }
+}
+
+impl std::error::Error for Refused {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
     }
 }
 
@@ -149,7 +178,7 @@ pub type Committed = Arc<Vec<StoredEvent>>;
 enum Command {
     Append {
         events: Vec<Event>,
-        reply: oneshot::Sender<Result<Appended, LogError>>,
+        reply: oneshot::Sender<Result<Appended, Refused>>,
     },
     Read {
         after: Seq,
@@ -229,17 +258,39 @@ impl EventLog {
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, LogError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).await.map_err(|_| LogError::Closed)?;
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| LogError::Closed)?;
         rx.await.map_err(|_| LogError::Closed)
     }
 
     /// Appends `events` (in order) and resolves once they are committed, with
-    /// the seqs they got. On error none of them was written.
+    /// the seqs they got. On error none of them was written, and they are
+    /// handed back in [`Refused`] for a retry.
     ///
     /// # Errors
     /// [`LogError::DiskFull`] (retry later) or a failing database.
-    pub async fn append(&self, events: Vec<Event>) -> Result<Appended, LogError> {
-        self.call(|reply| Command::Append { events, reply }).await?
+    pub async fn append(&self, events: Vec<Event>) -> Result<Appended, Refused> {
+        let (reply, rx) = oneshot::channel();
+        if let Err(mpsc::error::SendError(cmd)) =
+            self.tx.send(Command::Append { events, reply }).await
+        {
+            let events = match cmd {
+                Command::Append { events, .. } => events,
+                _ => Vec::new(),
+            };
+            return Err(Refused {
+                error: LogError::Closed,
+                events,
+            });
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(Refused {
+                error: LogError::Closed,
+                events: Vec::new(),
+            })
+        })
     }
 
     /// Up to `max` events with seq greater than `after`, oldest first.
@@ -247,7 +298,8 @@ impl EventLog {
     /// # Errors
     /// When the database fails.
     pub async fn read(&self, after: Seq, max: usize) -> Result<Vec<StoredEvent>, LogError> {
-        self.call(|reply| Command::Read { after, max, reply }).await?
+        self.call(|reply| Command::Read { after, max, reply })
+            .await?
     }
 
     /// Acknowledges every event up to `upto` for the consumer `cursor`.
@@ -256,7 +308,12 @@ impl EventLog {
     /// Unknown cursor, a seq never given out, or a failing database.
     pub async fn ack(&self, cursor: &str, upto: Seq) -> Result<(), LogError> {
         let cursor = cursor.to_string();
-        self.call(|reply| Command::Ack { cursor, upto, reply }).await?
+        self.call(|reply| Command::Ack {
+            cursor,
+            upto,
+            reply,
+        })
+        .await?
     }
 
     /// Where the cursor stands.
@@ -273,7 +330,8 @@ impl EventLog {
     /// # Errors
     /// When the database fails.
     pub async fn set_cursors(&self, names: Vec<String>) -> Result<(), LogError> {
-        self.call(|reply| Command::SetCursors { names, reply }).await?
+        self.call(|reply| Command::SetCursors { names, reply })
+            .await?
     }
 
     /// The latest counters; `changed()` on the receiver waits for news.
@@ -301,6 +359,9 @@ impl EventLog {
     }
 }
 
+/// Events waiting to be committed, and where to say how it went.
+type PendingAppend = (Vec<Event>, oneshot::Sender<Result<Appended, Refused>>);
+
 struct Writer {
     store: Store,
     rx: mpsc::Receiver<Command>,
@@ -315,7 +376,10 @@ impl Writer {
     fn run(mut self) {
         // A single-threaded runtime on this thread only waits on the channel
         // and the group-commit timer; SQLite runs here, off the main runtime.
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
             Ok(rt) => rt,
             Err(e) => {
                 tracing::error!(error = %e, "Cannot start the event log writer.");
@@ -347,10 +411,7 @@ impl Writer {
 
     /// Collects appends that arrive within `max_delay` of the first, up to
     /// `max_events`. Returns a non-append command that ended the gathering.
-    async fn gather(
-        &mut self,
-        batch: &mut Vec<(Vec<Event>, oneshot::Sender<Result<Appended, LogError>>)>,
-    ) -> Option<Command> {
+    async fn gather(&mut self, batch: &mut Vec<PendingAppend>) -> Option<Command> {
         let mut n: usize = batch.iter().map(|(e, _)| e.len()).sum();
         let deadline = tokio::time::Instant::now() + self.max_delay;
         while n < self.max_events {
@@ -361,7 +422,10 @@ impl Writer {
                     if self.max_delay.is_zero() {
                         None
                     } else {
-                        tokio::time::timeout_at(deadline, self.rx.recv()).await.ok().flatten()
+                        tokio::time::timeout_at(deadline, self.rx.recv())
+                            .await
+                            .ok()
+                            .flatten()
                     }
                 }
             };
@@ -377,41 +441,53 @@ impl Writer {
         None
     }
 
-    fn commit(&mut self, batch: Vec<(Vec<Event>, oneshot::Sender<Result<Appended, LogError>>)>) {
-        let all: Vec<Event> = batch.iter().flat_map(|(e, _)| e.iter().cloned()).collect();
+    fn commit(&mut self, batch: Vec<PendingAppend>) {
+        let total = batch.iter().map(|(e, _)| e.len()).sum();
+        let mut all: Vec<Event> = Vec::with_capacity(total);
+        let mut replies = Vec::with_capacity(batch.len());
+        for (events, reply) in batch {
+            replies.push((events.len(), reply));
+            all.extend(events);
+        }
         match self.store.append(&all, self.clock.now()) {
             Ok(appended) => {
-                let mut seq = appended.first.0;
-                let mut stored = Vec::with_capacity(all.len());
-                for ev in all {
-                    stored.push(StoredEvent { seq: Seq(seq), event: ev });
-                    seq += 1;
-                }
                 let mut next = appended.first.0;
-                for (events, reply) in batch {
-                    let n = events.len() as u64;
+                for (n, reply) in replies {
+                    let n = n as u64;
                     let mine = Appended {
                         first: Seq(next),
-                        last: Seq(next + n - 1),
+                        last: Seq((next + n).saturating_sub(1)),
                     };
                     next += n;
                     // A caller that gave up still had its events committed.
                     let _ignored = reply.send(Ok(mine));
                 }
-                let _no_listeners = self.committed.send(Arc::new(stored));
+                if self.committed.receiver_count() > 0 {
+                    let stored: Vec<StoredEvent> = all
+                        .into_iter()
+                        .zip(appended.first.0..)
+                        .map(|(event, seq)| StoredEvent {
+                            seq: Seq(seq),
+                            event,
+                        })
+                        .collect();
+                    let _no_listeners = self.committed.send(Arc::new(stored));
+                }
             }
             Err(e) => {
                 if !e.is_retryable() {
                     tracing::error!(error = %e, events = all.len(), "Event log append failed.");
                 }
                 let msg = e.to_string();
-                for (_, reply) in batch {
-                    let err = if e.is_retryable() {
+                let mut rest = all.into_iter();
+                for (n, reply) in replies {
+                    let events: Vec<Event> = rest.by_ref().take(n).collect();
+                    let error = if e.is_retryable() {
                         LogError::DiskFull
                     } else {
                         LogError::Write(msg.clone())
                     };
-                    let _ignored = reply.send(Err(err));
+                    let _ignored = reply.send(Err(Refused { error, events }));
                 }
             }
         }
@@ -423,7 +499,11 @@ impl Writer {
             Command::Read { after, max, reply } => {
                 let _ignored = reply.send(self.store.read(after, max));
             }
-            Command::Ack { cursor, upto, reply } => {
+            Command::Ack {
+                cursor,
+                upto,
+                reply,
+            } => {
                 let _ignored = reply.send(self.store.ack(&cursor, upto));
             }
             Command::Cursor { name, reply } => {

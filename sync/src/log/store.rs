@@ -158,7 +158,11 @@ impl Store {
     ///
     /// # Errors
     /// When even a fresh database cannot be created (permissions, no space).
-    pub fn open(path: &Path, opts: StoreOptions, now: Timestamp) -> Result<(Store, OpenReport), LogError> {
+    pub fn open(
+        path: &Path,
+        opts: StoreOptions,
+        now: Timestamp,
+    ) -> Result<(Store, OpenReport), LogError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| LogError::Io {
                 op: "creating the data directory",
@@ -210,11 +214,16 @@ impl Store {
         };
         let conn = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| match e.sqlite_error_code() {
             Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::ReadOnly) => {
-                LogError::Sqlite { op: "opening the database", source: e }
+                LogError::Sqlite {
+                    op: "opening the database",
+                    source: e,
+                }
             }
             _ => corrupt("opening", &e),
         })?;
@@ -259,7 +268,9 @@ impl Store {
             .map_err(sql_err("reading user_version"))?;
         if version != SCHEMA_VERSION {
             return Err(LogError::Corrupt {
-                reason: format!("schema version {version}, this build reads version {SCHEMA_VERSION}"),
+                reason: format!(
+                    "schema version {version}, this build reads version {SCHEMA_VERSION}"
+                ),
             });
         }
 
@@ -287,7 +298,9 @@ impl Store {
             .query_row("SELECT max(seq) FROM events", [], |r| r.get(0))
             .map_err(|e| corrupt("reading max(seq)", &e))?;
         let meta_next: Option<i64> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(|e| corrupt("reading next_seq", &e))?;
         let next_seq = to_u64(meta_next.unwrap_or(1))
@@ -339,7 +352,10 @@ impl Store {
             self.stats.reserve_held = false;
             return;
         }
-        if std::fs::metadata(&path).map(|m| m.len() >= want).unwrap_or(false) {
+        if std::fs::metadata(&path)
+            .map(|m| m.len() >= want)
+            .unwrap_or(false)
+        {
             self.stats.reserve_held = true;
             return;
         }
@@ -380,7 +396,9 @@ impl Store {
     fn checkpoint_truncate(&mut self) {
         let r = self
             .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            });
         if let Err(e) = r {
             tracing::debug!(error = %e, "WAL checkpoint failed.");
         }
@@ -454,14 +472,30 @@ impl Store {
                 )
                 .map_err(sql_err("preparing insert"))?;
             for ev in events {
-                insert_event(&mut ins, &mut self.buf, next, at_ms, ev, &mut rows, &mut bytes)?;
+                insert_event(
+                    &mut ins,
+                    &mut self.buf,
+                    next,
+                    at_ms,
+                    ev,
+                    &mut rows,
+                    &mut bytes,
+                )?;
                 next += 1;
             }
         }
         let last = next - 1;
         let mut evicted = Eviction::default();
         let mut age_skip = self.age_skip;
-        evict(&tx, &self.opts.limits, now, &mut rows, &mut bytes, &mut age_skip, &mut evicted)?;
+        evict(
+            &tx,
+            &self.opts.limits,
+            now,
+            &mut rows,
+            &mut bytes,
+            &mut age_skip,
+            &mut evicted,
+        )?;
         {
             let mut ins = tx
                 .prepare_cached(
@@ -470,7 +504,15 @@ impl Store {
                 .map_err(sql_err("preparing insert"))?;
             for gap in evicted.gaps() {
                 let ev = Event::new("", now, Body::Gap(gap));
-                insert_event(&mut ins, &mut self.buf, next, at_ms, &ev, &mut rows, &mut bytes)?;
+                insert_event(
+                    &mut ins,
+                    &mut self.buf,
+                    next,
+                    at_ms,
+                    &ev,
+                    &mut rows,
+                    &mut bytes,
+                )?;
                 next += 1;
             }
         }
@@ -576,7 +618,8 @@ impl Store {
         for n in names {
             cursors.entry((*n).to_string()).or_insert(0);
         }
-        tx.execute("DELETE FROM cursors", []).map_err(sql_err("saving cursors"))?;
+        tx.execute("DELETE FROM cursors", [])
+            .map_err(sql_err("saving cursors"))?;
         for (k, v) in &cursors {
             tx.execute(
                 "INSERT INTO cursors (name, acked) VALUES (?1, ?2)",
@@ -808,7 +851,9 @@ fn evict(
                     )
                     .map_err(sql_err("scanning for expired events"))?;
                 let it = stmt
-                    .query_map([after], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                    .query_map([after], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    })
                     .map_err(sql_err("scanning for expired events"))?;
                 it.collect::<Result<_, _>>()
                     .map_err(sql_err("scanning for expired events"))?
@@ -853,7 +898,9 @@ fn evict(
                     )
                     .map_err(sql_err("choosing events to drop"))?;
                 let it = stmt
-                    .query_map(params![prio.as_i64(), after], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .query_map(params![prio.as_i64(), after], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
                     .map_err(sql_err("choosing events to drop"))?;
                 it.collect::<Result<_, _>>()
                     .map_err(sql_err("choosing events to drop"))?
@@ -903,7 +950,9 @@ fn reclaim(
         .prepare_cached("DELETE FROM events WHERE seq <= ?1 RETURNING priority, size")
         .map_err(sql_err("reclaiming"))?;
     let it = stmt
-        .query_map([to_i64(min)], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+        .query_map([to_i64(min)], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+        })
         .map_err(sql_err("reclaiming"))?;
     let mut n = 0;
     for row in it {

@@ -1,8 +1,8 @@
 use std::collections::BTreeMap;
 
 use outpost_core::{
-    codec, Alarm, AlarmSeverity, AlarmState, Audit, Body, ClockQuality, Event, FixedClock, Gap, Point,
-    Priority, Seq, Timestamp, Value,
+    codec, Alarm, AlarmSeverity, AlarmState, Audit, Body, ClockQuality, Event, FixedClock, Gap,
+    Point, Priority, Seq, Timestamp, Value,
 };
 use proptest::prelude::*;
 
@@ -60,7 +60,14 @@ impl Model {
     fn insert(&mut self, ev: Event, now: Timestamp) {
         let size = codec::encode(&ev).unwrap().len() as u64 + ROW_OVERHEAD;
         let at = (now.clock == ClockQuality::Synced).then_some(now.unix_ms);
-        self.rows.insert(self.next, Row { event: ev, at, size });
+        self.rows.insert(
+            self.next,
+            Row {
+                event: ev,
+                at,
+                size,
+            },
+        );
         self.next += 1;
     }
 
@@ -173,7 +180,11 @@ fn event_strategy() -> impl Strategy<Value = Event> {
             detail: d,
         })),
     ];
-    (prop::sample::select(vec!["a", "b", "boiler-7"]), -5_000i64..5_000, body)
+    (
+        prop::sample::select(vec!["a", "b", "boiler-7"]),
+        -5_000i64..5_000,
+        body,
+    )
         .prop_map(|(d, dt, body)| Event::new(d, Timestamp::synced(T0 + dt), body))
 }
 
@@ -194,7 +205,11 @@ fn check(store: &mut Store, model: &Model) -> Result<(), TestCaseError> {
         .into_iter()
         .map(|s| (s.seq.0, s.event))
         .collect();
-    let want: Vec<(u64, Event)> = model.rows.iter().map(|(s, r)| (*s, r.event.clone())).collect();
+    let want: Vec<(u64, Event)> = model
+        .rows
+        .iter()
+        .map(|(s, r)| (*s, r.event.clone()))
+        .collect();
     prop_assert_eq!(got, want);
     prop_assert_eq!(store.stats().rows, model.rows.len() as u64);
     prop_assert_eq!(store.stats().bytes, model.bytes());
@@ -224,12 +239,24 @@ fn run_model(ops: Vec<Op>, limits: Limits, cursors: &[&str]) -> Result<(), TestC
             }
             Op::Read { skip, max } => {
                 let after = model.rows.keys().nth(skip).copied().unwrap_or(0);
-                let got: Vec<u64> = store.read(Seq(after), max).unwrap().iter().map(|s| s.seq.0).collect();
-                let want: Vec<u64> = model.rows.range(after + 1..).take(max).map(|(s, _)| *s).collect();
+                let got: Vec<u64> = store
+                    .read(Seq(after), max)
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.seq.0)
+                    .collect();
+                let want: Vec<u64> = model
+                    .rows
+                    .range(after + 1..)
+                    .take(max)
+                    .map(|(s, _)| *s)
+                    .collect();
                 prop_assert_eq!(got, want);
             }
             Op::Ack { cursor, pick } => {
-                let Some(name) = cursors.get(cursor) else { continue };
+                let Some(name) = cursors.get(cursor) else {
+                    continue;
+                };
                 let current = model.cursors[*name];
                 let last = model.next - 1;
                 if last == 0 {
@@ -240,7 +267,11 @@ fn run_model(ops: Vec<Op>, limits: Limits, cursors: &[&str]) -> Result<(), TestC
                 model.ack(name, upto);
                 // Acknowledging past the end is refused and changes nothing.
                 let beyond = store.ack(name, Seq(model.next));
-                prop_assert!(matches!(beyond, Err(LogError::AckBeyondEnd { .. })), "{:?}", beyond);
+                prop_assert!(
+                    matches!(beyond, Err(LogError::AckBeyondEnd { .. })),
+                    "{:?}",
+                    beyond
+                );
             }
             Op::Reopen => {
                 drop(store);
@@ -251,7 +282,11 @@ fn run_model(ops: Vec<Op>, limits: Limits, cursors: &[&str]) -> Result<(), TestC
             Op::Tick { ms, synced } => {
                 now = Timestamp {
                     unix_ms: now.unix_ms + ms,
-                    clock: if synced { ClockQuality::Synced } else { ClockQuality::Unsynced },
+                    clock: if synced {
+                        ClockQuality::Synced
+                    } else {
+                        ClockQuality::Unsynced
+                    },
                 };
             }
         }
@@ -288,14 +323,18 @@ fn seqs_are_never_reused_after_everything_is_reclaimed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.db");
     let now = Timestamp::synced(T0);
-    let (mut store, _) = Store::open(&path, opts(Limits::UNLIMITED, Durability::Full), now).unwrap();
+    let (mut store, _) =
+        Store::open(&path, opts(Limits::UNLIMITED, Durability::Full), now).unwrap();
     store.set_cursors(&["up"]).unwrap();
-    let a = store.append(&[reading("d", 1, T0), reading("d", 2, T0)], now).unwrap();
+    let a = store
+        .append(&[reading("d", 1, T0), reading("d", 2, T0)], now)
+        .unwrap();
     assert_eq!((a.first, a.last), (Seq(1), Seq(2)));
     store.ack("up", Seq(2)).unwrap();
     assert_eq!(store.stats().rows, 0);
     drop(store);
-    let (mut store, _) = Store::open(&path, opts(Limits::UNLIMITED, Durability::Full), now).unwrap();
+    let (mut store, _) =
+        Store::open(&path, opts(Limits::UNLIMITED, Durability::Full), now).unwrap();
     let b = store.append(&[reading("d", 3, T0)], now).unwrap();
     assert_eq!(b.first, Seq(3));
 }
@@ -303,9 +342,18 @@ fn seqs_are_never_reused_after_everything_is_reclaimed() {
 #[test]
 fn limits_drop_telemetry_before_alarms_and_record_a_gap() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = Limits { max_rows: 10, max_bytes: u64::MAX, max_age_ms: 0 };
+    let limits = Limits {
+        max_rows: 10,
+        max_bytes: u64::MAX,
+        max_age_ms: 0,
+    };
     let now = Timestamp::synced(T0);
-    let (mut store, _) = Store::open(&dir.path().join("e.db"), opts(limits, Durability::Normal), now).unwrap();
+    let (mut store, _) = Store::open(
+        &dir.path().join("e.db"),
+        opts(limits, Durability::Normal),
+        now,
+    )
+    .unwrap();
     let alarm = Event::new(
         "d",
         now,
@@ -340,14 +388,25 @@ fn limits_drop_telemetry_before_alarms_and_record_a_gap() {
 #[test]
 fn events_stamped_with_an_unsynced_clock_are_not_aged_out() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = Limits { max_rows: 1_000, max_bytes: u64::MAX, max_age_ms: 60_000 };
+    let limits = Limits {
+        max_rows: 1_000,
+        max_bytes: u64::MAX,
+        max_age_ms: 60_000,
+    };
     let boot = Timestamp::unsynced(0); // the gateway booted in 1970
-    let (mut store, _) = Store::open(&dir.path().join("e.db"), opts(limits, Durability::Normal), boot).unwrap();
+    let (mut store, _) = Store::open(
+        &dir.path().join("e.db"),
+        opts(limits, Durability::Normal),
+        boot,
+    )
+    .unwrap();
     store.append(&[reading("d", 1, 0)], boot).unwrap();
     let synced = Timestamp::synced(T0);
     store.append(&[reading("d", 2, T0)], synced).unwrap();
     let later = Timestamp::synced(T0 + 120_000);
-    store.append(&[reading("d", 3, T0 + 120_000)], later).unwrap();
+    store
+        .append(&[reading("d", 3, T0 + 120_000)], later)
+        .unwrap();
     let seqs: Vec<u64> = store.read_all().unwrap().iter().map(|s| s.seq.0).collect();
     // seq 2 expired; seq 1 has no age; seq 4 records the gap.
     assert_eq!(seqs, vec![1, 3, 4]);
@@ -384,9 +443,18 @@ fn fill_until_full(store: &mut Store, acked: &mut Vec<(u64, Event)>) -> usize {
 }
 
 fn assert_all_present(store: &mut Store, acked: &[(u64, Event)]) {
-    let all: BTreeMap<u64, Event> = store.read_all().unwrap().into_iter().map(|s| (s.seq.0, s.event)).collect();
+    let all: BTreeMap<u64, Event> = store
+        .read_all()
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.seq.0, s.event))
+        .collect();
     for (seq, ev) in acked {
-        assert_eq!(all.get(seq), Some(ev), "acknowledged seq {seq} lost or changed");
+        assert_eq!(
+            all.get(seq),
+            Some(ev),
+            "acknowledged seq {seq} lost or changed"
+        );
     }
 }
 
@@ -405,15 +473,26 @@ fn disk_full_by_page_cap_refuses_reports_recovers_and_loses_nothing() {
     let episodes = store.stats().disk_full_total;
     assert!(episodes >= 1);
     // Still refusing, still readable.
-    assert!(matches!(store.append(&[reading("d", 0, T0)], now), Err(LogError::DiskFull)));
-    assert_eq!(store.stats().disk_full_total, episodes, "one episode is counted once");
+    assert!(matches!(
+        store.append(&[reading("d", 0, T0)], now),
+        Err(LogError::DiskFull)
+    ));
+    assert_eq!(
+        store.stats().disk_full_total,
+        episodes,
+        "one episode is counted once"
+    );
     assert_all_present(&mut store, &acked);
     // Space returns.
     store.set_max_page_count(100_000).unwrap();
     let a = store.append(&[reading("d", -100_000, T0)], now).unwrap();
     acked.push((a.first.0, reading("d", -100_000, T0)));
     assert!(!store.stats().disk_full);
-    assert_eq!(a.first.0, acked[acked.len() - 2].0 + 1, "no seq skipped or reused");
+    assert_eq!(
+        a.first.0,
+        acked[acked.len() - 2].0 + 1,
+        "no seq skipped or reused"
+    );
     drop(store);
     let (mut store, _) = Store::open(&path, o, now).unwrap();
     assert_all_present(&mut store, &acked);
@@ -441,7 +520,9 @@ impl SmallFs {
 
 impl Drop for SmallFs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -481,7 +562,10 @@ fn disk_full_on_a_real_small_file_system() {
     let a = ok.expect("appends resume once space is freed");
     acked.push((a.first.0, ev));
     assert!(!store.stats().disk_full);
-    assert!(store.stats().reserve_held, "the reserve is rebuilt once space returns");
+    assert!(
+        store.stats().reserve_held,
+        "the reserve is rebuilt once space returns"
+    );
     drop(store);
     let (mut store, _) = Store::open(&path, o, now).unwrap();
     assert_all_present(&mut store, &acked);
@@ -491,12 +575,20 @@ fn disk_full_on_a_real_small_file_system() {
 fn a_garbage_database_is_moved_aside() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.db");
-    std::fs::write(&path, b"this is not an sqlite database, just bytes on a flaky SD card".repeat(100)).unwrap();
+    std::fs::write(
+        &path,
+        b"this is not an sqlite database, just bytes on a flaky SD card".repeat(100),
+    )
+    .unwrap();
     let now = Timestamp::synced(T0);
-    let (mut store, report) = Store::open(&path, opts(Limits::UNLIMITED, Durability::Full), now).unwrap();
+    let (mut store, report) =
+        Store::open(&path, opts(Limits::UNLIMITED, Durability::Full), now).unwrap();
     let rec = report.recovered.expect("recovered");
     assert!(rec.moved_to.exists(), "the bad file is kept");
-    assert!(rec.moved_to.to_string_lossy().contains(".corrupt-20251124T160000Z"));
+    assert!(rec
+        .moved_to
+        .to_string_lossy()
+        .contains(".corrupt-20251124T160000Z"));
     let all = store.read_all().unwrap();
     assert_eq!(all.len(), 1);
     assert!(matches!(&all[0].event.body, Body::Audit(a) if a.action == "log.recovered"));
@@ -509,7 +601,8 @@ fn a_truncated_database_is_moved_aside() {
     let path = dir.path().join("events.db");
     let now = Timestamp::synced(T0);
     {
-        let (mut store, _) = Store::open(&path, opts(Limits::UNLIMITED, Durability::Full), now).unwrap();
+        let (mut store, _) =
+            Store::open(&path, opts(Limits::UNLIMITED, Durability::Full), now).unwrap();
         let evs: Vec<Event> = (0..5_000).map(|i| reading("d", i, T0)).collect();
         store.append(&evs, now).unwrap();
     }
@@ -517,10 +610,15 @@ fn a_truncated_database_is_moved_aside() {
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     f.set_len(len / 3).unwrap();
     drop(f);
-    let (mut store, report) = Store::open(&path, opts(Limits::UNLIMITED, Durability::Full), now).unwrap();
+    let (mut store, report) =
+        Store::open(&path, opts(Limits::UNLIMITED, Durability::Full), now).unwrap();
     let rec = report.recovered.expect("a truncated log is detected");
     assert!(rec.moved_to.exists());
-    assert_eq!(store.read_all().unwrap().len(), 1, "fresh log with the audit event");
+    assert_eq!(
+        store.read_all().unwrap().len(),
+        1,
+        "fresh log with the audit event"
+    );
 }
 
 #[test]
@@ -529,12 +627,18 @@ fn a_database_of_another_application_is_not_used() {
     let path = dir.path().join("events.db");
     {
         let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch("CREATE TABLE users(name TEXT); INSERT INTO users VALUES ('x');").unwrap();
+        c.execute_batch("CREATE TABLE users(name TEXT); INSERT INTO users VALUES ('x');")
+            .unwrap();
     }
     let now = Timestamp::synced(T0);
-    let (_store, report) = Store::open(&path, opts(Limits::UNLIMITED, Durability::Full), now).unwrap();
+    let (_store, report) =
+        Store::open(&path, opts(Limits::UNLIMITED, Durability::Full), now).unwrap();
     let rec = report.recovered.expect("moved aside");
-    assert!(rec.reason.contains("not an Outpost event log"), "{}", rec.reason);
+    assert!(
+        rec.reason.contains("not an Outpost event log"),
+        "{}",
+        rec.reason
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -554,7 +658,10 @@ async fn concurrent_appends_share_commits_and_get_distinct_seqs() {
         tasks.push(tokio::spawn(async move {
             let mut got = Vec::new();
             for i in 0..25 {
-                let a = log.append(vec![reading("d", t * 1000 + i, T0)]).await.unwrap();
+                let a = log
+                    .append(vec![reading("d", t * 1000 + i, T0)])
+                    .await
+                    .unwrap();
                 assert_eq!(a.first, a.last);
                 got.push(a.first.0);
             }
@@ -569,7 +676,11 @@ async fn concurrent_appends_share_commits_and_get_distinct_seqs() {
     assert_eq!(seqs, (1..=200).collect::<Vec<u64>>());
     let stats = log.stats().borrow().clone();
     assert_eq!(stats.appended_total, 200);
-    assert!(stats.commits_total < 200, "group commit shared transactions: {} commits", stats.commits_total);
+    assert!(
+        stats.commits_total < 200,
+        "group commit shared transactions: {} commits",
+        stats.commits_total
+    );
     let first = live.recv().await.unwrap();
     assert_eq!(first[0].seq, Seq(1));
     log.set_cursors(vec!["up".into()]).await.unwrap();

@@ -1,0 +1,325 @@
+//! `outpostd run`: wires the components together and runs them until
+//! SIGTERM or SIGINT.
+//!
+//! Task tree (one task per component, bounded channels between them):
+//!
+//! ```text
+//! driver supervisors ──(64)──▶ rules ──(64)──▶ ingest ──▶ EventLog (writer thread)
+//!                                                           │ broadcast
+//!                                                           ▼
+//!                                                       live views ──▶ periodic summary
+//! ```
+//!
+//! Shutdown order: cancel the drivers; each sends what it holds and drops its
+//! sender; the rules and ingest tasks drain and end; the log writer commits
+//! the last batch and its thread exits; then the process exits 0. The whole
+//! drain is bounded by [`DRAIN_TIMEOUT`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use outpost_config::Config;
+use outpost_core::{Audit, Body, Clock, Event, SystemClock};
+use outpost_drivers::DriverContext;
+use outpost_sync::{EventLog, LogOptions};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use crate::{pipeline, supervisor, views, RunArgs};
+
+/// Longest the daemon waits for the pipeline to drain on shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the daemon logs a summary of the latest values and the log.
+const SUMMARY_EVERY: Duration = Duration::from_secs(10);
+const CHANNEL_CAPACITY: usize = 64;
+
+pub fn main(args: RunArgs) -> ExitCode {
+    init_tracing();
+    let (cfg, source) = match load_config(&args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("outpost-rt")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot start the async runtime.");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cfg, source, args.data_dir)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "outpostd stopped on an error.");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _already_set = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .try_init();
+}
+
+fn load_config(args: &RunArgs) -> Result<(Config, String), ExitCode> {
+    match &args.config {
+        Some(path) => match outpost_config::load(path) {
+            Ok(cfg) => Ok((cfg, path.display().to_string())),
+            Err(outpost_config::LoadError::Invalid(errors)) => {
+                eprintln!("{errors}");
+                eprintln!(
+                    "outpostd: {} has {} problem(s); not starting.",
+                    path.display(),
+                    errors.0.len()
+                );
+                Err(ExitCode::from(2))
+            }
+            Err(e) => {
+                eprintln!("outpostd: {e}; not starting.");
+                Err(ExitCode::from(2))
+            }
+        },
+        None => match outpost_config::demo() {
+            Ok(cfg) => Ok((cfg, "the embedded demo configuration".to_string())),
+            Err(errors) => {
+                eprintln!("{errors}");
+                Err(ExitCode::FAILURE)
+            }
+        },
+    }
+}
+
+/// The data directory: the command line, else the configuration, else
+/// `$XDG_STATE_HOME/outpost`, else `./outpost-data`.
+fn data_dir(cfg: &Config, cli: Option<PathBuf>) -> PathBuf {
+    cli.or_else(|| cfg.gateway.data_dir.clone())
+        .or_else(|| {
+            std::env::var_os("XDG_STATE_HOME")
+                .filter(|v| !v.is_empty())
+                .map(|v| PathBuf::from(v).join("outpost"))
+        })
+        .unwrap_or_else(|| PathBuf::from("outpost-data"))
+}
+
+async fn run(cfg: Config, source: String, data_dir_arg: Option<PathBuf>) -> anyhow::Result<()> {
+    let dir = data_dir(&cfg, data_dir_arg);
+    let log_path = dir.join("events.db");
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new(cfg.gateway.clock));
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        gateway = %cfg.gateway.id,
+        config = %source,
+        data_dir = %absolute(&dir).display(),
+        "Starting outpostd."
+    );
+
+    let opts = LogOptions::from_config(&cfg.gateway);
+    let (log, report) = EventLog::open(&log_path, opts, clock.clone())
+        .with_context(|| format!("opening the event log at {}", log_path.display()))?;
+    if let Some(rec) = &report.recovered {
+        tracing::error!(
+            moved_to = %rec.moved_to.display(),
+            reason = %rec.reason,
+            "The event log was unreadable and was moved aside; a fresh log was started."
+        );
+    }
+    let cursors: Vec<String> = cfg
+        .uplinks
+        .iter()
+        .filter(|u| u.enabled)
+        .map(|u| u.name.clone())
+        .collect();
+    log.set_cursors(cursors.clone())
+        .await
+        .context("setting the uplink cursors")?;
+    {
+        let stats = log.stats().borrow().clone();
+        tracing::info!(
+            path = %absolute(&log_path).display(),
+            durability = ?cfg.gateway.durability,
+            events = stats.rows,
+            next_seq = stats.next_seq,
+            "Event log open."
+        );
+    }
+    if !cursors.is_empty() {
+        tracing::info!(
+            uplinks = ?cursors,
+            "Uplinks configured: each has a cursor in the log, which keeps every event until that uplink has it. \
+             This build has no uplink workers yet, so events stay on the gateway (bounded by [gateway.buffer])."
+        );
+    }
+
+    let started = Event::new(
+        "",
+        clock.now(),
+        Body::Audit(Audit {
+            action: "daemon.started".into(),
+            actor: "gateway".into(),
+            detail: format!("outpostd {} with {source}", env!("CARGO_PKG_VERSION")),
+        }),
+    );
+    if let Err(refused) = log.append(vec![started]).await {
+        tracing::warn!(error = %refused, "Could not record the start in the log.");
+    }
+
+    let root = CancellationToken::new();
+    let drivers_stop = root.child_token();
+    let abort = CancellationToken::new();
+
+    let (driver_tx, driver_rx) = mpsc::channel::<Event>(CHANNEL_CAPACITY);
+    let (rules_tx, rules_rx) = mpsc::channel::<Event>(CHANNEL_CAPACITY);
+
+    let mut live = log.subscribe();
+    let ingest = tokio::spawn(pipeline::ingest_task(
+        log.clone(),
+        rules_rx,
+        cfg.gateway.log.commit_max_events as usize,
+        abort.clone(),
+    ));
+    let rules = tokio::spawn(pipeline::rules_task(
+        outpost_rules::build(&cfg.rules),
+        clock.clone(),
+        driver_rx,
+        rules_tx,
+    ));
+
+    let mut drivers = Vec::new();
+    for dev in cfg.devices.iter().filter(|d| d.enabled) {
+        tracing::info!(
+            device = %dev.name,
+            driver = dev.driver_name().unwrap_or("none"),
+            "Starting device."
+        );
+        let cx = DriverContext {
+            out: driver_tx.clone(),
+            stop: drivers_stop.clone(),
+            clock: clock.clone(),
+        };
+        drivers.push(tokio::spawn(supervisor::supervise(dev.clone(), cx)));
+    }
+    drop(driver_tx);
+    tracing::info!(
+        devices = drivers.len(),
+        "outpostd is running. Stop it with Ctrl-C (SIGINT) or SIGTERM."
+    );
+
+    let units: BTreeMap<(String, String), String> = cfg
+        .devices
+        .iter()
+        .flat_map(|d| {
+            d.sim.iter().flat_map(move |s| {
+                s.tags.iter().filter_map(move |t| {
+                    t.unit
+                        .clone()
+                        .map(|u| ((d.name.clone(), t.name.clone()), u))
+                })
+            })
+        })
+        .collect();
+    let summary_stop = root.child_token();
+    let summary_log = log.clone();
+    let summary = tokio::spawn(async move {
+        let mut latest = views::Latest::default();
+        let mut every = tokio::time::interval(SUMMARY_EVERY);
+        every.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                () = summary_stop.cancelled() => break,
+                msg = live.recv() => match msg {
+                    Ok(batch) => latest.apply(&batch),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::debug!(missed = n, "Live view lagged; it catches up with the next events.");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+                _ = every.tick() => {
+                    for line in latest.summary(&units) {
+                        tracing::info!("{line}");
+                    }
+                    let s = summary_log.stats().borrow().clone();
+                    tracing::info!(
+                        events = s.rows,
+                        appended = s.appended_total,
+                        commits = s.commits_total,
+                        dropped = s.evicted_rows_total + s.evicted_bytes_total + s.evicted_age_total,
+                        disk_full = s.disk_full,
+                        "Event log."
+                    );
+                }
+            }
+        }
+    });
+
+    wait_for_signal().await?;
+    tracing::info!("Stopping: draining the pipeline.");
+    root.cancel();
+
+    let drain = async {
+        for d in drivers {
+            let _joined = d.await;
+        }
+        let _rules_done = rules.await;
+        ingest.await.unwrap_or(0)
+    };
+    let accepted = match tokio::time::timeout(DRAIN_TIMEOUT, drain).await {
+        Ok(n) => n,
+        Err(_) => {
+            abort.cancel();
+            tracing::error!(
+                timeout_s = DRAIN_TIMEOUT.as_secs(),
+                "The pipeline did not drain in time; stopping anyway (events not yet accepted are not in the log)."
+            );
+            0
+        }
+    };
+    let _summary_done = summary.await;
+    let stats_rx = log.stats();
+    log.close().await;
+    let stats = stats_rx.borrow().clone();
+    tracing::info!(
+        accepted,
+        events_in_log = stats.rows,
+        next_seq = stats.next_seq,
+        "outpostd stopped."
+    );
+    Ok(())
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received."),
+        _ = int.recv() => tracing::info!("SIGINT received."),
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> anyhow::Result<()> {
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    Ok(())
+}
