@@ -28,7 +28,7 @@ use outpost_drivers::DriverContext;
 use outpost_sync::{EventLog, LogOptions};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 
 use crate::{pipeline, supervisor, views, RunArgs};
 
@@ -65,13 +65,28 @@ pub fn main(args: RunArgs) -> ExitCode {
     }
 }
 
+/// Logs to stdout (journald picks them up under systemd). `RUST_LOG` takes
+/// `level` or `target=level` directives separated by commas, e.g.
+/// `info,outpost_sync=debug`; a malformed value falls back to `info`.
 fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _already_set = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let spec = std::env::var("RUST_LOG").unwrap_or_default();
+    let (filter, bad) = match spec.parse::<Targets>() {
+        Ok(t) if !spec.trim().is_empty() => (t, None),
+        Ok(_) => (Targets::new().with_default(tracing::Level::INFO), None),
+        Err(e) => (Targets::new().with_default(tracing::Level::INFO), Some(e)),
+    };
+    let fmt = tracing_subscriber::fmt::layer()
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    let _already_set = tracing_subscriber::registry()
+        .with(fmt)
+        .with(filter)
         .try_init();
+    if let Some(e) = bad {
+        tracing::warn!(rust_log = %spec, error = %e, "RUST_LOG is not understood; logging at info.");
+    }
 }
 
 fn load_config(args: &RunArgs) -> Result<(Config, String), ExitCode> {

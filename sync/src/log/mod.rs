@@ -8,8 +8,10 @@
 //!   (with `durability = "full"`, after fsync). Until then the caller still
 //!   owns the events; on an error none of them was written.
 //! - **Seqs are assigned at commit, strictly increasing, and never reused**,
-//!   not even after every row was reclaimed or the process was killed: the
-//!   next seq is stored in the same transaction as the rows.
+//!   not even after every row was reclaimed or the process was killed: at
+//!   open the next seq is `max(seq) + 1`, or the value stored by the last
+//!   transaction that deleted rows, whichever is greater (every deleting
+//!   transaction stores it).
 //! - **Who deletes:** only the writer thread, and only for two reasons.
 //!   (1) *Reclaim*: a row whose seq every cursor has acknowledged
 //!   ([`EventLog::ack`]) is deleted. With no cursor (no uplink), nothing is

@@ -50,12 +50,14 @@ pub struct StoreOptions {
     pub max_page_count: Option<u32>,
     /// Bytes kept in a reserve file beside the log (`<log>.reserve`). On a
     /// full disk it is released so that acknowledgements, which free space,
-    /// can still be written; it is recreated once space returns.
+    /// can still be written; it is recreated once space returns. The WAL is
+    /// checkpointed whenever it exceeds half this size. 0 = no reserve (and
+    /// SQLite's default checkpointing).
     pub reserve_bytes: u64,
 }
 
 /// Default size of the space reserve.
-pub const DEFAULT_RESERVE_BYTES: u64 = 512 * 1024;
+pub const DEFAULT_RESERVE_BYTES: u64 = 1024 * 1024;
 
 /// What happened while opening.
 #[derive(Debug, Clone, Default)]
@@ -249,8 +251,17 @@ impl Store {
             Durability::Full => "FULL",
             Durability::Normal => "NORMAL",
         };
+        // The WAL is kept below half the space reserve, so that on a full
+        // disk, releasing the reserve always leaves room to checkpoint it.
+        let wal_pages = if opts.reserve_bytes > 0 {
+            (opts.reserve_bytes / 2 / 4096).max(16)
+        } else {
+            1000
+        };
         conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA temp_store = MEMORY;"
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA temp_store = MEMORY; \
+             PRAGMA wal_autocheckpoint = {wal_pages}; PRAGMA journal_size_limit = {};",
+            wal_pages * 4096
         ))
         .map_err(sql_err("setting pragmas"))?;
         if let Some(max) = opts.max_page_count {
@@ -516,9 +527,11 @@ impl Store {
                 next += 1;
             }
         }
-        tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_seq', ?1)")
-            .and_then(|mut s| s.execute([to_i64(next)]))
-            .map_err(sql_err("saving next_seq"))?;
+        if evicted.any() {
+            // Rows were deleted, possibly the newest: max(seq) + 1 may no
+            // longer recover the next seq, so store it.
+            save_next_seq(&tx, next)?;
+        }
         tx.commit().map_err(sql_err("committing"))?;
 
         self.next_seq = next;
@@ -599,16 +612,18 @@ impl Store {
     /// # Errors
     /// When the database fails.
     pub fn set_cursors(&mut self, names: &[&str]) -> Result<(), LogError> {
-        match self.set_cursors_inner(names) {
+        match self.set_cursors_inner(names, None) {
             Err(LogError::DiskFull) => {
                 self.release_reserve();
-                self.set_cursors_inner(names)
+                self.set_cursors_inner(names, Some(0))?;
+                self.reclaim_in_chunks();
+                Ok(())
             }
             r => r,
         }
     }
 
-    fn set_cursors_inner(&mut self, names: &[&str]) -> Result<(), LogError> {
+    fn set_cursors_inner(&mut self, names: &[&str], limit: Option<u64>) -> Result<(), LogError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -627,7 +642,10 @@ impl Store {
             )
             .map_err(sql_err("saving cursors"))?;
         }
-        let (reclaimed, rows, bytes) = reclaim(&tx, &cursors, self.rows, self.bytes)?;
+        let (reclaimed, rows, bytes) = reclaim(&tx, &cursors, self.rows, self.bytes, limit)?;
+        if reclaimed > 0 {
+            save_next_seq(&tx, self.next_seq)?;
+        }
         tx.commit().map_err(sql_err("committing"))?;
         self.cursors = cursors;
         self.rows = rows;
@@ -635,6 +653,43 @@ impl Store {
         self.stats.reclaimed_total += reclaimed;
         self.refresh_stats();
         Ok(())
+    }
+
+    /// On a full disk: reclaims in small transactions, truncating the WAL
+    /// after each, so the space needed is one chunk's pages, not the whole
+    /// backlog's. Stops quietly if even that does not fit (the rows stay
+    /// acknowledged and are reclaimed by a later acknowledgement).
+    fn reclaim_in_chunks(&mut self) {
+        const CHUNK: u64 = 256;
+        loop {
+            let step = self.reclaim_chunk(CHUNK);
+            self.checkpoint_truncate();
+            match step {
+                Ok(n) if n == CHUNK => {}
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Reclaiming on a full disk stopped; it continues with the next acknowledgement.");
+                    break;
+                }
+            }
+        }
+        self.refresh_stats();
+    }
+
+    fn reclaim_chunk(&mut self, chunk: u64) -> Result<u64, LogError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_err("beginning a transaction"))?;
+        let (n, rows, bytes) = reclaim(&tx, &self.cursors, self.rows, self.bytes, Some(chunk))?;
+        if n > 0 {
+            save_next_seq(&tx, self.next_seq)?;
+        }
+        tx.commit().map_err(sql_err("committing"))?;
+        self.rows = rows;
+        self.bytes = bytes;
+        self.stats.reclaimed_total += n;
+        Ok(n)
     }
 
     /// Records that the consumer `name` has had every event up to `upto`
@@ -658,10 +713,11 @@ impl Store {
         if upto.0 <= current {
             return Ok(());
         }
-        match self.ack_inner(name, upto) {
+        match self.ack_inner(name, upto, None) {
             Err(LogError::DiskFull) => {
                 self.release_reserve();
-                self.ack_inner(name, upto)?;
+                self.ack_inner(name, upto, Some(0))?;
+                self.reclaim_in_chunks();
             }
             r => r?,
         }
@@ -673,7 +729,7 @@ impl Store {
         Ok(())
     }
 
-    fn ack_inner(&mut self, name: &str, upto: Seq) -> Result<(), LogError> {
+    fn ack_inner(&mut self, name: &str, upto: Seq, limit: Option<u64>) -> Result<(), LogError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -683,7 +739,10 @@ impl Store {
             .map_err(sql_err("saving the cursor"))?;
         let mut cursors = self.cursors.clone();
         cursors.insert(name.to_string(), upto.0);
-        let (reclaimed, rows, bytes) = reclaim(&tx, &cursors, self.rows, self.bytes)?;
+        let (reclaimed, rows, bytes) = reclaim(&tx, &cursors, self.rows, self.bytes, limit)?;
+        if reclaimed > 0 {
+            save_next_seq(&tx, self.next_seq)?;
+        }
         tx.commit().map_err(sql_err("committing"))?;
         self.cursors = cursors;
         self.rows = rows;
@@ -800,6 +859,10 @@ struct Eviction {
 }
 
 impl Eviction {
+    fn any(&self) -> bool {
+        self.by_reason.iter().any(|d| d.count > 0)
+    }
+
     fn gaps(&self) -> impl Iterator<Item = Gap> + '_ {
         [Reason::Age, Reason::Rows, Reason::Bytes]
             .into_iter()
@@ -928,6 +991,15 @@ fn evict(
     Ok(())
 }
 
+/// Stores the next seq. Needed only in transactions that delete rows: as
+/// long as the newest row exists, `max(seq) + 1` recovers it at open.
+fn save_next_seq(tx: &rusqlite::Transaction<'_>, next: u64) -> Result<(), LogError> {
+    tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_seq', ?1)")
+        .and_then(|mut s| s.execute([to_i64(next)]))
+        .map_err(sql_err("saving next_seq"))?;
+    Ok(())
+}
+
 fn delete_row(tx: &rusqlite::Transaction<'_>, seq: i64) -> Result<(), LogError> {
     tx.prepare_cached("DELETE FROM events WHERE seq = ?1")
         .and_then(|mut s| s.execute([seq]))
@@ -935,22 +1007,27 @@ fn delete_row(tx: &rusqlite::Transaction<'_>, seq: i64) -> Result<(), LogError> 
     Ok(())
 }
 
-/// Deletes rows every cursor has passed. With no cursor nothing is reclaimed:
-/// the log then keeps events until a limit drops them.
+/// Deletes rows every cursor has passed (at most `limit`, oldest first).
+/// With no cursor nothing is reclaimed: the log then keeps events until a
+/// limit drops them.
 fn reclaim(
     tx: &rusqlite::Transaction<'_>,
     cursors: &BTreeMap<String, u64>,
     mut rows: [u64; 3],
     mut bytes: u64,
+    limit: Option<u64>,
 ) -> Result<(u64, [u64; 3], u64), LogError> {
     let Some(min) = cursors.values().min().copied() else {
         return Ok((0, rows, bytes));
     };
     let mut stmt = tx
-        .prepare_cached("DELETE FROM events WHERE seq <= ?1 RETURNING priority, size")
+        .prepare_cached(
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq <= ?1 ORDER BY seq LIMIT ?2) RETURNING priority, size",
+        )
         .map_err(sql_err("reclaiming"))?;
+    let limit = limit.map_or(-1, to_i64);
     let it = stmt
-        .query_map([to_i64(min)], |r| {
+        .query_map([to_i64(min), limit], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
         })
         .map_err(sql_err("reclaiming"))?;
