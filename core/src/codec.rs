@@ -71,7 +71,7 @@ mod tests {
 
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let _ = decode(&bytes);
+            let _ignored = decode(&bytes);
         }
     }
 

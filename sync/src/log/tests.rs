@@ -81,7 +81,7 @@ impl Model {
         }
         let last = self.next - 1;
         // [age, rows, bytes]: (count, first_seq, last_seq, from_ms, to_ms)
-        let mut dropped: [Option<(u64, u64, u64, i64, i64)>; 3] = [None, None, None];
+        let mut dropped: [Option<Dropped>; 3] = [None, None, None];
         let mut note = |slot: usize, seq: u64, ts: i64| {
             let d = dropped[slot].get_or_insert((0, seq, seq, ts, ts));
             d.0 += 1;
@@ -154,6 +154,9 @@ impl Model {
         }
     }
 }
+
+/// (count, first_seq, last_seq, from_ms, to_ms) of dropped events.
+type Dropped = (u64, u64, u64, i64, i64);
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -364,7 +367,7 @@ fn limits_drop_telemetry_before_alarms_and_record_a_gap() {
             details: String::new(),
         }),
     );
-    store.append(&[alarm.clone()], now).unwrap();
+    store.append(std::slice::from_ref(&alarm), now).unwrap();
     let readings: Vec<Event> = (0..20).map(|i| reading("d", i, T0 + i)).collect();
     store.append(&readings, now).unwrap();
     let all = store.read_all().unwrap();
@@ -520,7 +523,7 @@ impl SmallFs {
 
 impl Drop for SmallFs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
+        let _unmounted = std::process::Command::new("umount")
             .arg(self.dir.path())
             .status();
     }
