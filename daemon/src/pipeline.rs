@@ -126,3 +126,99 @@ async fn append_until_accepted(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use outpost_core::{Body, FixedClock, Point, Timestamp, Value};
+    use outpost_sync::log::{Limits, LogOptions, StoreOptions};
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_disk_blocks_the_producer_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogOptions {
+            store: StoreOptions {
+                durability: outpost_config::Durability::Normal,
+                limits: Limits::UNLIMITED,
+                max_page_count: Some(48),
+                reserve_bytes: 0,
+            },
+            commit_max_events: 100,
+            commit_max_delay: Duration::from_millis(1),
+        };
+        let clock = Arc::new(FixedClock::new(1_764_000_000_000));
+        let (log, _) = EventLog::open(&dir.path().join("e.db"), opts, clock).unwrap();
+        log.set_cursors(vec!["up".into()]).await.unwrap();
+
+        let (tx, rx) = mpsc::channel(4);
+        let abort = CancellationToken::new();
+        let ingest = tokio::spawn(ingest_task(log.clone(), rx, 100, abort.clone()));
+        let sent = Arc::new(AtomicU64::new(0));
+        let stop = CancellationToken::new();
+        let producer = {
+            let (sent, stop) = (sent.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut i = 0i64;
+                while !stop.is_cancelled() {
+                    let ev = Event::new(
+                        "d",
+                        Timestamp::synced(i),
+                        Body::Telemetry(vec![Point::good("v", Value::I64(i))]),
+                    );
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        r = tx.send(ev) => if r.is_err() { break },
+                    }
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    i += 1;
+                }
+            })
+        };
+
+        let mut stats = log.stats();
+        tokio::time::timeout(Duration::from_secs(30), stats.wait_for(|s| s.disk_full))
+            .await
+            .expect("the log fills up")
+            .unwrap();
+        // Blocked: the producer cannot get further than the channel and the held batch.
+        let a = sent.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let b = sent.load(Ordering::SeqCst);
+        assert!(
+            b - a <= 4,
+            "the producer kept going while the disk was full ({a} -> {b})"
+        );
+
+        // Space returns: the uplink acknowledges everything stored.
+        let last = log
+            .read(outpost_core::Seq(0), 1_000_000)
+            .await
+            .unwrap()
+            .last()
+            .unwrap()
+            .seq;
+        log.ack("up", last).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), stats.wait_for(|s| !s.disk_full))
+            .await
+            .expect("appends resume")
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while sent.load(Ordering::SeqCst) < b + 50 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the producer moves again");
+
+        stop.cancel();
+        producer.await.unwrap();
+        let accepted = ingest.await.unwrap();
+        let total = sent.load(Ordering::SeqCst);
+        assert_eq!(accepted, total, "every event sent was accepted by the log");
+        assert_eq!(log.stats().borrow().appended_total, total);
+        log.close().await;
+    }
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use outpost_config::Device;
 use outpost_core::{Body, DeviceStatus, Event, Status};
-use outpost_drivers::DriverContext;
+use outpost_drivers::{BuildError, Driver, DriverContext};
 use tokio_util::sync::CancellationToken;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -18,25 +18,36 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// A run this long counts as healthy and resets the back-off.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
 
+/// Runs the configured device's driver until stopped.
 pub async fn supervise(dev: Device, cx: DriverContext) {
+    let name = dev.name.clone();
+    supervise_with(&name, move || outpost_drivers::build(&dev), cx).await;
+}
+
+/// Runs drivers made by `make` until stopped, restarting after failures.
+/// Returns the number of failures seen.
+pub async fn supervise_with<F>(device: &str, make: F, cx: DriverContext) -> u64
+where
+    F: Fn() -> Result<Box<dyn Driver>, BuildError>,
+{
     let mut backoff = BACKOFF_MIN;
     let mut failures: u64 = 0;
     loop {
         if cx.stop.is_cancelled() {
-            return;
+            return failures;
         }
-        let driver = match outpost_drivers::build(&dev) {
+        let driver = match make() {
             Ok(d) => d,
             Err(e) => {
-                tracing::error!(device = %dev.name, error = %e, "Cannot build the device driver; it stays off.");
-                return;
+                tracing::error!(device, error = %e, "Cannot build the device driver; it stays off.");
+                return failures;
             }
         };
         let started = tokio::time::Instant::now();
         let outcome = tokio::spawn(driver.run(cx.clone())).await;
         let message = match outcome {
-            Ok(Ok(())) => return,
-            Ok(Err(outpost_drivers::DriverError::PipelineClosed { .. })) => return,
+            Ok(Ok(())) => return failures,
+            Ok(Err(outpost_drivers::DriverError::PipelineClosed { .. })) => return failures,
             Ok(Err(e)) => e.to_string(),
             Err(join) if join.is_panic() => "the driver panicked".to_string(),
             Err(join) => join.to_string(),
@@ -45,9 +56,9 @@ pub async fn supervise(dev: Device, cx: DriverContext) {
         if started.elapsed() >= HEALTHY_RUN {
             backoff = BACKOFF_MIN;
         }
-        tracing::warn!(device = %dev.name, failures, retry_in_ms = backoff.as_millis() as u64, error = %message, "Device driver failed; restarting.");
+        tracing::warn!(device, failures, retry_in_ms = backoff.as_millis() as u64, error = %message, "Device driver failed; restarting.");
         let status = Event::new(
-            dev.name.clone(),
+            device.to_string(),
             cx.clock.now(),
             Body::Status(Status {
                 status: DeviceStatus::Offline,
@@ -58,10 +69,10 @@ pub async fn supervise(dev: Device, cx: DriverContext) {
             }),
         );
         if !send_or_stop(&cx, status).await {
-            return;
+            return failures;
         }
         if !sleep_or_stop(&cx.stop, jitter(backoff)).await {
-            return;
+            return failures;
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
@@ -90,4 +101,127 @@ fn jitter(d: Duration) -> Duration {
         .map_or(0, |t| t.subsec_nanos());
     let factor = 0.8 + 0.4 * (f64::from(nanos % 1000) / 1000.0);
     d.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    use outpost_core::{Body, DeviceStatus, FixedClock};
+    use outpost_drivers::{DriverError, DriverFuture};
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// Fails (or panics) on its first `bad` runs, then runs until stopped.
+    #[derive(Debug)]
+    struct Flaky {
+        run: u32,
+        bad: u32,
+        panics: bool,
+    }
+
+    impl Driver for Flaky {
+        fn device(&self) -> &str {
+            "flaky"
+        }
+        fn run(self: Box<Self>, cx: DriverContext) -> DriverFuture {
+            Box::pin(async move {
+                if self.run < self.bad {
+                    if self.panics {
+                        panic!("driver bug on run {}", self.run);
+                    }
+                    return Err(DriverError::Failed {
+                        device: "flaky".into(),
+                        message: format!("port vanished on run {}", self.run),
+                    });
+                }
+                cx.stop.cancelled().await;
+                Ok(())
+            })
+        }
+    }
+
+    async fn run_flaky(bad: u32, panics: bool) -> (u64, Vec<Event>, std::time::Duration) {
+        let (tx, mut rx) = mpsc::channel(16);
+        let stop = CancellationToken::new();
+        let cx = DriverContext {
+            out: tx,
+            stop: stop.clone(),
+            clock: Arc::new(FixedClock::new(0)),
+        };
+        let runs = Arc::new(AtomicU32::new(0));
+        let r = runs.clone();
+        let make = move || -> Result<Box<dyn Driver>, BuildError> {
+            let run = r.fetch_add(1, Ordering::SeqCst);
+            Ok(Box::new(Flaky { run, bad, panics }))
+        };
+        let start = tokio::time::Instant::now();
+        let task = tokio::spawn(async move { supervise_with("flaky", make, cx).await });
+        // Wait (in paused time) until the driver runs healthy, then stop it.
+        while runs.load(Ordering::SeqCst) <= bad {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let elapsed = start.elapsed();
+        stop.cancel();
+        let failures = task.await.unwrap();
+        let mut events = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            events.push(ev);
+        }
+        (failures, events, elapsed)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_driver_is_restarted_with_growing_backoff() {
+        let (failures, events, elapsed) = run_flaky(4, false).await;
+        assert_eq!(failures, 4);
+        let offline: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match &e.body {
+                Body::Status(s) if s.status == DeviceStatus::Offline => Some(s.detail.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            offline.len(),
+            4,
+            "one status event per failure: {offline:?}"
+        );
+        assert!(
+            offline[0].contains("port vanished on run 0"),
+            "{}",
+            offline[0]
+        );
+        assert!(
+            offline[3].contains("restarting in 4000 ms"),
+            "back-off doubles: {offline:?}"
+        );
+        // 0.5 + 1 + 2 + 4 s of back-off, each within ±20 %.
+        assert!(
+            elapsed >= Duration::from_millis(6_000) && elapsed <= Duration::from_millis(9_500),
+            "{elapsed:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_driver_is_restarted_not_fatal() {
+        let (failures, events, _) = run_flaky(2, true).await;
+        assert_eq!(failures, 2);
+        assert!(events
+            .iter()
+            .any(|e| matches!(&e.body, Body::Status(s) if s.detail.contains("panicked"))));
+    }
+
+    #[test]
+    fn jitter_stays_within_twenty_percent() {
+        for _ in 0..100 {
+            let d = jitter(Duration::from_secs(10));
+            assert!(
+                d >= Duration::from_secs(8) && d <= Duration::from_secs(12),
+                "{d:?}"
+            );
+        }
+    }
 }

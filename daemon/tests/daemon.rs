@@ -36,6 +36,23 @@ fn sigterm(pid: u32) {
     assert!(ok.success());
 }
 
+/// Runs `outpostd run --data-dir DATA` for `secs`, then SIGTERM; asserts a
+/// clean exit and returns what it printed on stdout.
+fn run_for(data: &Path, millis: u64) -> String {
+    let mut child = Command::new(BIN)
+        .args(["run", "--data-dir"])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(millis));
+    sigterm(child.id());
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(15)).success());
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn wait_with_timeout(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
     let start = Instant::now();
     loop {
@@ -116,16 +133,7 @@ fn a_restart_continues_the_log() {
     let data = dir.path().join("data");
     let mut seqs = Vec::new();
     for _ in 0..2 {
-        let mut child = Command::new(BIN)
-            .args(["run", "--data-dir"])
-            .arg(&data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(1500));
-        sigterm(child.id());
-        assert!(wait_with_timeout(&mut child, Duration::from_secs(15)).success());
+        run_for(&data, 1500);
         seqs.push(
             read_log(&data.join("events.db"))
                 .iter()
@@ -147,18 +155,7 @@ fn a_corrupt_log_at_start_is_moved_aside_and_the_daemon_runs() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("events.db"), vec![0xA5u8; 64 * 1024]).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "--data-dir"])
-        .arg(&data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    sigterm(child.id());
-    assert!(wait_with_timeout(&mut child, Duration::from_secs(15)).success());
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = run_for(&data, 1500);
     assert!(stdout.contains("moved aside"), "reported loudly: {stdout}");
     let moved: Vec<_> = std::fs::read_dir(&data)
         .unwrap()

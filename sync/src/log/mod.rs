@@ -451,7 +451,10 @@ impl Writer {
             replies.push((events.len(), reply));
             all.extend(events);
         }
-        match self.store.append(&all, self.clock.now()) {
+        let result = self.store.append(&all, self.clock.now());
+        // Stats first: whoever hears "committed" must find it counted.
+        self.stats.send_replace(self.store.stats().clone());
+        match result {
             Ok(appended) => {
                 let mut next = appended.first.0;
                 for (n, reply) in replies {

@@ -642,16 +642,9 @@ impl Store {
             )
             .map_err(sql_err("saving cursors"))?;
         }
-        let (reclaimed, rows, bytes) = reclaim(&tx, &cursors, self.rows, self.bytes, limit)?;
-        if reclaimed > 0 {
-            save_next_seq(&tx, self.next_seq)?;
-        }
-        tx.commit().map_err(sql_err("committing"))?;
+        let counts = reclaim_and_commit(tx, &cursors, self.rows, self.bytes, self.next_seq, limit)?;
         self.cursors = cursors;
-        self.rows = rows;
-        self.bytes = bytes;
-        self.stats.reclaimed_total += reclaimed;
-        self.refresh_stats();
+        self.apply_reclaim(counts);
         Ok(())
     }
 
@@ -681,15 +674,25 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql_err("beginning a transaction"))?;
-        let (n, rows, bytes) = reclaim(&tx, &self.cursors, self.rows, self.bytes, Some(chunk))?;
-        if n > 0 {
-            save_next_seq(&tx, self.next_seq)?;
-        }
-        tx.commit().map_err(sql_err("committing"))?;
+        let counts = reclaim_and_commit(
+            tx,
+            &self.cursors,
+            self.rows,
+            self.bytes,
+            self.next_seq,
+            Some(chunk),
+        )?;
+        let n = counts.0;
+        self.apply_reclaim(counts);
+        Ok(n)
+    }
+
+    /// Takes on the counts after a committed reclaim.
+    fn apply_reclaim(&mut self, (reclaimed, rows, bytes): (u64, [u64; 3], u64)) {
         self.rows = rows;
         self.bytes = bytes;
-        self.stats.reclaimed_total += n;
-        Ok(n)
+        self.stats.reclaimed_total += reclaimed;
+        self.refresh_stats();
     }
 
     /// Records that the consumer `name` has had every event up to `upto`
@@ -739,16 +742,9 @@ impl Store {
             .map_err(sql_err("saving the cursor"))?;
         let mut cursors = self.cursors.clone();
         cursors.insert(name.to_string(), upto.0);
-        let (reclaimed, rows, bytes) = reclaim(&tx, &cursors, self.rows, self.bytes, limit)?;
-        if reclaimed > 0 {
-            save_next_seq(&tx, self.next_seq)?;
-        }
-        tx.commit().map_err(sql_err("committing"))?;
+        let counts = reclaim_and_commit(tx, &cursors, self.rows, self.bytes, self.next_seq, limit)?;
         self.cursors = cursors;
-        self.rows = rows;
-        self.bytes = bytes;
-        self.stats.reclaimed_total += reclaimed;
-        self.refresh_stats();
+        self.apply_reclaim(counts);
         Ok(())
     }
 
@@ -989,6 +985,24 @@ fn evict(
         }
     }
     Ok(())
+}
+
+/// Reclaims inside `tx` (storing the next seq if rows went) and commits.
+/// Returns (rows reclaimed, rows per priority, bytes) after the commit.
+fn reclaim_and_commit(
+    tx: rusqlite::Transaction<'_>,
+    cursors: &BTreeMap<String, u64>,
+    rows: [u64; 3],
+    bytes: u64,
+    next_seq: u64,
+    limit: Option<u64>,
+) -> Result<(u64, [u64; 3], u64), LogError> {
+    let counts = reclaim(&tx, cursors, rows, bytes, limit)?;
+    if counts.0 > 0 {
+        save_next_seq(&tx, next_seq)?;
+    }
+    tx.commit().map_err(sql_err("committing"))?;
+    Ok(counts)
 }
 
 /// Stores the next seq. Needed only in transactions that delete rows: as
