@@ -9,10 +9,12 @@
 //! - Secrets ([`Secret`]) never show in `Debug` output or error messages.
 
 mod de;
+pub mod modbus;
 pub mod schema;
 pub mod secret;
 pub mod units;
 mod validate;
+mod validate_modbus;
 
 use std::collections::HashMap;
 use std::fmt;

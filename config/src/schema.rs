@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use outpost_core::ClockPolicy;
 use serde::{Deserialize, Serialize};
 
+pub use crate::modbus::Bus;
 use crate::secret::Secret;
 use crate::units::{ByteSize, Duration};
 
@@ -19,6 +20,9 @@ use crate::units::{ByteSize, Duration};
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub gateway: Gateway,
+    /// Serial lines shared by Modbus RTU devices, in `[[bus]]` tables. Default: none.
+    #[serde(default, rename = "bus", skip_serializing_if = "Vec::is_empty")]
+    pub buses: Vec<Bus>,
     /// Devices, in `[[device]]` tables. Default: none.
     #[serde(default, rename = "device", skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<Device>,
@@ -147,6 +151,9 @@ pub struct Device {
     /// `[device.sim]`: a simulated device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sim: Option<SimDevice>,
+    /// `[device.modbus]`: a Modbus RTU or TCP device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modbus: Option<crate::modbus::ModbusDevice>,
 }
 
 fn yes() -> bool {
@@ -156,7 +163,11 @@ fn yes() -> bool {
 impl Device {
     /// The name of the configured driver section, if exactly one is set.
     pub fn driver_name(&self) -> Option<&'static str> {
-        self.sim.as_ref().map(|_| "sim")
+        match (&self.sim, &self.modbus) {
+            (Some(_), None) => Some("sim"),
+            (None, Some(m)) => Some(m.transport_name()),
+            _ => None,
+        }
     }
 }
 

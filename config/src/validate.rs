@@ -13,7 +13,7 @@ pub(crate) struct Problem {
     pub message: String,
 }
 
-fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
+pub(crate) fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
     Problem {
         path: path.into(),
         message: message.into(),
@@ -21,7 +21,7 @@ fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
 }
 
 /// An identifier used in topics and subjects: letters, digits, `-`, `_`.
-fn check_ident(out: &mut Vec<Problem>, path: &str, what: &str, s: &str) {
+pub(crate) fn check_ident(out: &mut Vec<Problem>, path: &str, what: &str, s: &str) {
     if s.is_empty() {
         out.push(problem(path, format!("{what} must not be empty")));
     } else if s.len() > 64 {
@@ -81,15 +81,23 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
                 format!("device name \"{}\" is used twice", dev.name),
             ));
         }
-        match &dev.sim {
-            None => out.push(problem(
+        match (&dev.sim, &dev.modbus) {
+            (None, None) => out.push(problem(
                 at.clone(),
                 format!(
-                    "device \"{}\" has no driver: add a [device.sim] section",
+                    "device \"{}\" has no driver: add a [device.sim] or [device.modbus] section",
                     dev.name
                 ),
             )),
-            Some(sim) => {
+            (Some(_), Some(_)) => out.push(problem(
+                at.clone(),
+                format!(
+                    "device \"{}\" has two drivers: keep one of [device.sim] and [device.modbus]",
+                    dev.name
+                ),
+            )),
+            (None, Some(m)) => crate::validate_modbus::device(&mut out, &at, m, &cfg.buses),
+            (Some(sim), None) => {
                 if sim.interval.as_millis() < 10 {
                     out.push(problem(
                         format!("{at}.sim.interval"),
@@ -121,6 +129,8 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
             }
         }
     }
+
+    crate::validate_modbus::buses(&mut out, &cfg.buses, &cfg.devices);
 
     let mut uplinks = HashSet::new();
     for (i, up) in cfg.uplinks.iter().enumerate() {

@@ -212,20 +212,33 @@ async fn run(cfg: Config, source: String, data_dir_arg: Option<PathBuf>) -> anyh
         rules_tx,
     ));
 
+    let specs = outpost_drivers::specs(&cfg).context("planning the device drivers")?;
+    let metrics = outpost_drivers::metrics::Metrics::default();
+    let mut router = outpost_drivers::command::Router::default();
     let mut drivers = Vec::new();
-    for dev in cfg.devices.iter().filter(|d| d.enabled) {
+    for spec in specs {
         tracing::info!(
-            device = %dev.name,
-            driver = dev.driver_name().unwrap_or("none"),
-            "Starting device."
+            driver = %spec.name,
+            devices = ?spec.devices,
+            kind = %spec.describe(),
+            "Starting driver."
         );
+        let (tx, inbox) = outpost_drivers::command::inbox();
+        for d in &spec.devices {
+            router.add(d, tx.clone());
+        }
         let cx = DriverContext {
             out: driver_tx.clone(),
             stop: drivers_stop.clone(),
             clock: clock.clone(),
+            commands: inbox,
+            metrics: metrics.clone(),
         };
-        drivers.push(tokio::spawn(supervisor::supervise(dev.clone(), cx)));
+        drivers.push(tokio::spawn(supervisor::supervise(spec, cx)));
     }
+    // Writes come from the rules, the API and remote commands (later
+    // releases); the router is where they will reach the drivers.
+    let _router = router;
     drop(driver_tx);
     tracing::info!(
         devices = drivers.len(),
@@ -245,6 +258,7 @@ async fn run(cfg: Config, source: String, data_dir_arg: Option<PathBuf>) -> anyh
             })
         })
         .collect();
+    let summary_metrics = metrics.clone();
     let summary_stop = root.child_token();
     let summary_log = log.clone();
     let summary = tokio::spawn(async move {
@@ -265,6 +279,22 @@ async fn run(cfg: Config, source: String, data_dir_arg: Option<PathBuf>) -> anyh
                 _ = every.tick() => {
                     for line in latest.summary(&units) {
                         tracing::info!("{line}");
+                    }
+                    for (device, m) in summary_metrics.snapshot() {
+                        if m.requests > 0 {
+                            tracing::info!(
+                                %device,
+                                requests = m.requests,
+                                exceptions = m.exceptions,
+                                timeouts = m.timeouts,
+                                crc_errors = m.crc_errors,
+                                garbage = m.garbage + m.truncated,
+                                noise_bytes = m.noise_bytes,
+                                latency_us = m.latency_us_avg,
+                                last_error = m.last_error.as_deref().unwrap_or("-"),
+                                "Modbus."
+                            );
+                        }
                     }
                     let s = summary_log.stats().borrow().clone();
                     tracing::info!(

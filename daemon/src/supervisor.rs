@@ -8,9 +8,8 @@
 
 use std::time::Duration;
 
-use outpost_config::Device;
 use outpost_core::{Body, DeviceStatus, Event, Status};
-use outpost_drivers::{BuildError, Driver, DriverContext};
+use outpost_drivers::{BuildError, Driver, DriverContext, DriverSpec};
 use tokio_util::sync::CancellationToken;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -18,10 +17,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// A run this long counts as healthy and resets the back-off.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
 
-/// Runs the configured device's driver until stopped.
-pub async fn supervise(dev: Device, cx: DriverContext) {
-    let name = dev.name.clone();
-    supervise_with(&name, move || outpost_drivers::build(&dev), cx).await;
+/// Runs a driver until stopped.
+pub async fn supervise(spec: DriverSpec, cx: DriverContext) {
+    let name = spec.name.clone();
+    supervise_with(&name, move || Ok(spec.build()), cx).await;
 }
 
 /// Runs drivers made by `make` until stopped, restarting after failures.
@@ -150,6 +149,8 @@ mod tests {
             out: tx,
             stop: stop.clone(),
             clock: Arc::new(FixedClock::new(0)),
+            commands: outpost_drivers::command::inbox().1,
+            metrics: outpost_drivers::metrics::Metrics::default(),
         };
         let runs = Arc::new(AtomicU32::new(0));
         let r = runs.clone();

@@ -12,13 +12,16 @@
 //! - Drivers are built in one explicit `match` ([`build`]); adding a driver is
 //!   adding an arm.
 
+pub mod command;
+pub mod metrics;
+pub mod modbus;
 pub mod sim;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use outpost_config::Device;
+use outpost_config::{Config, Device};
 use outpost_core::{Clock, Event};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +34,10 @@ pub struct DriverContext {
     /// Cancelled when the driver must stop.
     pub stop: CancellationToken,
     pub clock: Arc<dyn Clock>,
+    /// Writes addressed to this driver's devices.
+    pub commands: command::Inbox,
+    /// Where the driver keeps its per-device counters.
+    pub metrics: metrics::Metrics,
 }
 
 pub type DriverFuture = Pin<Box<dyn Future<Output = Result<(), DriverError>> + Send>>;
@@ -56,17 +63,132 @@ pub enum DriverError {
 pub enum BuildError {
     #[error("device {device}: no driver section configured")]
     NoDriver { device: String },
+    #[error("device {device}: no bus named {bus:?}")]
+    NoBus { device: String, bus: String },
 }
 
-/// Builds the driver for a configured device.
+/// One driver task to run: its name, the devices it serves, and how to
+/// build it (again, after a failure).
+#[derive(Debug, Clone)]
+pub struct DriverSpec {
+    /// The device name, or the bus name for a shared serial bus.
+    pub name: String,
+    pub devices: Vec<String>,
+    kind: SpecKind,
+}
+
+#[derive(Debug, Clone)]
+enum SpecKind {
+    Sim(Device),
+    Modbus(
+        modbus::Opener,
+        Vec<(String, outpost_config::modbus::ModbusDevice)>,
+    ),
+}
+
+impl DriverSpec {
+    /// Builds a fresh driver.
+    pub fn build(&self) -> Box<dyn Driver> {
+        match &self.kind {
+            SpecKind::Sim(dev) => match &dev.sim {
+                Some(sim) => Box::new(sim::SimDriver::new(&dev.name, sim)),
+                None => Box::new(sim::SimDriver::new(
+                    &dev.name,
+                    &outpost_config::SimDevice {
+                        interval: outpost_config::Duration::from_secs(1),
+                        tags: Vec::new(),
+                    },
+                )),
+            },
+            SpecKind::Modbus(opener, devices) => Box::new(modbus::ModbusDriver::new(
+                &self.name,
+                opener.clone(),
+                devices.clone(),
+            )),
+        }
+    }
+
+    /// A short description: "sim", "modbus-rtu on /dev/ttyUSB0 at 9600 baud"...
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            SpecKind::Sim(_) => "sim".into(),
+            SpecKind::Modbus(modbus::Opener::Serial { port, baud, .. }, _) => {
+                format!("modbus-rtu on {} at {baud} baud", port.display())
+            }
+            SpecKind::Modbus(modbus::Opener::Tcp { addr }, _) => format!("modbus-tcp {addr}"),
+            SpecKind::Modbus(modbus::Opener::RtuOverTcp { addr, .. }, _) => {
+                format!("modbus-rtu-over-tcp {addr}")
+            }
+        }
+    }
+}
+
+/// Plans the driver tasks for the enabled devices: one per simulated device,
+/// one per Modbus TCP device, one per serial bus (shared by its devices).
 ///
 /// # Errors
-/// When the device has no driver section (validation normally prevents it).
-pub fn build(dev: &Device) -> Result<Box<dyn Driver>, BuildError> {
-    match &dev.sim {
-        Some(sim) => Ok(Box::new(sim::SimDriver::new(&dev.name, sim))),
-        None => Err(BuildError::NoDriver {
-            device: dev.name.clone(),
-        }),
+/// When a device has no driver or names an unknown bus (validation normally
+/// prevents both).
+pub fn specs(cfg: &Config) -> Result<Vec<DriverSpec>, BuildError> {
+    let mut out: Vec<DriverSpec> = Vec::new();
+    let mut on_bus: std::collections::BTreeMap<
+        &str,
+        Vec<(String, outpost_config::modbus::ModbusDevice)>,
+    > = std::collections::BTreeMap::new();
+    for dev in cfg.devices.iter().filter(|d| d.enabled) {
+        match (&dev.sim, &dev.modbus) {
+            (Some(_), _) => out.push(DriverSpec {
+                name: dev.name.clone(),
+                devices: vec![dev.name.clone()],
+                kind: SpecKind::Sim(dev.clone()),
+            }),
+            (None, Some(m)) => {
+                if let Some(bus) = &m.bus {
+                    if !cfg.buses.iter().any(|b| &b.name == bus) {
+                        return Err(BuildError::NoBus {
+                            device: dev.name.clone(),
+                            bus: bus.clone(),
+                        });
+                    }
+                    on_bus
+                        .entry(bus.as_str())
+                        .or_default()
+                        .push((dev.name.clone(), m.clone()));
+                } else {
+                    let opener = match (&m.tcp, &m.rtu_over_tcp) {
+                        (Some(addr), _) => modbus::Opener::Tcp { addr: addr.clone() },
+                        (None, Some(addr)) => modbus::Opener::RtuOverTcp {
+                            addr: addr.clone(),
+                            gap: std::time::Duration::from_micros(1750),
+                        },
+                        (None, None) => {
+                            return Err(BuildError::NoDriver {
+                                device: dev.name.clone(),
+                            })
+                        }
+                    };
+                    out.push(DriverSpec {
+                        name: dev.name.clone(),
+                        devices: vec![dev.name.clone()],
+                        kind: SpecKind::Modbus(opener, vec![(dev.name.clone(), m.clone())]),
+                    });
+                }
+            }
+            (None, None) => {
+                return Err(BuildError::NoDriver {
+                    device: dev.name.clone(),
+                })
+            }
+        }
     }
+    for bus in &cfg.buses {
+        if let Some(devices) = on_bus.remove(bus.name.as_str()) {
+            out.push(DriverSpec {
+                name: bus.name.clone(),
+                devices: devices.iter().map(|(n, _)| n.clone()).collect(),
+                kind: SpecKind::Modbus(modbus::Opener::serial(bus), devices),
+            });
+        }
+    }
+    Ok(out)
 }

@@ -120,6 +120,8 @@ async fn runs_at_its_interval_waits_on_a_full_channel_and_stops() {
         out: tx,
         stop: stop.clone(),
         clock: Arc::new(FixedClock::new(0)),
+        commands: crate::command::inbox().1,
+        metrics: crate::metrics::Metrics::default(),
     };
     let drv = Box::new(SimDriver::new("boiler", &device()));
     let task = tokio::spawn(drv.run(cx));
