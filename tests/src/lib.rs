@@ -1,1 +1,242 @@
-//! Helpers for the integration tests.
+//! Helpers for the integration tests: real peers started on loopback
+//! ephemeral ports or fresh pty pairs, in temp dirs, killed on drop.
+//!
+//! A peer that is not installed makes the test fail with a message saying
+//! how to install it; it never passes silently.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::let_underscore_must_use
+)] // test support
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The Python with pymodbus that `tests/run` installs.
+pub fn python() -> PathBuf {
+    let py = std::env::var_os("OUTPOST_PEERS_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/peers/venv/bin/python"));
+    let ok = Command::new(&py)
+        .args(["-c", "import pymodbus, serial"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "pymodbus is not installed at {}. Run ./tests/run (it installs the test peers), or: \
+         python3 -m venv target/peers/venv && target/peers/venv/bin/pip install -r tests/peers/requirements.txt",
+        py.display()
+    );
+    py
+}
+
+fn require(cmd: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{cmd} is not installed. Run ./tests/run, or: apt-get install {package}"
+    );
+}
+
+/// Collects a child's stdout lines on a thread.
+fn collect_lines(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let out = child.stdout.take().unwrap();
+    let l = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            l.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Two connected ptys from socat: bytes written to one are read from the other.
+#[derive(Debug)]
+pub struct PtyPair {
+    pub a: PathBuf,
+    pub b: PathBuf,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl PtyPair {
+    pub fn new() -> PtyPair {
+        require("socat", "socat");
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("ttyA"), dir.path().join("ttyB"));
+        let child = Command::new("socat")
+            .arg(format!("pty,raw,echo=0,link={}", a.display()))
+            .arg(format!("pty,raw,echo=0,link={}", b.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("the socat ptys", Duration::from_secs(5), || {
+            (a.exists() && b.exists()).then_some(())
+        });
+        PtyPair {
+            a,
+            b,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Default for PtyPair {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for PtyPair {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request as the peer saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeenRequest {
+    pub unit: u8,
+    pub function: u8,
+    pub address: u16,
+    pub count: u16,
+}
+
+/// The pymodbus server of `tests/peers/modbus_server.py`.
+#[derive(Debug)]
+pub struct ModbusPeer {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Arc<Mutex<Vec<String>>>,
+    /// The TCP port (TCP mode).
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl ModbusPeer {
+    fn start(spec: &serde_json::Value, mode: &[String]) -> ModbusPeer {
+        let py = python();
+        let dir = tempfile::tempdir().unwrap();
+        let spec_path = dir.path().join("spec.json");
+        std::fs::write(&spec_path, spec.to_string()).unwrap();
+        let mut child = Command::new(py)
+            .arg(workspace().join("tests/peers/modbus_server.py"))
+            .arg(&spec_path)
+            .args(mode)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let lines = collect_lines(&mut child);
+        let ready = wait_for("the pymodbus server", Duration::from_secs(20), || {
+            lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.starts_with("ready"))
+                .cloned()
+        });
+        let port = ready
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        ModbusPeer {
+            child,
+            stdin,
+            lines,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// Modbus TCP on 127.0.0.1, an ephemeral port.
+    pub fn tcp(spec: &serde_json::Value) -> ModbusPeer {
+        Self::start(spec, &["--tcp".into()])
+    }
+
+    /// Modbus RTU on a serial device (a pty).
+    pub fn serial(spec: &serde_json::Value, path: &Path) -> ModbusPeer {
+        Self::start(spec, &["--serial".into(), path.display().to_string()])
+    }
+
+    /// Every request the server has received so far.
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() == 5 && f[0] == "req").then(|| SeenRequest {
+                    unit: f[1].parse().unwrap(),
+                    function: f[2].parse().unwrap(),
+                    address: f[3].parse().unwrap(),
+                    count: f[4].parse().unwrap(),
+                })
+            })
+            .collect()
+    }
+
+    /// Sends a command (see the script) and waits for its acknowledgement.
+    pub fn command(&mut self, cmd: &str) {
+        writeln!(self.stdin, "{cmd}").unwrap();
+        self.stdin.flush().unwrap();
+        let want = format!("ok {cmd}");
+        let start = Instant::now();
+        while !self.lines.lock().unwrap().contains(&want) {
+            if start.elapsed() > Duration::from_secs(5) {
+                let lines = self.lines.lock().unwrap();
+                let tail: Vec<&String> = lines.iter().rev().take(5).collect();
+                let acks: Vec<&String> = lines.iter().filter(|l| !l.starts_with("req")).collect();
+                panic!("the peer did not acknowledge {cmd:?}; {} lines; other than requests: {acks:?}; last: {tail:?}", lines.len());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ModbusPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -4,9 +4,11 @@
 //! Invariants:
 //! - A poll group is due at most once per period; missed periods are skipped,
 //!   never caught up in a burst.
-//! - A device that gave no valid response to any read of a poll is not asked
-//!   again before its back-off (doubling from its shortest period up to
-//!   `backoff_max`) has passed; this is what keeps a dead device from stalling
+//! - A device that did not answer any read of a poll (silence, or only bytes
+//!   that never formed a frame from its unit; a garbled frame from it shows it
+//!   is there) is not asked again before its back-off has passed (1 s, or
+//!   its shortest period if longer, doubling up to `backoff_max`), and then
+//!   once, without retries; this is what keeps a dead device from stalling
 //!   the others on a shared bus. The first valid response resets it.
 //! - Exceptions are data: the tags get quality `Bad` with the exception, and
 //!   polling goes on. "Illegal data address" on a merged read splits the read
@@ -110,11 +112,14 @@ impl DevicePoller {
                 }
             })
             .collect();
+        // First re-probe after a second (or a period, if longer), doubling.
+        let backoff_max = cfg.backoff_max.get();
         let backoff_min = periods
             .first()
             .copied()
             .unwrap_or(Duration::from_secs(1))
-            .max(Duration::from_millis(100));
+            .max(Duration::from_secs(1))
+            .min(backoff_max.max(Duration::from_millis(100)));
         Self {
             name: name.to_string(),
             unit: cfg.unit,
@@ -127,7 +132,7 @@ impl DevicePoller {
             groups,
             backoff_min,
             backoff: backoff_min,
-            backoff_max: cfg.backoff_max.get().max(backoff_min),
+            backoff_max: backoff_max.max(backoff_min),
             retry_at: None,
             online: None,
             metrics: metrics.device(name),
@@ -215,9 +220,16 @@ impl DevicePoller {
                     m.set_error(f.to_string());
                 }
             }
+            // A device known to be offline is probed once, not with retries:
+            // it must cost the bus as little as possible.
+            let retries = if self.online == Some(false) {
+                0
+            } else {
+                self.retries
+            };
             match out {
                 Err(Fault::Io(e)) => return Err(Fault::Io(e)),
-                Err(_) if attempt < self.retries => attempt += 1,
+                Err(_) if attempt < retries => attempt += 1,
                 other => return other,
             }
         }
@@ -281,6 +293,12 @@ impl DevicePoller {
                 }
                 Err(Fault::Io(e)) => return Err(LinkDown(e.to_string())),
                 Err(f) => {
+                    // A garbled frame from our unit shows the device is there
+                    // and the line is noisy; silence or bytes that never
+                    // formed our frame count as not answering.
+                    if matches!(f, Fault::Crc | Fault::Truncated | Fault::Mismatch(_)) {
+                        answered = true;
+                    }
                     faults.push(f.to_string());
                     for &t in &read.tags {
                         results.push((
