@@ -238,3 +238,117 @@ fn secrets_do_not_show_in_debug() {
     let cfg = parse(&src, "t").unwrap();
     assert!(!format!("{cfg:?}").contains("tok-123"));
 }
+
+const MODBUS_HEAD: &str =
+    "[gateway]\nid = \"gw\"\n[[device]]\nname = \"plc\"\n[device.modbus]\ntcp = \"10.0.0.5:502\"\n";
+
+#[test]
+fn modbus_tag_past_the_last_address() {
+    let src = format!("{MODBUS_HEAD}[[device.modbus.tag]]\nname = \"e\"\ntable = \"holding\"\naddress = 65533\ntype = \"f64\"\n");
+    let e = one(&src);
+    assert_eq!(e.key_path, "device[0].modbus.tag[0].address");
+    assert_eq!((e.line, e.column), (10, 11));
+    assert!(
+        e.message.contains("runs past the last address 65535"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn modbus_string_without_length() {
+    let src = format!("{MODBUS_HEAD}[[device.modbus.tag]]\nname = \"s\"\ntable = \"holding\"\naddress = 0\ntype = \"string\"\n");
+    let e = one(&src);
+    assert_eq!(e.key_path, "device[0].modbus.tag[0].type");
+    assert_eq!((e.line, e.column), (11, 8));
+    assert!(e.message.contains("string[8]"), "{}", e.message);
+}
+
+#[test]
+fn modbus_overlapping_writes() {
+    let src = format!(
+        "{MODBUS_HEAD}[[device.modbus.tag]]\nname = \"a\"\ntable = \"holding\"\naddress = 10\ntype = \"u32\"\nwritable = true\n\
+         [[device.modbus.tag]]\nname = \"b\"\ntable = \"holding\"\naddress = 11\nwritable = true\n"
+    );
+    let e = one(&src);
+    assert_eq!(e.key_path, "device[0].modbus.tag[1].address");
+    assert_eq!((e.line, e.column), (16, 11));
+    assert!(
+        e.message.contains("overlapping writes") && e.message.contains("tag[0]"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn modbus_impossible_tags_are_all_reported() {
+    let src = "[gateway]\nid = \"gw\"\n\
+        [[bus]]\nname = \"rs485\"\nport = \"/dev/ttyUSB0\"\nparity = \"mark\"\n\
+        [[device]]\nname = \"m\"\n[device.modbus]\nbus = \"rs485\"\ntcp = \"x:1\"\nunit = 0\nmax_registers = 200\n\
+        [[device.modbus.tag]]\nname = \"c\"\ntable = \"coil\"\naddress = 0\ntype = \"u16\"\n\
+        [[device.modbus.tag]]\nname = \"b\"\ntable = \"holding\"\naddress = 0\ntype = \"bool\"\n\
+        [[device.modbus.tag]]\nname = \"i\"\ntable = \"input\"\naddress = 0\nwritable = true\n\
+        [[device.modbus.tag]]\nname = \"x\"\ntable = \"holding\"\naddress = 0\ntype = \"f32\"\norder = \"ADBC\"\n\
+        [[device]]\nname = \"n\"\n[device.modbus]\nbus = \"rs232\"\n[[device.modbus.tag]]\nname = \"v\"\ntable = \"input\"\naddress = 0\n";
+    let e = errors(src);
+    let paths: Vec<&str> = e.iter().map(|e| e.key_path.as_str()).collect();
+    // Schema errors (an unknown parity, an unknown word order) come first and alone.
+    assert_eq!(
+        paths,
+        vec!["bus[0].parity", "device[0].modbus.tag[3].order"],
+        "{}",
+        ConfigErrors(e.clone())
+    );
+    let fixed = src
+        .replace("parity = \"mark\"", "parity = \"none\"")
+        .replace("\"ADBC\"", "\"BADC\"");
+    let e = errors(&fixed);
+    let paths: Vec<&str> = e.iter().map(|e| e.key_path.as_str()).collect();
+    for want in [
+        "device[0].modbus",
+        "device[0].modbus.unit",
+        "device[0].modbus.max_registers",
+        "device[0].modbus.tag[0].type",
+        "device[0].modbus.tag[1].bit",
+        "device[0].modbus.tag[2].writable",
+        "device[1].modbus.bus",
+    ] {
+        assert!(
+            paths.contains(&want),
+            "missing {want} in {}",
+            ConfigErrors(e.clone())
+        );
+    }
+}
+
+#[test]
+fn a_modbus_device_parses_with_defaults() {
+    let src = format!(
+        "{MODBUS_HEAD}[[device.modbus.tag]]\nname = \"t\"\ntable = \"input\"\naddress = 3\n"
+    );
+    let cfg = parse(&src, "t").unwrap();
+    let m = cfg.devices[0].modbus.as_ref().unwrap();
+    assert_eq!(
+        (m.unit, m.retries, m.max_registers, m.max_gap),
+        (1, 1, 125, 8)
+    );
+    assert_eq!(m.tags[0].kind(), crate::modbus::ModbusType::U16);
+    assert_eq!(cfg.devices[0].driver_name(), Some("modbus-tcp"));
+}
+
+#[test]
+fn the_frame_gap_follows_the_baud_rate() {
+    let bus = |baud: u32| crate::modbus::Bus {
+        name: "b".into(),
+        port: "/dev/ttyS0".into(),
+        baud,
+        parity: crate::modbus::Parity::Even,
+        data_bits: 8,
+        stop_bits: 1,
+        inter_frame_delay: None,
+        rs485: false,
+    };
+    // 3.5 characters of 11 bits at 9600 baud = 4.01 ms; above 19200 baud the floor of 1.75 ms.
+    assert_eq!(bus(9600).frame_gap().as_micros(), 4010);
+    assert_eq!(bus(115_200).frame_gap().as_micros(), 1750);
+}

@@ -67,6 +67,28 @@ fn read_ready(io: &mut (dyn Stream + '_), buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// Waits until `at` with sub-millisecond precision. Tokio's timer rounds up
+/// to whole milliseconds, which at 115200 baud would stretch a 1.75 ms frame
+/// gap to 2–3 ms (10 % of a 125-register transaction); the last stretch is
+/// therefore slept on the blocking pool, which has the OS timer's precision.
+async fn sleep_precisely_until(at: Instant) {
+    const COARSE: Duration = Duration::from_millis(2);
+    let now = Instant::now();
+    if at <= now {
+        return;
+    }
+    if at - now > COARSE {
+        tokio::time::sleep_until(at - COARSE).await;
+    }
+    let rest = at.saturating_duration_since(Instant::now());
+    if !rest.is_zero() {
+        let slept = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
+        if slept.is_err() {
+            tokio::time::sleep_until(at).await;
+        }
+    }
+}
+
 /// RTU framing: `unit, PDU, CRC (low byte first)`, frames separated by silence.
 pub struct RtuLink {
     io: Box<dyn Stream>,
@@ -152,7 +174,7 @@ impl RtuLink {
 
     /// Sends `req` to `unit` and waits for its response.
     pub async fn transact(&mut self, unit: u8, req: &Request, timeout: Duration) -> Outcome {
-        tokio::time::sleep_until(self.quiet_since + self.gap).await;
+        sleep_precisely_until(self.quiet_since + self.gap).await;
         // Whatever is waiting now belongs to no request of ours.
         let mut junk = [0u8; 256];
         loop {

@@ -12,6 +12,7 @@
 //! keep the inter-frame gap, and give each request a deadline.
 
 pub mod bus;
+pub mod line_model;
 pub mod link;
 pub mod pdu;
 pub mod plan;

@@ -2,8 +2,9 @@
 //! reads, report-by-exception per tag, and back-off when it stops answering.
 //!
 //! Invariants:
-//! - A poll group is due at most once per period; missed periods are skipped,
-//!   never caught up in a burst.
+//! - A poll group is due once per period. When it falls behind, it is polled
+//!   once right away and the missed periods are dropped, never caught up in a
+//!   burst; a group whose poll outlasts its period is polled back to back.
 //! - A device that did not answer any read of a poll (silence, or only bytes
 //!   that never formed a frame from its unit; a garbled frame from it shows it
 //!   is there) is not asked again before its back-off has passed (1 s, or
@@ -317,8 +318,10 @@ impl DevicePoller {
                 group.reads = reads;
             }
             group.due += period;
-            if group.due <= now {
-                group.due = now + period;
+            if group.due < now {
+                // Late (the bus was busy, or the poll outlasted its period):
+                // one poll right away, the missed ones are dropped.
+                group.due = now;
             }
         }
         if answered {
