@@ -297,7 +297,7 @@ mod tests {
             count: 10,
         };
         for _ in 0..20 {
-            let _ = link.transact(1, &req, Duration::from_millis(30)).await;
+            let _outcome = link.transact(1, &req, Duration::from_millis(30)).await;
         }
         let s = *stats.lock().unwrap();
         s
