@@ -489,3 +489,22 @@ async fn a_dead_device_does_not_stall_the_bus_and_recovers() {
     assert_eq!(m["a"].timeouts, 0, "{:?}", m["a"]);
     run.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_goes_on_when_nobody_can_send_writes() {
+    let peer = ModbusPeer::tcp(
+        &json!({"devices": [{"id": 1, "holding": [{"addr": 0, "registers": [5]}]}]}),
+    );
+    let toml = format!(
+        "[gateway]\nid = \"gw\"\n[[device]]\nname = \"m\"\n[device.modbus]\ntcp = \"127.0.0.1:{}\"\nperiod = \"50ms\"\n\
+         [[device.modbus.tag]]\nname = \"v\"\ntable = \"holding\"\naddress = 0\n",
+        peer.port
+    );
+    let mut run = start(&toml);
+    // Close every write inbox: a closed channel must not starve the polls.
+    run.router = Router::default();
+    for _ in 0..5 {
+        assert_eq!(run.telemetry("m").await["v"].0, Value::U64(5));
+    }
+    run.stop().await;
+}

@@ -175,6 +175,8 @@ impl ModbusDriver {
             .collect();
         stagger(&mut pollers);
         let mut inbox = cx.commands.lock().await;
+        // A closed inbox returns at once; listening to it would spin.
+        let mut inbox_open = true;
         let mut reopen = REOPEN_MIN;
         let mut events: Vec<Event> = Vec::new();
         loop {
@@ -218,20 +220,22 @@ impl ModbusDriver {
                     tokio::select! {
                         biased;
                         () = cx.stop.cancelled() => return Ok(()),
-                        cmd = inbox.recv() => match cmd {
+                        cmd = inbox.recv(), if inbox_open => match cmd {
                             Some(cmd) => { if let Some(l) = self.write(&mut pollers, &mut link, cmd, &cx).await { break l; } continue; }
-                            None => { cx.stop.cancelled().await; return Ok(()); }
+                            None => { inbox_open = false; continue; }
                         },
                     }
                 };
                 tokio::select! {
                     biased;
                     () = cx.stop.cancelled() => return Ok(()),
-                    cmd = inbox.recv() => {
-                        if let Some(cmd) = cmd {
+                    cmd = inbox.recv(), if inbox_open => match cmd {
+                        Some(cmd) => {
                             if let Some(l) = self.write(&mut pollers, &mut link, cmd, &cx).await { break l; }
                         }
-                    }
+                        // Nobody can send writes any more: stop listening.
+                        None => inbox_open = false,
+                    },
                     () = tokio::time::sleep_until(at) => {
                         let p = &mut pollers[i];
                         let result = p.poll(g, &mut link, cx.clock.as_ref(), &mut events).await;
