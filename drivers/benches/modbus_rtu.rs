@@ -3,7 +3,11 @@
 //! line allows, against the ceiling of 11-bit characters and zero device
 //! latency. Prints one JSON line per baud rate.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::let_underscore_must_use)] // benchmark code
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::let_underscore_must_use
+)] // benchmark code
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -3,7 +3,11 @@
 //! on its own connection. Prints requests/s achieved and CPU per 1,000
 //! registers, ours and the peer's, as one JSON line.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::let_underscore_must_use)] // benchmark code
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::let_underscore_must_use
+)] // benchmark code
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 """A pymodbus server for Outpost's tests: Modbus TCP on an ephemeral port, or
 RTU on a serial device (one end of a socat pty pair).
 
-Usage: modbus_server.py SPEC.json (--tcp | --serial PATH [--baud N])
+Usage: modbus_server.py SPEC.json (--tcp | --rtu-over-tcp [--port N] | --serial PATH [--baud N])
 
 The spec lists devices and their tables; typed values are encoded here with
 Python's struct module, independently of the gateway's own codec:
@@ -128,6 +128,8 @@ async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("spec")
     ap.add_argument("--tcp", action="store_true")
+    ap.add_argument("--rtu-over-tcp", action="store_true")
+    ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--serial")
     ap.add_argument("--baud", type=int, default=115200)
     args = ap.parse_args()
@@ -153,9 +155,10 @@ async def main():
             print(f"req {pdu.dev_id} {pdu.function_code} {pdu.address} {count}", flush=True)
         return pdu
 
-    if args.tcp:
+    if args.tcp or args.rtu_over_tcp:
         server = ModbusTcpServer(
-            devices, address=("127.0.0.1", 0), ignore_missing_devices=True,
+            devices, address=("127.0.0.1", args.port), ignore_missing_devices=True,
+            framer=FramerType.RTU if args.rtu_over_tcp else FramerType.SOCKET,
             trace_pdu=trace_pdu, trace_packet=faults.packet,
         )
     else:
@@ -168,7 +171,7 @@ async def main():
         await asyncio.sleep(0.05)
         if server.transport is not None:
             break
-    if args.tcp:
+    if args.tcp or args.rtu_over_tcp:
         print(f"ready {server.transport.sockets[0].getsockname()[1]}", flush=True)
     else:
         print("ready", flush=True)

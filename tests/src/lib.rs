@@ -193,6 +193,16 @@ impl ModbusPeer {
         Self::start(spec, &["--tcp".into()])
     }
 
+    /// Modbus TCP on 127.0.0.1:`port` (to restart a peer where it was).
+    pub fn tcp_on(spec: &serde_json::Value, port: u16) -> ModbusPeer {
+        Self::start(spec, &["--tcp".into(), "--port".into(), port.to_string()])
+    }
+
+    /// RTU frames over TCP (a serial-to-Ethernet converter), ephemeral port.
+    pub fn rtu_over_tcp(spec: &serde_json::Value) -> ModbusPeer {
+        Self::start(spec, &["--rtu-over-tcp".into()])
+    }
+
     /// Modbus RTU on a serial device (a pty).
     pub fn serial(spec: &serde_json::Value, path: &Path) -> ModbusPeer {
         Self::start(spec, &["--serial".into(), path.display().to_string()])

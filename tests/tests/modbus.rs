@@ -508,3 +508,64 @@ async fn polling_goes_on_when_nobody_can_send_writes() {
     }
     run.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtu_over_tcp_reads_through_a_converter() {
+    let peer = ModbusPeer::rtu_over_tcp(&rtu_spec(&[4]));
+    let toml = format!(
+        "[gateway]\nid = \"gw\"\n[[device]]\nname = \"remote\"\n[device.modbus]\nrtu_over_tcp = \"127.0.0.1:{}\"\nunit = 4\nperiod = \"100ms\"\n\
+         [[device.modbus.tag]]\nname = \"v\"\ntable = \"holding\"\naddress = 0\n\
+         [[device.modbus.tag]]\nname = \"w\"\ntable = \"holding\"\naddress = 1\ntype = \"f32\"\norder = \"CDAB\"\n",
+        peer.port
+    );
+    let mut run = start(&toml);
+    let got = run.telemetry("remote").await;
+    assert_eq!(got["v"], (Value::U64(400), Quality::Good));
+    assert_eq!(got["w"], (Value::F64(2.5), Quality::Good));
+    assert_eq!(reads(&peer.requests())[0], (3, 0, 3), "one merged read");
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_tcp_connection_is_reported_and_reconnected() {
+    let spec = json!({"devices": [{"id": 1, "holding": [{"addr": 0, "registers": [9]}]}]});
+    let peer = ModbusPeer::tcp(&spec);
+    let port = peer.port;
+    let toml = format!(
+        "[gateway]\nid = \"gw\"\n[[device]]\nname = \"plc\"\n[device.modbus]\ntcp = \"127.0.0.1:{port}\"\nperiod = \"100ms\"\n\
+         [[device.modbus.tag]]\nname = \"v\"\ntable = \"holding\"\naddress = 0\n"
+    );
+    let mut run = start(&toml);
+    assert_eq!(
+        run.telemetry("plc").await["v"],
+        (Value::U64(9), Quality::Good)
+    );
+    drop(peer); // the PLC goes away
+    let got = run.telemetry("plc").await;
+    assert!(
+        matches!(&got["v"].1, Quality::Bad { reason } if reason.contains("link down")),
+        "{got:?}"
+    );
+    assert!(run
+        .seen
+        .iter()
+        .any(|e| matches!(&e.body, Body::Status(s) if s.status == DeviceStatus::Offline)));
+    run.collect(Duration::from_secs(1)).await;
+    let _back = ModbusPeer::tcp_on(&spec, port); // and comes back
+    let mut good = false;
+    for _ in 0..20 {
+        if run
+            .telemetry("plc")
+            .await
+            .get("v")
+            .is_some_and(|(v, q)| *v == Value::U64(9) && q.is_good())
+        {
+            good = true;
+            break;
+        }
+    }
+    assert!(good, "reconnected by itself");
+    let m = &run.metrics.snapshot()[0].1;
+    assert!(m.io_errors > 0, "{m:?}");
+    run.stop().await;
+}
