@@ -97,6 +97,16 @@ impl PtyPair {
         require("socat", "socat");
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (dir.path().join("ttyA"), dir.path().join("ttyB"));
+        let child = Self::spawn(&a, &b);
+        PtyPair {
+            a,
+            b,
+            child,
+            _dir: dir,
+        }
+    }
+
+    fn spawn(a: &Path, b: &Path) -> Child {
         let child = Command::new("socat")
             .arg(format!("pty,raw,echo=0,link={}", a.display()))
             .arg(format!("pty,raw,echo=0,link={}", b.display()))
@@ -107,12 +117,20 @@ impl PtyPair {
         wait_for("the socat ptys", Duration::from_secs(5), || {
             (a.exists() && b.exists()).then_some(())
         });
-        PtyPair {
-            a,
-            b,
-            child,
-            _dir: dir,
-        }
+        child
+    }
+
+    /// Unplugs the line: the ptys disappear.
+    pub fn unplug(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.a);
+        let _ = std::fs::remove_file(&self.b);
+    }
+
+    /// Plugs it back in at the same paths.
+    pub fn replug(&mut self) {
+        self.child = Self::spawn(&self.a, &self.b);
     }
 }
 

@@ -569,3 +569,37 @@ async fn a_lost_tcp_connection_is_reported_and_reconnected() {
     assert!(m.io_errors > 0, "{m:?}");
     run.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unplugged_serial_adapter_is_reopened_when_it_returns() {
+    let mut pty = PtyPair::new();
+    let peer = ModbusPeer::serial(&rtu_spec(&[1]), &pty.b);
+    let mut run = start(&bus_toml(&pty.a, &rtu_device("meter", 1, "100ms", "")));
+    assert_eq!(
+        run.telemetry("meter").await["v"],
+        (Value::U64(100), Quality::Good)
+    );
+    drop(peer);
+    pty.unplug();
+    let got = run.telemetry("meter").await;
+    assert!(!got["v"].1.is_good(), "{got:?}");
+    run.collect(Duration::from_millis(1500)).await; // reopen attempts fail meanwhile
+    pty.replug();
+    let _peer = ModbusPeer::serial(&rtu_spec(&[1]), &pty.b);
+    let mut good = false;
+    for _ in 0..30 {
+        if run
+            .telemetry("meter")
+            .await
+            .get("v")
+            .is_some_and(|(v, q)| *v == Value::U64(100) && q.is_good())
+        {
+            good = true;
+            break;
+        }
+    }
+    assert!(good, "the port was reopened by itself");
+    let m = &run.metrics.snapshot()[0].1;
+    assert!(m.io_errors > 0, "{m:?}");
+    run.stop().await;
+}
