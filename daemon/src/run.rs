@@ -245,19 +245,22 @@ async fn run(cfg: Config, source: String, data_dir_arg: Option<PathBuf>) -> anyh
         "outpostd is running. Stop it with Ctrl-C (SIGINT) or SIGTERM."
     );
 
-    let units: BTreeMap<(String, String), String> = cfg
-        .devices
-        .iter()
-        .flat_map(|d| {
-            d.sim.iter().flat_map(move |s| {
-                s.tags.iter().filter_map(move |t| {
-                    t.unit
-                        .clone()
-                        .map(|u| ((d.name.clone(), t.name.clone()), u))
-                })
-            })
-        })
-        .collect();
+    let mut units: BTreeMap<(String, String), String> = BTreeMap::new();
+    for d in &cfg.devices {
+        let sim = d
+            .sim
+            .iter()
+            .flat_map(|s| s.tags.iter().map(|t| (&t.name, &t.unit)));
+        let modbus = d
+            .modbus
+            .iter()
+            .flat_map(|m| m.tags.iter().map(|t| (&t.name, &t.unit)));
+        for (tag, unit) in sim.chain(modbus) {
+            if let Some(u) = unit {
+                units.insert((d.name.clone(), tag.clone()), u.clone());
+            }
+        }
+    }
     let summary_metrics = metrics.clone();
     let summary_stop = root.child_token();
     let summary_log = log.clone();
