@@ -220,6 +220,30 @@ fn one_f64() -> f64 {
 }
 
 impl ModbusTag {
+    /// A tag with every optional key at its default (for code that builds
+    /// configurations, and tests).
+    pub fn new(name: &str, table: Table, address: u16) -> Self {
+        Self {
+            name: name.to_string(),
+            table,
+            address,
+            kind: None,
+            order: WordOrder::ABCD,
+            bit: None,
+            scale: 1.0,
+            offset: 0.0,
+            unit: None,
+            period: None,
+            on_change: false,
+            deadband: None,
+            deadband_percent: None,
+            heartbeat: None,
+            writable: false,
+            write_min: None,
+            write_max: None,
+        }
+    }
+
     /// The tag's type, with the table's default.
     pub fn kind(&self) -> ModbusType {
         self.kind.unwrap_or(match self.table {

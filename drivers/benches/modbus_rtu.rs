@@ -12,7 +12,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use outpost_config::modbus::{ModbusDevice, ModbusTag, Table, WordOrder};
+use outpost_config::modbus::{ModbusDevice, ModbusTag, Table};
 use outpost_core::{ClockPolicy, SystemClock};
 use outpost_drivers::metrics::Metrics;
 use outpost_drivers::modbus::line_model::{pair, ModelSlave, SlaveStats};
@@ -22,25 +22,7 @@ use tokio::time::Instant;
 
 fn device() -> ModbusDevice {
     let tags = (0..125u16)
-        .map(|a| ModbusTag {
-            name: format!("r{a}"),
-            table: Table::Holding,
-            address: a,
-            kind: None,
-            order: WordOrder::ABCD,
-            bit: None,
-            scale: 1.0,
-            offset: 0.0,
-            unit: None,
-            period: None,
-            on_change: false,
-            deadband: None,
-            deadband_percent: None,
-            heartbeat: None,
-            writable: false,
-            write_min: None,
-            write_max: None,
-        })
+        .map(|a| ModbusTag::new(&format!("r{a}"), Table::Holding, a))
         .collect();
     ModbusDevice {
         bus: Some("model".into()),

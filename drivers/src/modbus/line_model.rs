@@ -143,17 +143,7 @@ impl AsyncWrite for LineEnd {
         _cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let now = Instant::now();
-        let mut w = self.tx.lock().map_err(|_| poisoned())?;
-        let mut t = w.busy_until.filter(|b| *b > now).unwrap_or(now);
-        for b in data {
-            t += self.char_time;
-            w.bytes.push_back((t, *b));
-        }
-        w.busy_until = Some(t);
-        if let Some(waker) = w.reader.take() {
-            waker.wake();
-        }
+        self.send_at(Instant::now(), data)?;
         Poll::Ready(Ok(data.len()))
     }
 

@@ -338,14 +338,7 @@ impl DevicePoller {
             self.backoff = (self.backoff * 2).min(self.backoff_max);
             self.set_online(false, &detail, clock, out);
         }
-        let points = self.report(results, now);
-        if !points.is_empty() {
-            out.push(Event::new(
-                self.name.clone(),
-                clock.now(),
-                Body::Telemetry(points),
-            ));
-        }
+        self.emit(results, now, clock, out);
         Ok(())
     }
 
@@ -375,14 +368,7 @@ impl DevicePoller {
             })
             .collect();
         self.set_online(false, &format!("link down: {reason}"), clock, out);
-        let points = self.report(results, now);
-        if !points.is_empty() {
-            out.push(Event::new(
-                self.name.clone(),
-                clock.now(),
-                Body::Telemetry(points),
-            ));
-        }
+        self.emit(results, now, clock, out);
     }
 
     fn set_online(&mut self, online: bool, detail: &str, clock: &dyn Clock, out: &mut Vec<Event>) {
@@ -405,6 +391,24 @@ impl DevicePoller {
                 detail: detail.to_string(),
             }),
         ));
+    }
+
+    /// Reports what the rules let through as one telemetry event.
+    fn emit(
+        &mut self,
+        results: Vec<(usize, Value, Quality)>,
+        now: Instant,
+        clock: &dyn Clock,
+        out: &mut Vec<Event>,
+    ) {
+        let points = self.report(results, now);
+        if !points.is_empty() {
+            out.push(Event::new(
+                self.name.clone(),
+                clock.now(),
+                Body::Telemetry(points),
+            ));
+        }
     }
 
     /// Applies each tag's report rule; returns the points to send.

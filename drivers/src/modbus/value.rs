@@ -258,23 +258,10 @@ mod tests {
 
     pub(crate) fn tag(kind: ModbusType, order: WordOrder) -> ModbusTag {
         ModbusTag {
-            name: "t".into(),
-            table: Table::Holding,
-            address: 0,
             kind: Some(kind),
             order,
-            bit: None,
-            scale: 1.0,
-            offset: 0.0,
-            unit: None,
-            period: None,
-            on_change: false,
-            deadband: None,
-            deadband_percent: None,
-            heartbeat: None,
             writable: true,
-            write_min: None,
-            write_max: None,
+            ..ModbusTag::new("t", Table::Holding, 0)
         }
     }
 
