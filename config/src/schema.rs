@@ -318,9 +318,20 @@ impl Uplink {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttUplink {
-    /// Required. `mqtt://host:port` or `mqtts://host:port`.
+    /// Required. `mqtt://host:port` or `mqtts://host:port` (TLS).
     pub url: String,
-    /// Default: none.
+    /// `"thingsboard"` (the ThingsBoard gateway API) or `"generic"` (a topic
+    /// template and JSON events). Default: `"generic"`.
+    #[serde(default)]
+    pub mode: MqttMode,
+    /// Generic mode: the topic of each message; `{gateway}`, `{device}` and
+    /// `{kind}` are replaced. Default: `"{gateway}/{device}/{kind}"`.
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// Default: the gateway id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// For ThingsBoard: the gateway device's access token. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// Default: none. Prefer `password_file`.
@@ -329,9 +340,70 @@ pub struct MqttUplink {
     /// A file holding the password. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
+    /// Keep-alive interval: a silent link is declared dead after 1.5 times
+    /// this. Default: `15s`.
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive: Duration,
+    /// Start each connection with a clean session. Default: `true`.
+    #[serde(default = "yes")]
+    pub clean_session: bool,
+    /// Messages published and not yet acknowledged, at most. Default: `32`.
+    #[serde(default = "default_mqtt_inflight")]
+    pub max_inflight: u16,
+    /// Largest message payload. Default: `64KiB`.
+    #[serde(default = "default_max_payload")]
+    pub max_payload: ByteSize,
+    /// A publish not acknowledged within this marks the link dead. Default: `10s`.
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout: Duration,
+    #[serde(default)]
+    pub tls: Tls,
 }
 
-/// `[uplink.nats]`.
+/// What an MQTT uplink speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MqttMode {
+    /// Topic template and one JSON array of events per message.
+    #[default]
+    Generic,
+    /// `v1/gateway/connect`, `v1/gateway/telemetry`, `v1/gateway/attributes`, RPC.
+    Thingsboard,
+}
+
+fn default_topic() -> String {
+    "{gateway}/{device}/{kind}".into()
+}
+fn default_keep_alive() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_mqtt_inflight() -> u16 {
+    32
+}
+fn default_max_payload() -> ByteSize {
+    ByteSize(64 * 1024)
+}
+fn default_ack_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// TLS settings of an uplink (used with `mqtts://` or `tls://`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM file of the CA that signed the server's certificate. Default: none
+    /// (the uplink then needs no TLS, or fails with a clear error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for brokers that authenticate clients by it. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[uplink.nats]`: JetStream publishing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsUplink {
@@ -340,16 +412,52 @@ pub struct NatsUplink {
     /// Subject prefix: subjects are `<prefix>.<gateway>.<device>.<kind>`. Default: `outpost`.
     #[serde(default = "default_subject_prefix")]
     pub subject_prefix: String,
+    /// The JetStream stream that takes the subjects. Default: `OUTPOST`.
+    #[serde(default = "default_stream")]
+    pub stream: String,
+    /// Create the stream (subjects `<prefix>.>`, 2-minute duplicate window) if
+    /// it does not exist. Default: `false` (a missing stream is an error).
+    #[serde(default)]
+    pub create_stream: bool,
     /// Default: none. Prefer `token_file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<Secret>,
     /// A file holding the token. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// User name for user/password authentication. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Default: none. Prefer `password_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// A file holding an NKey seed. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nkey_file: Option<PathBuf>,
+    /// A `.creds` file (JWT and NKey). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creds_file: Option<PathBuf>,
+    /// Messages published and not yet acknowledged, at most. Default: `256`.
+    #[serde(default = "default_nats_inflight")]
+    pub max_inflight: u16,
+    /// A publish not acknowledged within this is resent. Default: `10s`.
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout: Duration,
+    #[serde(default)]
+    pub tls: Tls,
 }
 
 fn default_subject_prefix() -> String {
     "outpost".into()
+}
+fn default_stream() -> String {
+    "OUTPOST".into()
+}
+fn default_nats_inflight() -> u16 {
+    256
 }
 
 /// `[web]`: the technician's web page.

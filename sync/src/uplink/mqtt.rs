@@ -1,0 +1,315 @@
+//! MQTT sessions (rumqttc, QoS 1).
+//!
+//! The event loop runs in its own task and forwards what the session needs
+//! (packet ids of sent publishes, PUBACKs, RPC requests, the end of the
+//! connection) over a channel: rumqttc's `poll` is not documented as
+//! cancel-safe, the channel is.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use outpost_config::{MqttMode, MqttUplink};
+use outpost_core::Seq;
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::format::{self, Message};
+use super::window::Window;
+use super::{update, SharedStatus, UplinkError, UplinkSpec};
+use crate::log::EventLog;
+
+enum Note {
+    Connected,
+    Sent(u16),
+    Acked(u16),
+    Rpc(Vec<u8>),
+    Down(String),
+}
+
+fn options(spec: &UplinkSpec, m: &MqttUplink) -> Result<MqttOptions, UplinkError> {
+    let (tls, rest) = if let Some(r) = m.url.strip_prefix("mqtts://") {
+        (true, r)
+    } else if let Some(r) = m.url.strip_prefix("mqtt://") {
+        (false, r)
+    } else {
+        return Err(UplinkError::Config(format!("unsupported URL {}", m.url)));
+    };
+    let (host, port) = match rest.trim_end_matches('/').rsplit_once(':') {
+        Some((h, p)) => (
+            h.to_string(),
+            p.parse()
+                .map_err(|_| UplinkError::Config(format!("bad port in {}", m.url)))?,
+        ),
+        None => (
+            rest.trim_end_matches('/').to_string(),
+            if tls { 8883 } else { 1883 },
+        ),
+    };
+    let id = m.client_id.clone().unwrap_or_else(|| spec.gateway.clone());
+    let mut o = MqttOptions::new(id, host, port);
+    o.set_keep_alive(m.keep_alive.get().max(Duration::from_secs(1)));
+    o.set_clean_session(m.clean_session);
+    o.set_inflight(m.max_inflight.max(1));
+    let max = usize::try_from(m.max_payload.0)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1024);
+    o.set_max_packet_size(max.max(64 * 1024), max);
+    o.set_request_channel_capacity(usize::from(m.max_inflight) * 2 + 16);
+    if let Some(user) = &m.username {
+        let pass =
+            super::secret(m.password.as_ref(), m.password_file.as_deref())?.unwrap_or_default();
+        o.set_credentials(user.clone(), pass);
+    }
+    if tls {
+        let config = super::tls::client_config(&m.tls).map_err(UplinkError::Config)?;
+        o.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(Arc::new(config)),
+        ));
+    }
+    Ok(o)
+}
+
+fn pump(
+    mut el: rumqttc::EventLoop,
+    tx: mpsc::Sender<Note>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let ev = tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                ev = el.poll() => ev,
+            };
+            let note = match ev {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => Note::Connected,
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Note::Sent(pkid),
+                Ok(Event::Incoming(Packet::PubAck(a))) => Note::Acked(a.pkid),
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == format::TB_RPC => {
+                    Note::Rpc(p.payload.to_vec())
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    let _gone = tx.send(Note::Down(e.to_string())).await;
+                    return;
+                }
+            };
+            if tx.send(note).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// One connection: runs until it fails (`Err`) or `stop` (`Ok`).
+pub(super) async fn session(
+    spec: &UplinkSpec,
+    m: &MqttUplink,
+    log: &EventLog,
+    stop: &CancellationToken,
+    status: &SharedStatus,
+) -> Result<(), UplinkError> {
+    let opts = options(spec, m)?;
+    let (client, el) = AsyncClient::new(opts, usize::from(m.max_inflight) * 2 + 16);
+    let (tx, mut rx) = mpsc::channel(usize::from(m.max_inflight) * 2 + 16);
+    let pump_stop = stop.child_token();
+    let _pump = PumpGuard(pump(el, tx, pump_stop.clone()), pump_stop);
+
+    // Connected first (or the connection's error).
+    match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+        Ok(Some(Note::Connected)) => {}
+        Ok(Some(Note::Down(e))) => {
+            return Err(UplinkError::Link(format!("connecting to {}: {e}", m.url)))
+        }
+        Ok(_) => {
+            return Err(UplinkError::Link(format!(
+                "connecting to {}: unexpected first event",
+                m.url
+            )))
+        }
+        Err(_) => {
+            return Err(UplinkError::Link(format!(
+                "connecting to {}: timed out",
+                m.url
+            )))
+        }
+    }
+    let tb = m.mode == MqttMode::Thingsboard;
+    if tb {
+        client
+            .try_subscribe(format::TB_RPC, QoS::AtLeastOnce)
+            .map_err(|e| UplinkError::Link(e.to_string()))?;
+    }
+    let mut next = log.cursor(&spec.name).await?.map_or(0, |s| s.0);
+    update(status, |s| {
+        s.connected = true;
+        s.cursor = next;
+    });
+    tracing::info!(uplink = %spec.name, url = %m.url, cursor = next, "MQTT uplink connected.");
+
+    let mut live = log.subscribe();
+    let mut window: Window<u16> = Window::new(usize::from(m.max_inflight));
+    let mut pending: VecDeque<Message> = VecDeque::new();
+    let mut announced: HashSet<String> = HashSet::new();
+    let max_payload = usize::try_from(m.max_payload.0).unwrap_or(usize::MAX);
+    loop {
+        // Fill the window.
+        while window.has_room() {
+            if pending.is_empty() {
+                let events = log.read(Seq(next), spec.read_batch).await?;
+                let Some(last) = events.last() else { break };
+                let before = next;
+                next = last.seq.0;
+                if tb {
+                    // ThingsBoard wants each device connected before its data.
+                    for e in &events {
+                        let d = &e.event.device;
+                        if !d.is_empty() && announced.insert(d.clone()) {
+                            pending.push_back(Message {
+                                topic: format::TB_CONNECT.into(),
+                                payload: json!({ "device": d }).to_string().into_bytes(),
+                                last_seq: before,
+                                first_seq: before,
+                                events: 0,
+                            });
+                        }
+                    }
+                    pending.extend(format::thingsboard(&events, max_payload));
+                } else {
+                    pending.extend(format::generic(
+                        &spec.gateway,
+                        &m.topic,
+                        &events,
+                        max_payload,
+                    ));
+                }
+            }
+            let Some(msg) = pending.pop_front() else {
+                break;
+            };
+            client
+                .try_publish(msg.topic, QoS::AtLeastOnce, false, msg.payload)
+                .map_err(|e| UplinkError::Link(format!("publishing: {e}")))?;
+            window.push(None, msg.last_seq, msg.events);
+            update(status, |s| {
+                s.messages_published += 1;
+                s.inflight = window.len();
+            });
+        }
+        let deadline = window.oldest().map(|t| t + m.ack_timeout.get());
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return Ok(()),
+            note = rx.recv() => match note {
+                Some(Note::Sent(pkid)) => { window.assign(pkid); }
+                Some(Note::Acked(pkid)) => {
+                    if let Some((upto, n)) = window.ack(pkid) {
+                        log.ack(&spec.name, Seq(upto)).await?;
+                        update(status, |s| {
+                            s.cursor = upto;
+                            s.events_acked += n as u64;
+                            s.inflight = window.len();
+                        });
+                    }
+                }
+                Some(Note::Rpc(body)) => rpc(spec, &client, body),
+                Some(Note::Connected) => {}
+                Some(Note::Down(e)) => return Err(UplinkError::Link(e)),
+                None => return Err(UplinkError::Link("the MQTT event loop ended".into())),
+            },
+            () = sleep_until_opt(deadline) => {
+                return Err(UplinkError::Link(format!(
+                    "no acknowledgement within {} (connected but not acknowledging)", m.ack_timeout
+                )));
+            }
+            r = live.recv(), if window.has_room() && pending.is_empty() => {
+                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
+                    return Ok(());
+                }
+            }
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct PumpGuard(tokio::task::JoinHandle<()>, CancellationToken);
+
+impl Drop for PumpGuard {
+    fn drop(&mut self) {
+        self.1.cancel();
+        self.0.abort();
+    }
+}
+
+/// ThingsBoard server-side RPC to a device behind the gateway:
+/// `{"device": "...", "data": {"id": N, "method": "...", "params": ...}}`.
+/// Methods `set` / `write` with params `{"tag": "...", "value": ...}` (or
+/// `set_<tag>` with the value as params) write through the driver; the reply
+/// `{"device", "id", "data": {"success": bool, "error"?}}` goes to
+/// `v1/gateway/rpc`.
+fn rpc(spec: &UplinkSpec, client: &AsyncClient, body: Vec<u8>) {
+    let spec = spec.clone();
+    let client = client.clone();
+    tokio::spawn(async move {
+        let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let device = req["device"].as_str().unwrap_or_default().to_string();
+        let id = req["data"]["id"].clone();
+        let method = req["data"]["method"].as_str().unwrap_or_default();
+        let params = &req["data"]["params"];
+        let (tag, value) = if let Some(tag) = method.strip_prefix("set_") {
+            (tag.to_string(), params.clone())
+        } else if matches!(method, "set" | "write") {
+            (
+                params["tag"].as_str().unwrap_or_default().to_string(),
+                params["value"].clone(),
+            )
+        } else {
+            (String::new(), serde_json::Value::Null)
+        };
+        let outcome = match (&spec.rpc, tag.is_empty(), json_value(&value)) {
+            (_, true, _) => Err(format!(
+                "unsupported RPC method {method:?} (use set, write or set_<tag>)"
+            )),
+            (_, _, None) => Err(format!("unsupported value {value}")),
+            (None, _, _) => Err("this gateway takes no writes".to_string()),
+            (Some(h), false, Some(v)) => h(device.clone(), tag, v).await,
+        };
+        let data = match outcome {
+            Ok(()) => json!({"success": true}),
+            Err(e) => json!({"success": false, "error": e}),
+        };
+        let reply = json!({"device": device, "id": id, "data": data});
+        if let Err(e) = client.try_publish(
+            format::TB_RPC,
+            QoS::AtLeastOnce,
+            false,
+            reply.to_string().into_bytes(),
+        ) {
+            tracing::warn!(error = %e, "Cannot publish an RPC reply.");
+        }
+    });
+}
+
+fn json_value(v: &serde_json::Value) -> Option<outpost_core::Value> {
+    use outpost_core::Value;
+    match v {
+        serde_json::Value::Bool(b) => Some(Value::Bool(*b)),
+        serde_json::Value::Number(n) => n
+            .as_i64()
+            .map(Value::I64)
+            .or_else(|| n.as_u64().map(Value::U64))
+            .or_else(|| n.as_f64().map(Value::F64)),
+        serde_json::Value::String(s) => Some(Value::Str(s.clone())),
+        _ => None,
+    }
+}

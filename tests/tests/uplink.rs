@@ -1,0 +1,414 @@
+//! Uplinks against real brokers: Mosquitto and nats-server, started by the
+//! tests on loopback ports, stopped and restarted during a drain.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::let_underscore_must_use
+)] // test code
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use outpost_config::{Durability, MqttMode, MqttUplink, NatsUplink};
+use outpost_core::{Body, Event, FixedClock, Point, Timestamp, Value};
+use outpost_sync::log::{Limits, LogOptions, StoreOptions};
+use outpost_sync::uplink::{Protocol, SharedStatus, UplinkSpec};
+use outpost_sync::EventLog;
+use outpost_tests::{Mosquitto, NatsServer};
+use tokio_util::sync::CancellationToken;
+
+fn open_log(dir: &std::path::Path, cursor: &str) -> EventLog {
+    let opts = LogOptions {
+        store: StoreOptions {
+            durability: Durability::Normal,
+            limits: Limits::UNLIMITED,
+            max_page_count: None,
+            reserve_bytes: 0,
+        },
+        commit_max_events: 1000,
+        commit_max_delay: Duration::from_millis(2),
+    };
+    let (log, _) = EventLog::open(
+        &dir.join("events.db"),
+        opts,
+        Arc::new(FixedClock::new(1_764_000_000_000)),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Handle::current();
+    let l = log.clone();
+    let c = cursor.to_string();
+    tokio::task::block_in_place(|| {
+        rt.block_on(async move { l.set_cursors(vec![c]).await.unwrap() })
+    });
+    log
+}
+
+fn reading(device: &str, v: i64) -> Event {
+    Event::new(
+        device,
+        Timestamp::synced(1_764_000_000_000 + v),
+        Body::Telemetry(vec![Point::good("v", Value::I64(v))]),
+    )
+}
+
+/// Appends `per_tick` events every 10 ms for `ticks` ticks, over 3 devices.
+async fn produce(log: EventLog, ticks: usize, per_tick: usize) -> u64 {
+    let mut n = 0i64;
+    for _ in 0..ticks {
+        let batch: Vec<Event> = (0..per_tick)
+            .map(|_| {
+                n += 1;
+                reading(["a", "b", "c"][(n % 3) as usize], n)
+            })
+            .collect();
+        log.append(batch).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    n as u64
+}
+
+fn spec(name: &str, protocol: Protocol) -> UplinkSpec {
+    UplinkSpec {
+        name: name.into(),
+        gateway: "gw1".into(),
+        protocol,
+        read_batch: 500,
+        rpc: None,
+    }
+}
+
+fn mqtt_cfg(url: &str, inflight: u16, payload: u64) -> MqttUplink {
+    let toml = format!("url = \"{url}\"\nmax_inflight = {inflight}\nmax_payload = {payload}\nkeep_alive = \"2s\"\nack_timeout = \"3s\"\n");
+    toml::from_str(&toml).unwrap()
+}
+
+/// Counts seqs seen by a subscriber; with the largest message (in events).
+#[derive(Default, Debug)]
+struct Seen {
+    seqs: BTreeMap<u64, u32>,
+    largest: usize,
+    per_device_order_ok: bool,
+    last_by_device: BTreeMap<String, u64>,
+}
+
+impl Seen {
+    fn record(&mut self, seq: u64, device: &str) {
+        *self.seqs.entry(seq).or_default() += 1;
+        // Order per device: a device's seqs never go back, except for a
+        // resend, which repeats seqs already seen.
+        let last = self.last_by_device.entry(device.to_string()).or_default();
+        if seq < *last && self.seqs[&seq] == 1 {
+            self.per_device_order_ok = false;
+        }
+        *last = (*last).max(seq);
+    }
+}
+
+async fn mqtt_subscriber(port: u16, topic: &str, seen: Arc<Mutex<Seen>>, stop: CancellationToken) {
+    let mut o = rumqttc::MqttOptions::new("test-subscriber", "127.0.0.1", port);
+    o.set_clean_session(false);
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    o.set_keep_alive(Duration::from_secs(2));
+    let (client, mut el) = rumqttc::AsyncClient::new(o, 100);
+    client
+        .subscribe(topic, rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    loop {
+        let ev = tokio::select! {
+            () = stop.cancelled() => return,
+            ev = el.poll() => ev,
+        };
+        match ev {
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                let arr: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+                let mut s = seen.lock().unwrap();
+                let items = arr.as_array().unwrap();
+                s.largest = s.largest.max(items.len());
+                for e in items {
+                    s.record(e["seq"].as_u64().unwrap(), e["device"].as_str().unwrap());
+                }
+            }
+            Ok(_) => {}
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+async fn wait_all(seen: &Arc<Mutex<Seen>>, total: u64, limit: Duration) {
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < limit {
+        if seen.lock().unwrap().seqs.len() as u64 >= total {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_delivers_everything_across_broker_restarts() {
+    let mut broker = Mosquitto::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), "cloud");
+    let seen = Arc::new(Mutex::new(Seen {
+        per_device_order_ok: true,
+        ..Seen::default()
+    }));
+    let stop = CancellationToken::new();
+    let sub = tokio::spawn(mqtt_subscriber(
+        broker.port,
+        "gw1/#",
+        seen.clone(),
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let inflight = 4u16;
+    let status: SharedStatus = Arc::default();
+    let worker = tokio::spawn(outpost_sync::uplink::run(
+        spec(
+            "cloud",
+            Protocol::Mqtt(mqtt_cfg(&broker.url(), inflight, 2048)),
+        ),
+        log.clone(),
+        stop.clone(),
+        status.clone(),
+    ));
+    let producer = tokio::spawn(produce(log.clone(), 500, 40));
+    let restarts = 3;
+    for _ in 0..restarts {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        tokio::task::block_in_place(|| {
+            broker.stop();
+            std::thread::sleep(Duration::from_millis(700));
+            broker.restart();
+        });
+    }
+    let total = producer.await.unwrap();
+    wait_all(&seen, total, Duration::from_secs(60)).await;
+    stop.cancel();
+    let _ = worker.await;
+    let _ = sub.await;
+    let s = seen.lock().unwrap();
+    let missing: Vec<u64> = (1..=total).filter(|q| !s.seqs.contains_key(q)).collect();
+    let st = status.lock().unwrap().clone();
+    if !missing.is_empty() {
+        let log = broker.log();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                l.contains("test-subscriber")
+                    || l.contains("persist")
+                    || l.contains("Restor")
+                    || l.contains("Saving")
+            })
+            .take(40)
+            .collect();
+        eprintln!("broker log:\n{}", lines.join("\n"));
+    }
+    assert!(
+        missing.is_empty(),
+        "{} missing seqs of {total} (first {:?}, last {:?}); uplink {st:?}",
+        missing.len(),
+        missing.first(),
+        missing.last()
+    );
+    let dups: u64 = s.seqs.values().map(|c| u64::from(*c - 1)).sum();
+    // Duplicates only from the in-flight window at each failure.
+    let bound = restarts as u64 * u64::from(inflight) * s.largest as u64;
+    assert!(
+        dups <= bound,
+        "{dups} duplicates, more than {restarts} restarts x {inflight} in flight x {} events",
+        s.largest
+    );
+    assert!(s.per_device_order_ok, "order per device was broken");
+    assert!(st.reconnects >= restarts as u64, "{st:?}");
+    eprintln!(
+        "mqtt: {total} events, {dups} duplicates (bound {bound}), {} reconnects",
+        st.reconnects
+    );
+}
+
+async fn read_stream(url: &str, stream: &str) -> Vec<(u64, String)> {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut st = js.get_stream(stream).await.unwrap();
+    let n = st.info().await.unwrap().state.messages;
+    let mut out = Vec::new();
+    for i in 1..=n {
+        let m = st.get_raw_message(i).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        out.push((
+            v["seq"].as_u64().unwrap(),
+            v["device"].as_str().unwrap().to_string(),
+        ));
+    }
+    out
+}
+
+fn nats_cfg(url: &str, create: bool) -> NatsUplink {
+    let toml = format!(
+        "url = \"{url}\"\ncreate_stream = {create}\nmax_inflight = 64\nack_timeout = \"2s\"\n"
+    );
+    toml::from_str(&toml).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_delivers_exactly_once_across_server_restarts() {
+    let mut server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), "js");
+    let stop = CancellationToken::new();
+    let status: SharedStatus = Arc::default();
+    let worker = tokio::spawn(outpost_sync::uplink::run(
+        spec("js", Protocol::Nats(nats_cfg(&server.url(), true))),
+        log.clone(),
+        stop.clone(),
+        status.clone(),
+    ));
+    let producer = tokio::spawn(produce(log.clone(), 500, 40));
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        tokio::task::block_in_place(|| {
+            server.stop();
+            std::thread::sleep(Duration::from_millis(700));
+            server.restart();
+        });
+    }
+    let total = producer.await.unwrap();
+    let start = tokio::time::Instant::now();
+    while status.lock().unwrap().cursor < total && start.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    let _ = worker.await;
+    let got = read_stream(&server.url(), "OUTPOST").await;
+    let mut count: BTreeMap<u64, u32> = BTreeMap::new();
+    for (s, _) in &got {
+        *count.entry(*s).or_default() += 1;
+    }
+    let missing: Vec<u64> = (1..=total)
+        .filter(|q| !count.contains_key(q))
+        .take(10)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing seqs (first 10): {missing:?} of {total}"
+    );
+    let dups: u32 = count.values().map(|c| c - 1).sum();
+    assert_eq!(dups, 0, "the stream holds duplicates");
+    assert_eq!(got.len() as u64, total);
+    // Order per device in the stream.
+    let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+    for (s, d) in &got {
+        let l = last.entry(d.as_str()).or_default();
+        assert!(*s > *l, "order per device broken at seq {s} of {d}");
+        *l = *s;
+    }
+    eprintln!(
+        "nats: {total} events, reconnects {}",
+        status.lock().unwrap().reconnects
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_stream_is_a_clear_error() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), "js");
+    log.append(vec![reading("a", 1)]).await.unwrap();
+    let stop = CancellationToken::new();
+    let status: SharedStatus = Arc::default();
+    let worker = tokio::spawn(outpost_sync::uplink::run(
+        spec("js", Protocol::Nats(nats_cfg(&server.url(), false))),
+        log.clone(),
+        stop.clone(),
+        status.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stop.cancel();
+    let _ = worker.await;
+    let st = status.lock().unwrap().clone();
+    let err = st.last_error.unwrap_or_default();
+    assert!(
+        err.contains("stream \"OUTPOST\" does not exist") && err.contains("create_stream"),
+        "{err}"
+    );
+    assert_eq!(st.cursor, 0, "nothing acknowledged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thingsboard_topics_and_payloads() {
+    let broker = Mosquitto::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), "tb");
+    let seen: Arc<Mutex<Vec<(String, serde_json::Value)>>> = Arc::default();
+    let stop = CancellationToken::new();
+    let sub = {
+        let (seen, stop, port) = (seen.clone(), stop.clone(), broker.port);
+        tokio::spawn(async move {
+            let mut o = rumqttc::MqttOptions::new("tb-check", "127.0.0.1", port);
+            o.set_max_packet_size(1 << 20, 1 << 20);
+            let (c, mut el) = rumqttc::AsyncClient::new(o, 100);
+            c.subscribe("v1/#", rumqttc::QoS::AtLeastOnce)
+                .await
+                .unwrap();
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    ev = el.poll() => if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) = ev {
+                        seen.lock().unwrap().push((p.topic.clone(), serde_json::from_slice(&p.payload).unwrap()));
+                    },
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    log.append(vec![
+        reading("pump-1", 1),
+        reading("pump-2", 2),
+        reading("pump-1", 3),
+    ])
+    .await
+    .unwrap();
+    let mut cfg = mqtt_cfg(&broker.url(), 8, 65536);
+    cfg.mode = MqttMode::Thingsboard;
+    let status: SharedStatus = Arc::default();
+    let worker = tokio::spawn(outpost_sync::uplink::run(
+        spec("tb", Protocol::Mqtt(cfg)),
+        log.clone(),
+        stop.clone(),
+        status.clone(),
+    ));
+    let start = tokio::time::Instant::now();
+    while seen.lock().unwrap().len() < 3 && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    let _ = worker.await;
+    let _ = sub.await;
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(
+        got[0],
+        (
+            "v1/gateway/connect".to_string(),
+            serde_json::json!({"device": "pump-1"})
+        )
+    );
+    assert_eq!(
+        got[1],
+        (
+            "v1/gateway/connect".to_string(),
+            serde_json::json!({"device": "pump-2"})
+        )
+    );
+    assert_eq!(got[2].0, "v1/gateway/telemetry");
+    assert_eq!(
+        got[2].1,
+        serde_json::json!({
+            "pump-1": [{"ts": 1_764_000_000_001i64, "values": {"v": 1}}, {"ts": 1_764_000_000_003i64, "values": {"v": 3}}],
+            "pump-2": [{"ts": 1_764_000_000_002i64, "values": {"v": 2}}]
+        })
+    );
+}
