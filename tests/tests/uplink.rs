@@ -412,3 +412,134 @@ async fn thingsboard_topics_and_payloads() {
         })
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_outage_drops_oldest_telemetry_keeps_alarms_and_reports_the_gap() {
+    let mut broker = Mosquitto::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let opts = LogOptions {
+        store: StoreOptions {
+            durability: Durability::Normal,
+            limits: Limits {
+                max_rows: 200,
+                max_bytes: u64::MAX,
+                max_age_ms: 0,
+            },
+            max_page_count: None,
+            reserve_bytes: 0,
+        },
+        commit_max_events: 1000,
+        commit_max_delay: Duration::from_millis(2),
+    };
+    let (log, _) = EventLog::open(
+        &dir.path().join("events.db"),
+        opts,
+        Arc::new(FixedClock::new(1_764_000_000_000)),
+    )
+    .unwrap();
+    log.set_cursors(vec!["cloud".into()]).await.unwrap();
+    let stop = CancellationToken::new();
+    let status: SharedStatus = Arc::default();
+    let worker = tokio::spawn(outpost_sync::uplink::run(
+        spec("cloud", Protocol::Mqtt(mqtt_cfg(&broker.url(), 8, 65536))),
+        log.clone(),
+        stop.clone(),
+        status.clone(),
+    ));
+    let seen_tx = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
+    let sub_stop = CancellationToken::new();
+    let sub = {
+        let (seen, stop, port) = (seen_tx.clone(), sub_stop.clone(), broker.port);
+        tokio::spawn(async move {
+            let mut o = rumqttc::MqttOptions::new("gap-check", "127.0.0.1", port);
+            o.set_clean_session(false);
+            o.set_max_packet_size(1 << 20, 1 << 20);
+            let (c, mut el) = rumqttc::AsyncClient::new(o, 100);
+            c.subscribe("gw1/#", rumqttc::QoS::AtLeastOnce)
+                .await
+                .unwrap();
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    ev = el.poll() => match ev {
+                        Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                            let arr: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+                            seen.lock().unwrap().extend(arr.as_array().unwrap().iter().cloned());
+                        }
+                        Ok(_) => {}
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    },
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::task::block_in_place(|| broker.stop()); // the outage begins
+    let alarm = Event::new(
+        "boiler",
+        Timestamp::synced(1_764_000_000_000),
+        Body::Alarm(outpost_core::Alarm {
+            name: "Overheat".into(),
+            severity: outpost_core::AlarmSeverity::Critical,
+            state: outpost_core::AlarmState::Active,
+            details: String::new(),
+        }),
+    );
+    log.append(vec![alarm]).await.unwrap();
+    for chunk in 0..10 {
+        let batch = (0..100)
+            .map(|i| reading("boiler", chunk * 100 + i))
+            .collect();
+        log.append(batch).await.unwrap();
+    }
+    tokio::task::block_in_place(|| broker.restart()); // and ends
+    let start = tokio::time::Instant::now();
+    while status.lock().unwrap().cursor < 1002 && start.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    sub_stop.cancel();
+    let _ = worker.await;
+    let _ = sub.await;
+    let got = seen_tx.lock().unwrap().clone();
+    let kinds = |k: &str| {
+        got.iter()
+            .filter(|e| e["kind"] == k)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(kinds("alarm").len(), 1, "the alarm is kept and delivered");
+    let gaps = kinds("gap");
+    assert!(!gaps.is_empty(), "a gap event is delivered upstream");
+    let dropped: u64 = gaps
+        .iter()
+        .map(|g| g["body"]["count"].as_u64().unwrap())
+        .sum();
+    let tele: Vec<u64> = kinds("telemetry")
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        tele.len() as u64 + dropped,
+        1000,
+        "every reading is delivered or accounted for in a gap"
+    );
+    assert!(tele.windows(2).all(|w| w[0] < w[1]));
+    // The oldest went first: every dropped seq is older than every delivered reading.
+    let newest_dropped = gaps
+        .iter()
+        .map(|g| g["body"]["last_seq"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert!(
+        newest_dropped < tele[0],
+        "dropped up to {newest_dropped}, delivered from {}",
+        tele[0]
+    );
+    assert!(
+        tele.len() >= 150,
+        "the newest readings survive: {}",
+        tele.len()
+    );
+}

@@ -1,0 +1,127 @@
+//! outpostd killed with SIGKILL mid-drain and restarted, twice: every event
+//! the log accepted reaches the broker.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::let_underscore_must_use
+)] // test code
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use outpost_core::Timestamp;
+use outpost_sync::log::{Limits, Store, StoreOptions};
+use outpost_tests::Mosquitto;
+
+const BIN: &str = env!("CARGO_BIN_EXE_outpostd");
+
+fn config(url: &str, with_device: bool) -> String {
+    let device = if with_device {
+        "[[device]]\nname = \"fast\"\n[device.sim]\ninterval = \"10ms\"\n\
+         [[device.sim.tag]]\nname = \"n\"\ncounter = {}\n\
+         [[device.sim.tag]]\nname = \"s\"\nsine = { period = \"1s\" }\n"
+    } else {
+        ""
+    };
+    format!(
+        "[gateway]\nid = \"gw\"\ndurability = \"full\"\n{device}\
+         [[uplink]]\nname = \"cloud\"\n[uplink.mqtt]\nurl = \"{url}\"\nmax_inflight = 8\nmax_payload = 4096\n"
+    )
+}
+
+#[test]
+fn kill_9_mid_drain_loses_nothing() {
+    let broker = Mosquitto::start("");
+    let seen: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    {
+        let (seen, port) = (seen.clone(), broker.port);
+        rt.spawn(async move {
+            let mut o = rumqttc::MqttOptions::new("crash-check", "127.0.0.1", port);
+            o.set_clean_session(false);
+            o.set_max_packet_size(1 << 20, 1 << 20);
+            let (c, mut el) = rumqttc::AsyncClient::new(o, 100);
+            c.subscribe("gw/#", rumqttc::QoS::AtLeastOnce)
+                .await
+                .unwrap();
+            loop {
+                match el.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        let arr: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+                        let mut s = seen.lock().unwrap();
+                        for e in arr.as_array().unwrap() {
+                            s.insert(e["seq"].as_u64().unwrap());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("outpost.toml");
+    std::fs::write(&cfg, config(&broker.url(), true)).unwrap();
+    let data = dir.path().join("data");
+    for _ in 0..2 {
+        let mut child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    // Everything the log ever accepted has a seq below next_seq.
+    let opts = StoreOptions {
+        durability: outpost_config::Durability::Full,
+        limits: Limits::UNLIMITED,
+        max_page_count: None,
+        reserve_bytes: 0,
+    };
+    let accepted = {
+        let (store, _) = Store::open(&data.join("events.db"), opts, Timestamp::synced(0)).unwrap();
+        store.stats().next_seq - 1
+    };
+    assert!(accepted > 100, "the device produced events: {accepted}");
+    // A last run without the device drains the rest.
+    std::fs::write(&cfg, config(&broker.url(), false)).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        // All accepted events, and this run's own start event (so it is up).
+        if (1..=accepted + 1).all(|s| seen.lock().unwrap().contains(&s)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+    let s = seen.lock().unwrap();
+    let missing: Vec<u64> = (1..=accepted).filter(|q| !s.contains(q)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {accepted} accepted events never reached the broker (first {:?})",
+        missing.len(),
+        missing.first()
+    );
+}
