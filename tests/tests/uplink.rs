@@ -543,3 +543,243 @@ async fn a_long_outage_drops_oldest_telemetry_keeps_alarms_and_reports_the_gap()
         tele.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thingsboard_rpc_writes_a_modbus_register_and_replies() {
+    use outpost_drivers::command::Router;
+    let plc = outpost_tests::ModbusPeer::tcp(
+        &serde_json::json!({"devices": [{"id": 1, "holding": [{"addr": 0, "registers": [0]}]}]}),
+    );
+    let cfg = outpost_config::parse(
+        &format!(
+            "[gateway]\nid = \"gw1\"\n[[device]]\nname = \"plc\"\n[device.modbus]\ntcp = \"127.0.0.1:{}\"\nperiod = \"200ms\"\n\
+             [[device.modbus.tag]]\nname = \"setpoint\"\ntable = \"holding\"\naddress = 0\nwritable = true\nwrite_max = 100.0\n",
+            plc.port
+        ),
+        "t.toml",
+    )
+    .unwrap();
+    let stop = CancellationToken::new();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let mut router = Router::default();
+    for s in outpost_drivers::specs(&cfg).unwrap() {
+        let (ctx, inbox) = outpost_drivers::command::inbox();
+        for d in &s.devices {
+            router.add(d, ctx.clone());
+        }
+        let cx = outpost_drivers::DriverContext {
+            out: tx.clone(),
+            stop: stop.clone(),
+            clock: Arc::new(FixedClock::new(0)),
+            commands: inbox,
+            metrics: outpost_drivers::metrics::Metrics::default(),
+        };
+        let d = s.build();
+        tokio::spawn(async move {
+            let _ = d.run(cx).await;
+        });
+    }
+    let broker = Mosquitto::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), "tb");
+    let mut mcfg = mqtt_cfg(&broker.url(), 8, 65536);
+    mcfg.mode = MqttMode::Thingsboard;
+    let r = router.clone();
+    let handler: outpost_sync::uplink::RpcHandler = Arc::new(move |device, tag, value| {
+        let r = r.clone();
+        Box::pin(async move {
+            r.write(&device, &tag, value, "rpc")
+                .await
+                .map_err(|e| e.to_string())
+        })
+    });
+    let mut up = spec("tb", Protocol::Mqtt(mcfg));
+    up.rpc = Some(handler);
+    let status: SharedStatus = Arc::default();
+    let worker = tokio::spawn(outpost_sync::uplink::run(
+        up,
+        log.clone(),
+        stop.clone(),
+        status.clone(),
+    ));
+    // The "server": sends RPC requests, collects replies.
+    let mut o = rumqttc::MqttOptions::new("tb-server", "127.0.0.1", broker.port);
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    let (server, mut el) = rumqttc::AsyncClient::new(o, 100);
+    server
+        .subscribe("v1/gateway/rpc", rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    while !status.lock().unwrap().connected && start.elapsed() < Duration::from_secs(10) {
+        let _ = tokio::time::timeout(Duration::from_millis(50), el.poll()).await;
+    }
+    let send = |id: u32, value: serde_json::Value| {
+        let body = serde_json::json!({"device": "plc", "data": {"id": id, "method": "set", "params": {"tag": "setpoint", "value": value}}});
+        server
+            .try_publish(
+                "v1/gateway/rpc",
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                body.to_string(),
+            )
+            .unwrap();
+    };
+    send(7, serde_json::json!(42));
+    send(8, serde_json::json!(500)); // over write_max: refused
+    let mut replies = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while replies.len() < 2 && tokio::time::Instant::now() < deadline {
+        if let Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)))) =
+            tokio::time::timeout(Duration::from_millis(200), el.poll()).await
+        {
+            let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+            if v["data"]["method"].is_null() {
+                replies.insert(v["id"].as_u64().unwrap(), v);
+            }
+        }
+    }
+    stop.cancel();
+    let _ = worker.await;
+    assert_eq!(
+        replies[&7],
+        serde_json::json!({"device": "plc", "id": 7, "data": {"success": true}})
+    );
+    assert_eq!(replies[&8]["data"]["success"], serde_json::json!(false));
+    assert!(
+        replies[&8]["data"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("outside"),
+        "{}",
+        replies[&8]
+    );
+    let writes: Vec<_> = plc
+        .requests()
+        .into_iter()
+        .filter(|r| r.function == 6)
+        .collect();
+    assert_eq!(
+        writes.len(),
+        1,
+        "only the valid write reached the device: {writes:?}"
+    );
+    assert_eq!(writes[0].address, 0);
+}
+
+/// A TCP proxy that can black-hole the connections it carries: they stay
+/// open, nothing passes (a half-open link). New connections pass.
+async fn proxy(to: u16) -> (u16, Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Connections accepted before this generation are black-holed.
+    let cutoff = Arc::new(AtomicU64::new(0));
+    let c = cutoff.clone();
+    tokio::spawn(async move {
+        let mut generation = 0u64;
+        loop {
+            let Ok((inbound, _)) = listener.accept().await else {
+                return;
+            };
+            generation += 1;
+            let mine = generation;
+            let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
+                continue;
+            };
+            let (mut ri, mut wi) = inbound.into_split();
+            let (mut ro, mut wo) = outbound.into_split();
+            let (c1, c2) = (c.clone(), c.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n) = ri.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    if mine > c1.load(Ordering::SeqCst) && wo.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n) = ro.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    if mine > c2.load(Ordering::SeqCst) && wi.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            // Remember the newest generation for the test to black-hole.
+            GEN.store(generation, Ordering::SeqCst);
+        }
+    });
+    (port, cutoff)
+}
+
+static GEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_link_is_detected_and_re_established() {
+    use std::sync::atomic::Ordering;
+    let broker = Mosquitto::start("");
+    let (port, cutoff) = proxy(broker.port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), "cloud");
+    let seen = Arc::new(Mutex::new(Seen {
+        per_device_order_ok: true,
+        ..Seen::default()
+    }));
+    let stop = CancellationToken::new();
+    let sub = tokio::spawn(mqtt_subscriber(
+        broker.port,
+        "gw1/#",
+        seen.clone(),
+        stop.clone(),
+    ));
+    let status: SharedStatus = Arc::default();
+    // keep_alive 2 s, ack_timeout 3 s.
+    let worker = tokio::spawn(outpost_sync::uplink::run(
+        spec(
+            "cloud",
+            Protocol::Mqtt(mqtt_cfg(&format!("mqtt://127.0.0.1:{port}"), 8, 4096)),
+        ),
+        log.clone(),
+        stop.clone(),
+        status.clone(),
+    ));
+    let producer = tokio::spawn(produce(log.clone(), 400, 10));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let before = status.lock().unwrap().reconnects;
+    cutoff.store(GEN.load(Ordering::SeqCst), Ordering::SeqCst); // black-hole the live link
+    let holed = tokio::time::Instant::now();
+    let mut recovered = None;
+    while holed.elapsed() < Duration::from_secs(15) {
+        let s = status.lock().unwrap().clone();
+        if s.reconnects > before && s.connected {
+            recovered = Some(holed.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let recovered = recovered.expect("the half-open link was never replaced");
+    // Bound: MQTT keep-alive declares a silent link dead after 1.5 x 2 s;
+    // the ack timeout (3 s) catches it too; plus the first back-off step.
+    assert!(
+        recovered <= Duration::from_millis(3000 + 500 + 1000),
+        "took {recovered:?}"
+    );
+    let total = producer.await.unwrap();
+    wait_all(&seen, total, Duration::from_secs(30)).await;
+    stop.cancel();
+    let _ = worker.await;
+    let _ = sub.await;
+    let s = seen.lock().unwrap();
+    let missing = (1..=total).filter(|q| !s.seqs.contains_key(q)).count();
+    assert_eq!(missing, 0, "events lost across the half-open link");
+    eprintln!("half-open link replaced after {recovered:?}");
+}

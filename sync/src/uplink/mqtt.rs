@@ -262,6 +262,10 @@ fn rpc(spec: &UplinkSpec, client: &AsyncClient, body: Vec<u8>) {
     let client = client.clone();
     tokio::spawn(async move {
         let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if !req["data"]["method"].is_string() {
+            // A reply (ours, echoed by a broker that is not ThingsBoard) or junk.
+            return;
+        }
         let device = req["device"].as_str().unwrap_or_default().to_string();
         let id = req["data"]["id"].clone();
         let method = req["data"]["method"].as_str().unwrap_or_default();
