@@ -80,7 +80,9 @@ pub struct LogSettings {
     /// Most events in one transaction. Default: `1000`.
     #[serde(default = "default_commit_max_events")]
     pub commit_max_events: u32,
-    /// Longest an event waits for others to share its transaction. Default: `5ms`.
+    /// Longest an append waits for others to share its transaction. Default:
+    /// `0s` (commit whatever is queued at once; appends that arrive together
+    /// still share a transaction).
     #[serde(default = "default_commit_max_delay")]
     pub commit_max_delay: Duration,
 }
@@ -89,7 +91,7 @@ fn default_commit_max_events() -> u32 {
     1000
 }
 fn default_commit_max_delay() -> Duration {
-    Duration::from_millis(5)
+    Duration::from_millis(0)
 }
 
 impl Default for LogSettings {

@@ -253,7 +253,7 @@ async fn run(cfg: Config, source: String, data_dir_arg: Option<PathBuf>) -> anyh
             name: up.name.clone(),
             gateway: cfg.gateway.id.clone(),
             protocol,
-            read_batch: 2000,
+            read_batch: 256,
             rpc: Some(rpc),
         };
         let status: SharedStatus = Arc::default();

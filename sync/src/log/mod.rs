@@ -226,7 +226,8 @@ impl EventLog {
         let (store, report) = Store::open(path, opts.store.clone(), clock.now())?;
         let (tx, rx) = mpsc::channel(64);
         let (stats_tx, stats) = watch::channel(store.stats().clone());
-        let (committed, _) = broadcast::channel(64);
+        // Live views only need recent batches; a lagging receiver skips ahead.
+        let (committed, _) = broadcast::channel(16);
         let writer = Writer {
             store,
             rx,

@@ -183,10 +183,46 @@ pub async fn run(spec: UplinkSpec, log: EventLog, stop: CancellationToken, statu
             s.last_error = Some(err.to_string());
             s.reconnects += 1;
         });
+        // Wait out the back-off, but probe the server's port meanwhile: a
+        // broker that comes back is used within ~100 ms, while full session
+        // attempts stay spaced by the back-off.
+        let probe = async {
+            let Some(addr) = spec.protocol.host_port() else {
+                return std::future::pending::<()>().await;
+            };
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let c = tokio::time::timeout(
+                    Duration::from_millis(100),
+                    tokio::net::TcpStream::connect(addr.as_str()),
+                )
+                .await;
+                if matches!(c, Ok(Ok(_))) {
+                    return;
+                }
+            }
+        };
         tokio::select! {
             biased;
             () = stop.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
+            () = probe, if wait > Duration::from_millis(200) => {}
         }
+    }
+}
+
+impl Protocol {
+    /// `host:port` of the server, for reachability probes.
+    fn host_port(&self) -> Option<String> {
+        let url = match self {
+            Protocol::Mqtt(m) => &m.url,
+            Protocol::Nats(n) => &n.url,
+        };
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+        let rest = rest
+            .rsplit_once('@')
+            .map_or(rest, |(_, r)| r)
+            .trim_end_matches('/');
+        rest.contains(':').then(|| rest.to_string())
     }
 }

@@ -1,0 +1,254 @@
+//! End-to-end scenario: K Modbus TCP devices (pymodbus) × N registers polled
+//! every P → outpostd → Mosquitto, with a broker outage in the middle.
+//!
+//! `cargo bench -p outpost-daemon --bench scenario` runs the default
+//! scenario (10 × 20 @ 1 s); `SCENARIO=heavy` runs 50 × 100 @ 100 ms.
+//! `OUTAGE_S` sets the outage (default 10 s). Prints one JSON object:
+//! daemon RSS and CPU, delivered data points/s, latency read → broker
+//! (p50/p99), events expected/delivered/missing/duplicated, reconnect time,
+//! drain time and rate. Needs the peers `./tests/run` installs.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::let_underscore_must_use
+)] // benchmark code
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use outpost_tests::{ModbusPeer, Mosquitto};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_outpostd");
+
+#[derive(Default)]
+struct Seen {
+    seqs: BTreeMap<u64, u32>,
+    points: u64,
+    /// (received at, latency ms) of telemetry events.
+    latencies: Vec<(Instant, i64)>,
+    first_after: Option<Instant>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn proc_stat(pid: u32) -> (u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    (rss, ticks / 100.0)
+}
+
+fn pct(v: &mut [i64], p: f64) -> i64 {
+    if v.is_empty() {
+        return 0;
+    }
+    v.sort_unstable();
+    v[((v.len() - 1) as f64 * p) as usize]
+}
+
+fn main() {
+    let heavy = std::env::var("SCENARIO").is_ok_and(|s| s == "heavy");
+    let (k, n, period_ms) = if heavy {
+        (50u16, 100u16, 100u64)
+    } else {
+        (10, 20, 1000)
+    };
+    let outage = Duration::from_secs(
+        std::env::var("OUTAGE_S")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10),
+    );
+    let steady = Duration::from_secs(20);
+
+    let devices: Vec<_> = (1..=k)
+        .map(
+            |u| json!({"id": u, "holding": [{"addr": 0, "registers": (0..n).collect::<Vec<_>>()}]}),
+        )
+        .collect();
+    let plc = ModbusPeer::tcp(&json!({ "devices": devices }));
+    let mut broker = Mosquitto::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = String::from("[gateway]\nid = \"bench\"\ndurability = \"normal\"\n");
+    for u in 1..=k {
+        cfg.push_str(&format!(
+            "[[device]]\nname = \"d{u}\"\n[device.modbus]\ntcp = \"127.0.0.1:{}\"\nunit = {u}\nperiod = \"{period_ms}ms\"\n",
+            plc.port
+        ));
+        for a in 0..n {
+            cfg.push_str(&format!(
+                "[[device.modbus.tag]]\nname = \"r{a}\"\ntable = \"holding\"\naddress = {a}\n"
+            ));
+        }
+    }
+    cfg.push_str(&format!(
+        "[[uplink]]\nname = \"cloud\"\n[uplink.mqtt]\nurl = \"{}\"\nkeep_alive = \"5s\"\n",
+        broker.url()
+    ));
+    let cfg_path = dir.path().join("outpost.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    {
+        let (seen, port) = (seen.clone(), broker.port);
+        rt.spawn(async move {
+            let mut o = rumqttc::MqttOptions::new("bench-sub", "127.0.0.1", port);
+            o.set_clean_session(false);
+            o.set_max_packet_size(1 << 24, 1 << 24);
+            let (c, mut el) = rumqttc::AsyncClient::new(o, 1000);
+            c.subscribe("bench/#", rumqttc::QoS::AtLeastOnce)
+                .await
+                .unwrap();
+            loop {
+                match el.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        let at = Instant::now();
+                        let t = now_ms();
+                        let arr: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+                        let mut s = seen.lock().unwrap();
+                        if s.first_after.is_none() {
+                            s.first_after = Some(at);
+                        }
+                        for e in arr.as_array().unwrap() {
+                            *s.seqs.entry(e["seq"].as_u64().unwrap()).or_default() += 1;
+                            if e["kind"] == "telemetry" {
+                                s.points += e["body"].as_object().map_or(0, |b| b.len() as u64);
+                                s.latencies.push((at, t - e["ts"].as_i64().unwrap()));
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        });
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mut daemon = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg_path)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = daemon.id();
+    std::thread::sleep(Duration::from_secs(5)); // warm-up
+
+    // Steady state.
+    let (_, cpu0) = proc_stat(pid);
+    let p0 = seen.lock().unwrap().points;
+    let t0 = Instant::now();
+    let mut rss = Vec::new();
+    while t0.elapsed() < steady {
+        std::thread::sleep(Duration::from_secs(1));
+        rss.push(proc_stat(pid).0);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let (_, cpu1) = proc_stat(pid);
+    let points_s = (seen.lock().unwrap().points - p0) as f64 / secs;
+    let mut lat: Vec<i64> = seen
+        .lock()
+        .unwrap()
+        .latencies
+        .iter()
+        .filter(|(at, _)| *at >= t0)
+        .map(|(_, l)| *l)
+        .collect();
+    let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+
+    // Outage.
+    broker.stop();
+    let down = Instant::now();
+    while down.elapsed() < outage {
+        std::thread::sleep(Duration::from_millis(500));
+        rss.push(proc_stat(pid).0);
+    }
+    seen.lock().unwrap().first_after = None;
+    broker.restart();
+    let up = Instant::now();
+    // Reconnect: the first message after the restart. Drain: until what
+    // arrives is fresh again (latency under 2 periods).
+    let mut reconnect = None;
+    let mut drained = None;
+    let before_drain = seen.lock().unwrap().seqs.len();
+    while up.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(10));
+        let s = seen.lock().unwrap();
+        if reconnect.is_none() {
+            reconnect = s.first_after.map(|f| f.duration_since(up));
+        }
+        if reconnect.is_some()
+            && s.latencies
+                .last()
+                .is_some_and(|(at, l)| *at > up && *l < 2 * period_ms as i64 + 50)
+        {
+            drained = Some(up.elapsed());
+            break;
+        }
+        drop(s);
+        rss.push(proc_stat(pid).0);
+    }
+    let drained_events = seen.lock().unwrap().seqs.len() - before_drain;
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = daemon.wait();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let s = seen.lock().unwrap();
+    let max = s.seqs.keys().next_back().copied().unwrap_or(0);
+    let missing = (1..=max).filter(|q| !s.seqs.contains_key(q)).count();
+    let dups: u32 = s.seqs.values().map(|c| c - 1).sum();
+    let avg_rss = rss.iter().sum::<u64>() / rss.len().max(1) as u64;
+    let drain_s = drained.map_or(f64::NAN, |d| d.as_secs_f64());
+    println!(
+        "{}",
+        json!({
+            "scenario": if heavy { "heavy" } else { "default" },
+            "devices": k, "registers": n, "period_ms": period_ms,
+            "rss_kb_avg": avg_rss, "rss_kb_max": rss.iter().max(),
+            "cpu_percent_steady": ((cpu1 - cpu0) / secs * 100.0 * 10.0).round() / 10.0,
+            "delivered_points_per_s": points_s.round(),
+            "asked_points_per_s": f64::from(k) * f64::from(n) * 1000.0 / period_ms as f64,
+            "latency_ms_p50": p50, "latency_ms_p99": p99,
+            "outage_s": outage.as_secs(),
+            "events_delivered": s.seqs.len(), "events_expected": max,
+            "events_missing": missing, "events_duplicated": dups,
+            "reconnect_s": reconnect.map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0),
+            "drain_s": (drain_s * 1000.0).round() / 1000.0,
+            "drain_events_per_s": (drained_events as f64 / drain_s).round(),
+        })
+    );
+    drop(plc);
+}
