@@ -686,11 +686,8 @@ async fn concurrent_appends_share_commits_and_get_distinct_seqs() {
     );
     // The live feed keeps only recent batches: a receiver this far behind
     // is told it lagged, and then sees new commits as they happen.
-    loop {
-        match live.try_recv() {
-            Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
-            Err(_) => break,
-        }
+    while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) = live.try_recv()
+    {
     }
     let a = log.append(vec![reading("d", 9999, T0)]).await.unwrap();
     let fresh = live.recv().await.unwrap();
