@@ -490,3 +490,140 @@ impl Drop for NatsServer {
         }
     }
 }
+
+/// A throw-away certificate authority and a server certificate for
+/// 127.0.0.1 / localhost, made with the openssl command line.
+#[derive(Debug)]
+pub struct TestCa {
+    pub dir: tempfile::TempDir,
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        require("openssl", "openssl");
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Outpost test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(
+            p("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "server.pem",
+        ]);
+        TestCa {
+            ca: p("ca.pem"),
+            server_cert: p("server.pem"),
+            server_key: p("server.key"),
+            dir,
+        }
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NatsServer {
+    /// A server that requires TLS with `cert`/`key`.
+    pub fn start_tls(cert: &Path, key: &Path) -> NatsServer {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("tls.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n",
+                cert.display(),
+                key.display()
+            ),
+        )
+        .unwrap();
+        let bin = nats_server_bin();
+        let mut s = NatsServer {
+            child: None,
+            port: 0,
+            dir,
+            bin,
+        };
+        for _ in 0..5 {
+            s.port = free_port();
+            let child = Command::new(&s.bin)
+                .args(["-js", "-a", "127.0.0.1", "-p", &s.port.to_string(), "-c"])
+                .arg(&conf)
+                .arg("--store_dir")
+                .arg(s.dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            s.child = Some(child);
+            if wait_port(s.port, Duration::from_secs(10)) {
+                return s;
+            }
+            s.stop();
+        }
+        panic!("nats-server with TLS did not start");
+    }
+}

@@ -783,3 +783,70 @@ async fn a_half_open_link_is_detected_and_re_established() {
     assert_eq!(missing, 0, "events lost across the half-open link");
     eprintln!("half-open link replaced after {recovered:?}");
 }
+
+async fn deliver_one(protocol: Protocol, name: &str) -> outpost_sync::uplink::UplinkStatus {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), name);
+    log.append(vec![reading("a", 1), reading("b", 2)])
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let status: SharedStatus = Arc::default();
+    let worker = tokio::spawn(outpost_sync::uplink::run(
+        spec(name, protocol),
+        log.clone(),
+        stop.clone(),
+        status.clone(),
+    ));
+    let start = tokio::time::Instant::now();
+    while status.lock().unwrap().cursor < 2 && start.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    let _ = worker.await;
+    let s = status.lock().unwrap().clone();
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_test_ca_to_both_brokers_and_a_wrong_ca_is_a_clear_error() {
+    let ca = outpost_tests::TestCa::new();
+    let other = outpost_tests::TestCa::new();
+    let mqtt_port = outpost_tests::free_port();
+    let broker = Mosquitto::start(&format!(
+        "listener {mqtt_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+        ca.ca.display(),
+        ca.server_cert.display(),
+        ca.server_key.display()
+    ));
+    let nats = NatsServer::start_tls(&ca.server_cert, &ca.server_key);
+    let mqtt = |ca_file: &std::path::Path| {
+        let toml = format!("url = \"mqtts://127.0.0.1:{mqtt_port}\"\nack_timeout = \"3s\"\n[tls]\nca_file = \"{}\"\n", ca_file.display());
+        Protocol::Mqtt(toml::from_str(&toml).unwrap())
+    };
+    let js = |ca_file: &std::path::Path| {
+        let toml = format!(
+            "url = \"tls://127.0.0.1:{}\"\ncreate_stream = true\n[tls]\nca_file = \"{}\"\n",
+            nats.port,
+            ca_file.display()
+        );
+        Protocol::Nats(toml::from_str(&toml).unwrap())
+    };
+    let ok = deliver_one(mqtt(&ca.ca), "m").await;
+    assert_eq!(ok.cursor, 2, "delivered over TLS to Mosquitto: {ok:?}");
+    let ok = deliver_one(js(&ca.ca), "n").await;
+    assert_eq!(ok.cursor, 2, "delivered over TLS to nats-server: {ok:?}");
+    for (what, bad) in [
+        ("mqtt", deliver_one(mqtt(&other.ca), "m2").await),
+        ("nats", deliver_one(js(&other.ca), "n2").await),
+    ] {
+        assert_eq!(bad.cursor, 0, "{what}: nothing delivered with the wrong CA");
+        eprintln!("{what} with a wrong CA: {:?}", bad.last_error);
+        let err = bad.last_error.unwrap_or_default().to_lowercase();
+        assert!(
+            err.contains("certificate") || err.contains("unknownissuer") || err.contains("tls"),
+            "{what}: unclear error: {err}"
+        );
+    }
+    drop(broker);
+}
