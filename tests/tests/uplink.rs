@@ -850,3 +850,57 @@ async fn tls_with_a_test_ca_to_both_brokers_and_a_wrong_ca_is_a_clear_error() {
     }
     drop(broker);
 }
+
+/// Debian's nats-server (2.9.10) is what some clusters still run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_2_9_compatibility_delivery_and_deduplication() {
+    let bin = std::path::PathBuf::from("/usr/sbin/nats-server");
+    assert!(
+        bin.exists(),
+        "Debian's nats-server is not installed. Run ./tests/run, or: apt-get install nats-server"
+    );
+    let server = NatsServer::start_with(bin);
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), "js");
+    // A second cursor keeps the rows, so the first can be replayed.
+    log.set_cursors(vec!["js".into(), "keep".into()])
+        .await
+        .unwrap();
+    let batch: Vec<Event> = (1..=100).map(|i| reading("a", i)).collect();
+    log.append(batch).await.unwrap();
+    for round in 0..2 {
+        if round == 1 {
+            // Forget the cursor: everything is published again.
+            log.set_cursors(vec!["keep".into()]).await.unwrap();
+            log.set_cursors(vec!["js".into(), "keep".into()])
+                .await
+                .unwrap();
+        }
+        let stop = CancellationToken::new();
+        let status: SharedStatus = Arc::default();
+        let worker = tokio::spawn(outpost_sync::uplink::run(
+            spec("js", Protocol::Nats(nats_cfg(&server.url(), true))),
+            log.clone(),
+            stop.clone(),
+            status.clone(),
+        ));
+        let start = tokio::time::Instant::now();
+        while status.lock().unwrap().cursor < 100 && start.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.cancel();
+        let _ = worker.await;
+        assert_eq!(
+            status.lock().unwrap().cursor,
+            100,
+            "round {round}: {:?}",
+            status.lock().unwrap()
+        );
+    }
+    let got = read_stream(&server.url(), "OUTPOST").await;
+    assert_eq!(
+        got.len(),
+        100,
+        "the resend was removed by the duplicate window"
+    );
+}
