@@ -291,6 +291,8 @@ async fn run(cfg: Config, source: String, data_dir_arg: Option<PathBuf>) -> anyh
     }
     let summary_metrics = metrics.clone();
     let summary_uplinks = uplink_status.clone();
+    let summary_clock = clock.clone();
+    let mut last_acked = vec![0u64; summary_uplinks.len()];
     let summary_stop = root.child_token();
     let summary_log = log.clone();
     let summary = tokio::spawn(async move {
@@ -329,19 +331,27 @@ async fn run(cfg: Config, source: String, data_dir_arg: Option<PathBuf>) -> anyh
                         }
                     }
                     let s = summary_log.stats().borrow().clone();
-                    for (name, st) in &summary_uplinks {
-                        if let Ok(u) = st.lock() {
-                            tracing::info!(
-                                uplink = %name,
-                                connected = u.connected,
-                                backlog = s.next_seq.saturating_sub(1).saturating_sub(u.cursor),
-                                acked = u.events_acked,
-                                inflight = u.inflight,
-                                reconnects = u.reconnects,
-                                last_error = u.last_error.as_deref().unwrap_or("-"),
-                                "Uplink."
-                            );
-                        }
+                    for (i, (name, st)) in summary_uplinks.iter().enumerate() {
+                        let Ok(u) = st.lock().map(|u| u.clone()) else { continue };
+                        let rate = u.events_acked.saturating_sub(last_acked[i]) as f64 / SUMMARY_EVERY.as_secs_f64();
+                        last_acked[i] = u.events_acked;
+                        // The oldest event not yet acknowledged upstream.
+                        let oldest_age_s = match summary_log.read(outpost_core::Seq(u.cursor), 1).await {
+                            Ok(v) => v.first().map(|e| (summary_clock.now().unix_ms - e.event.ts.unix_ms).max(0) / 1000),
+                            Err(_) => None,
+                        };
+                        tracing::info!(
+                            uplink = %name,
+                            connected = u.connected,
+                            backlog = s.next_seq.saturating_sub(1).saturating_sub(u.cursor),
+                            oldest_unsent_age_s = oldest_age_s.unwrap_or(0),
+                            events_per_s = format!("{rate:.1}"),
+                            acked = u.events_acked,
+                            inflight = u.inflight,
+                            reconnects = u.reconnects,
+                            last_error = u.last_error.as_deref().unwrap_or("-"),
+                            "Uplink."
+                        );
                     }
                     tracing::info!(
                         events = s.rows,
