@@ -4,6 +4,10 @@
 //! (packet ids of sent publishes, PUBACKs, RPC requests, the end of the
 //! connection) over a channel: rumqttc's `poll` is not documented as
 //! cancel-safe, the channel is.
+//!
+//! The cursor is saved at most every 50 ms, when nothing is in flight, and
+//! before a session ends; after a kill -9, up to 50 ms of messages the
+//! broker had acknowledged are published again (at-least-once).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -154,6 +158,10 @@ pub(super) async fn session(
     let mut window: Window<u16> = Window::new(usize::from(m.max_inflight));
     let mut pending: VecDeque<Message> = VecDeque::new();
     let mut announced: HashSet<String> = HashSet::new();
+    // Acknowledged by the broker, not yet saved as the cursor.
+    let mut confirmed: Option<u64> = None;
+    let mut unsaved = 0u64;
+    let mut last_save = tokio::time::Instant::now();
     let max_payload = usize::try_from(m.max_payload.0).unwrap_or(usize::MAX);
     loop {
         // Fill the window.
@@ -202,25 +210,42 @@ pub(super) async fn session(
         let deadline = window.oldest().map(|t| t + m.ack_timeout.get());
         tokio::select! {
             biased;
-            () = stop.cancelled() => return Ok(()),
+            () = stop.cancelled() => {
+                save(log, spec, status, &mut confirmed, &mut unsaved, window.len()).await?;
+                return Ok(());
+            }
+            () = tokio::time::sleep_until(last_save + SAVE_EVERY), if confirmed.is_some() => {
+                save(log, spec, status, &mut confirmed, &mut unsaved, window.len()).await?;
+                last_save = tokio::time::Instant::now();
+            }
             note = rx.recv() => match note {
                 Some(Note::Sent(pkid)) => { window.assign(pkid); }
                 Some(Note::Acked(pkid)) => {
                     if let Some((upto, n)) = window.ack(pkid) {
-                        log.ack(&spec.name, Seq(upto)).await?;
-                        update(status, |s| {
-                            s.cursor = upto;
-                            s.events_acked += n as u64;
-                            s.inflight = window.len();
-                        });
+                        confirmed = Some(upto);
+                        unsaved += n as u64;
+                        // Save the cursor at most every 50 ms (one log
+                        // transaction per PUBACK would cap the rate), and
+                        // whenever nothing is left in flight.
+                        if window.is_empty() || last_save.elapsed() >= SAVE_EVERY {
+                            save(log, spec, status, &mut confirmed, &mut unsaved, window.len()).await?;
+                            last_save = tokio::time::Instant::now();
+                        }
                     }
                 }
                 Some(Note::Rpc(body)) => rpc(spec, &client, body),
                 Some(Note::Connected) => {}
-                Some(Note::Down(e)) => return Err(UplinkError::Link(e)),
-                None => return Err(UplinkError::Link("the MQTT event loop ended".into())),
+                Some(Note::Down(e)) => {
+                    save(log, spec, status, &mut confirmed, &mut unsaved, window.len()).await?;
+                    return Err(UplinkError::Link(e));
+                }
+                None => {
+                    save(log, spec, status, &mut confirmed, &mut unsaved, window.len()).await?;
+                    return Err(UplinkError::Link("the MQTT event loop ended".into()));
+                }
             },
             () = sleep_until_opt(deadline) => {
+                save(log, spec, status, &mut confirmed, &mut unsaved, window.len()).await?;
                 return Err(UplinkError::Link(format!(
                     "no acknowledgement within {} (connected but not acknowledging)", m.ack_timeout
                 )));
@@ -233,6 +258,29 @@ pub(super) async fn session(
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
+}
+
+const SAVE_EVERY: Duration = Duration::from_millis(50);
+
+/// Saves the confirmed position as the cursor.
+async fn save(
+    log: &EventLog,
+    spec: &UplinkSpec,
+    status: &SharedStatus,
+    confirmed: &mut Option<u64>,
+    unsaved: &mut u64,
+    inflight: usize,
+) -> Result<(), UplinkError> {
+    if let Some(upto) = confirmed.take() {
+        log.ack(&spec.name, Seq(upto)).await?;
+        let n = std::mem::take(unsaved);
+        update(status, |s| {
+            s.cursor = upto;
+            s.events_acked += n;
+            s.inflight = inflight;
+        });
+    }
+    Ok(())
 }
 
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
