@@ -587,6 +587,38 @@ impl Default for TestCa {
 }
 
 impl NatsServer {
+    /// A server with this configuration file text (authorization...).
+    pub fn start_conf(conf_text: &str) -> NatsServer {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("server.conf");
+        std::fs::write(&conf, conf_text).unwrap();
+        let bin = nats_server_bin();
+        let mut s = NatsServer {
+            child: None,
+            port: 0,
+            dir,
+            bin,
+        };
+        for _ in 0..5 {
+            s.port = free_port();
+            let child = Command::new(&s.bin)
+                .args(["-js", "-a", "127.0.0.1", "-p", &s.port.to_string(), "-c"])
+                .arg(&conf)
+                .arg("--store_dir")
+                .arg(s.dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            s.child = Some(child);
+            if wait_port(s.port, Duration::from_secs(10)) {
+                return s;
+            }
+            s.stop();
+        }
+        panic!("nats-server did not start");
+    }
+
     /// A server that requires TLS with `cert`/`key`.
     pub fn start_tls(cert: &Path, key: &Path) -> NatsServer {
         let dir = tempfile::tempdir().unwrap();

@@ -904,3 +904,64 @@ async fn nats_2_9_compatibility_delivery_and_deduplication() {
         "the resend was removed by the duplicate window"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_token_user_password_and_nkey_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    let pass_file = dir.path().join("pass");
+    std::fs::write(&pass_file, "pa55").unwrap();
+    let user = nkeys::KeyPair::new_user();
+    let seed_file = dir.path().join("user.nk");
+    std::fs::write(&seed_file, user.seed().unwrap()).unwrap();
+
+    let cases: Vec<(&str, String, String)> = vec![
+        (
+            "token",
+            "authorization { token: \"s3cret-token\" }\n".into(),
+            format!("token_file = \"{}\"\n", token_file.display()),
+        ),
+        (
+            "user",
+            "authorization { users = [ { user: \"gw\", password: \"pa55\" } ] }\n".into(),
+            format!(
+                "user = \"gw\"\npassword_file = \"{}\"\n",
+                pass_file.display()
+            ),
+        ),
+        (
+            "nkey",
+            format!(
+                "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n",
+                user.public_key()
+            ),
+            format!("nkey_file = \"{}\"\n", seed_file.display()),
+        ),
+    ];
+    for (what, server_auth, client_auth) in cases {
+        let server = NatsServer::start_conf(&server_auth);
+        let good: NatsUplink = toml::from_str(&format!(
+            "url = \"{}\"\ncreate_stream = true\n{client_auth}",
+            server.url()
+        ))
+        .unwrap();
+        let s = deliver_one(Protocol::Nats(good), "n").await;
+        assert_eq!(
+            s.cursor, 2,
+            "{what}: delivered with the right credentials: {s:?}"
+        );
+        let none: NatsUplink = toml::from_str(&format!(
+            "url = \"{}\"\ncreate_stream = true\n",
+            server.url()
+        ))
+        .unwrap();
+        let s = deliver_one(Protocol::Nats(none), "n").await;
+        assert_eq!(s.cursor, 0, "{what}: nothing delivered without credentials");
+        let err = s.last_error.unwrap_or_default().to_lowercase();
+        assert!(
+            err.contains("authoriz") || err.contains("auth"),
+            "{what}: unclear error: {err}"
+        );
+    }
+}
