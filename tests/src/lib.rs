@@ -621,41 +621,10 @@ impl NatsServer {
 
     /// A server that requires TLS with `cert`/`key`.
     pub fn start_tls(cert: &Path, key: &Path) -> NatsServer {
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("tls.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n",
-                cert.display(),
-                key.display()
-            ),
-        )
-        .unwrap();
-        let bin = nats_server_bin();
-        let mut s = NatsServer {
-            child: None,
-            port: 0,
-            dir,
-            bin,
-        };
-        for _ in 0..5 {
-            s.port = free_port();
-            let child = Command::new(&s.bin)
-                .args(["-js", "-a", "127.0.0.1", "-p", &s.port.to_string(), "-c"])
-                .arg(&conf)
-                .arg("--store_dir")
-                .arg(s.dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            s.child = Some(child);
-            if wait_port(s.port, Duration::from_secs(10)) {
-                return s;
-            }
-            s.stop();
-        }
-        panic!("nats-server with TLS did not start");
+        Self::start_conf(&format!(
+            "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n",
+            cert.display(),
+            key.display()
+        ))
     }
 }
