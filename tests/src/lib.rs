@@ -290,57 +290,57 @@ fn wait_port(port: u16, limit: Duration) -> bool {
     false
 }
 
-/// Mosquitto with its own config and persistence dir, on a loopback port.
-#[derive(Debug)]
-pub struct Mosquitto {
+/// A server process on a loopback port, which a test can stop and start
+/// again on the same port; killed on drop. `command(port)` makes the
+/// command line (writing any config it needs).
+struct PeerProcess {
+    name: &'static str,
+    command: Box<dyn Fn(u16) -> Command + Send>,
     child: Option<Child>,
-    pub port: u16,
-    dir: tempfile::TempDir,
-    extra: String,
+    port: u16,
+    ready_within: Duration,
 }
 
-impl Mosquitto {
-    /// Starts a broker; `extra` is appended to its config (TLS listeners...).
-    pub fn start(extra: &str) -> Mosquitto {
-        require("mosquitto", "mosquitto");
-        let dir = tempfile::tempdir().unwrap();
-        let mut m = Mosquitto {
+impl std::fmt::Debug for PeerProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerProcess")
+            .field("name", &self.name)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerProcess {
+    /// Starts on a free port (a few tries: the port is picked, then bound by the peer).
+    fn start(
+        name: &'static str,
+        ready_within: Duration,
+        command: Box<dyn Fn(u16) -> Command + Send>,
+    ) -> PeerProcess {
+        let mut p = PeerProcess {
+            name,
+            command,
             child: None,
             port: 0,
-            dir,
-            extra: extra.to_string(),
+            ready_within,
         };
         for _ in 0..5 {
-            m.port = free_port();
-            if m.spawn() {
-                return m;
+            p.port = free_port();
+            if p.spawn() {
+                return p;
             }
         }
-        panic!("mosquitto did not start");
+        panic!("{name} did not start");
     }
 
     fn spawn(&mut self) -> bool {
-        let conf = self.dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {} 127.0.0.1\nuser root\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 1000000\nlog_dest file {}/mosquitto.log\nlog_type all\n{}\n",
-                self.port,
-                self.dir.path().display(),
-                self.dir.path().display(),
-                self.extra
-            ),
-        )
-        .unwrap();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
+        let child = (self.command)(self.port)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         self.child = Some(child);
-        if wait_port(self.port, Duration::from_secs(5)) {
+        if wait_port(self.port, self.ready_within) {
             true
         } else {
             self.stop();
@@ -348,8 +348,8 @@ impl Mosquitto {
         }
     }
 
-    /// Stops the broker (SIGTERM: it saves its persistence).
-    pub fn stop(&mut self) {
+    /// SIGTERM (a broker saves its state), then wait.
+    fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
@@ -358,15 +358,77 @@ impl Mosquitto {
         }
     }
 
-    /// Starts it again on the same port with the same persistence.
-    pub fn restart(&mut self) {
+    /// Starts it again on the same port.
+    fn restart(&mut self) {
         for _ in 0..50 {
             if self.spawn() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("mosquitto did not come back on port {}", self.port);
+        panic!("{} did not come back on port {}", self.name, self.port);
+    }
+}
+
+impl Drop for PeerProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Mosquitto with its own config and persistence dir, on a loopback port.
+#[derive(Debug)]
+pub struct Mosquitto {
+    process: PeerProcess,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Starts a broker; `extra` is appended to its config (TLS listeners...).
+    pub fn start(extra: &str) -> Mosquitto {
+        require("mosquitto", "mosquitto");
+        let dir = tempfile::tempdir().unwrap();
+        let (base, extra) = (dir.path().to_path_buf(), extra.to_string());
+        let process = PeerProcess::start(
+            "mosquitto",
+            Duration::from_secs(5),
+            Box::new(move |port| {
+                let conf = base.join("mosquitto.conf");
+                // `user root`: started as root, Mosquitto would drop to its own
+                // user and could not write its persistence into this dir.
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "listener {port} 127.0.0.1\nuser root\nallow_anonymous true\npersistence true\npersistence_location {d}/\n\
+                         autosave_interval 1\nmax_queued_messages 1000000\nlog_dest file {d}/mosquitto.log\nlog_type all\n{extra}\n",
+                        d = base.display()
+                    ),
+                )
+                .unwrap();
+                let mut c = Command::new("mosquitto");
+                c.arg("-c").arg(conf);
+                c
+            }),
+        );
+        Mosquitto {
+            port: process.port,
+            process,
+            dir,
+        }
+    }
+
+    /// Stops the broker (SIGTERM: it saves its persistence).
+    pub fn stop(&mut self) {
+        self.process.stop();
+    }
+
+    /// Starts it again on the same port with the same persistence.
+    pub fn restart(&mut self) {
+        self.process.restart();
     }
 
     pub fn url(&self) -> String {
@@ -376,15 +438,6 @@ impl Mosquitto {
     /// The broker's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
@@ -404,10 +457,9 @@ pub fn nats_server_bin() -> PathBuf {
 /// nats-server with JetStream, its own store dir, on a loopback port.
 #[derive(Debug)]
 pub struct NatsServer {
-    child: Option<Child>,
+    process: PeerProcess,
     pub port: u16,
-    dir: tempfile::TempDir,
-    bin: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl NatsServer {
@@ -415,79 +467,65 @@ impl NatsServer {
         Self::start_with(nats_server_bin())
     }
 
+    /// A server from `bin` (another version).
     pub fn start_with(bin: PathBuf) -> NatsServer {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = NatsServer {
-            child: None,
-            port: 0,
-            dir,
-            bin,
-        };
-        for _ in 0..5 {
-            s.port = free_port();
-            if s.spawn() {
-                return s;
-            }
-        }
-        panic!("nats-server did not start");
+        Self::launch(bin, None)
     }
 
-    fn spawn(&mut self) -> bool {
-        let child = Command::new(&self.bin)
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "--store_dir",
-            ])
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        if wait_port(self.port, Duration::from_secs(10)) {
-            true
-        } else {
-            self.stop();
-            false
+    /// A server with this configuration file text (authorization...).
+    pub fn start_conf(conf_text: &str) -> NatsServer {
+        Self::launch(nats_server_bin(), Some(conf_text))
+    }
+
+    /// A server that requires TLS with `cert`/`key`.
+    pub fn start_tls(cert: &Path, key: &Path) -> NatsServer {
+        Self::start_conf(&format!(
+            "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n",
+            cert.display(),
+            key.display()
+        ))
+    }
+
+    fn launch(bin: PathBuf, conf_text: Option<&str>) -> NatsServer {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = conf_text.map(|text| {
+            let path = dir.path().join("server.conf");
+            std::fs::write(&path, text).unwrap();
+            path
+        });
+        let store = dir.path().join("store");
+        let process = PeerProcess::start(
+            "nats-server",
+            Duration::from_secs(10),
+            Box::new(move |port| {
+                let mut c = Command::new(&bin);
+                c.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()]);
+                if let Some(conf) = &conf {
+                    c.arg("-c").arg(conf);
+                }
+                c.arg("--store_dir").arg(&store);
+                c
+            }),
+        );
+        NatsServer {
+            port: process.port,
+            process,
+            _dir: dir,
         }
     }
 
     /// Stops the server (SIGTERM).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let _ = c.wait();
-        }
+        self.process.stop();
     }
 
     /// Starts it again on the same port and store.
     pub fn restart(&mut self) {
-        for _ in 0..50 {
-            if self.spawn() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("nats-server did not come back on port {}", self.port);
+        self.process.restart();
     }
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
@@ -583,48 +621,5 @@ impl TestCa {
 impl Default for TestCa {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-impl NatsServer {
-    /// A server with this configuration file text (authorization...).
-    pub fn start_conf(conf_text: &str) -> NatsServer {
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("server.conf");
-        std::fs::write(&conf, conf_text).unwrap();
-        let bin = nats_server_bin();
-        let mut s = NatsServer {
-            child: None,
-            port: 0,
-            dir,
-            bin,
-        };
-        for _ in 0..5 {
-            s.port = free_port();
-            let child = Command::new(&s.bin)
-                .args(["-js", "-a", "127.0.0.1", "-p", &s.port.to_string(), "-c"])
-                .arg(&conf)
-                .arg("--store_dir")
-                .arg(s.dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            s.child = Some(child);
-            if wait_port(s.port, Duration::from_secs(10)) {
-                return s;
-            }
-            s.stop();
-        }
-        panic!("nats-server did not start");
-    }
-
-    /// A server that requires TLS with `cert`/`key`.
-    pub fn start_tls(cert: &Path, key: &Path) -> NatsServer {
-        Self::start_conf(&format!(
-            "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n",
-            cert.display(),
-            key.display()
-        ))
     }
 }
