@@ -20,13 +20,7 @@ use outpost_tests::{Mosquitto, NatsServer};
 use tokio_util::sync::CancellationToken;
 
 fn rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    outpost_tests::proc_rss_kb(std::process::id())
 }
 
 async fn run(name: &str, protocol: Protocol, n: u64) {

@@ -15,21 +15,12 @@ use std::time::Duration;
 use outpost_core::{ClockPolicy, SystemClock};
 use outpost_drivers::metrics::Metrics;
 use outpost_drivers::DriverContext;
-use outpost_tests::ModbusPeer;
+use outpost_tests::{proc_cpu_seconds, ModbusPeer};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 const DEVICES: usize = 50;
 const REGISTERS: u16 = 100;
-
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
 
 fn main() {
     let devices: Vec<_> = (1..=DEVICES)
@@ -49,6 +40,7 @@ fn main() {
         }
     }
     let cfg = outpost_config::parse(&toml, "bench.toml").unwrap();
+    let peer_pid = peer.pid();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -83,15 +75,20 @@ fn main() {
         });
         // Warm up: connections open, first polls done.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let total = |m: &Metrics| m.snapshot().iter().map(|(_, s)| (s.requests, s.responses)).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-        let (r0, ok0) = total(&metrics);
-        let me = std::process::id().to_string();
-        let peer_pid = peer_pid();
-        let (c0, p0) = (cpu_seconds(&me), cpu_seconds(&peer_pid));
+        // (requests, responses, failed requests: exceptions and faults).
+        let total = |m: &Metrics| {
+            m.snapshot().iter().fold((0, 0, 0), |a, (_, s)| {
+                let failed = s.exceptions + s.timeouts + s.crc_errors + s.truncated + s.garbage + s.mismatches + s.io_errors;
+                (a.0 + s.requests, a.1 + s.responses, a.2 + failed)
+            })
+        };
+        let (r0, ok0, e0) = total(&metrics);
+        let me = std::process::id();
+        let (c0, p0) = (proc_cpu_seconds(me), proc_cpu_seconds(peer_pid));
         let secs = 10.0;
         tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-        let (r1, ok1) = total(&metrics);
-        let (c1, p1) = (cpu_seconds(&me), cpu_seconds(&peer_pid));
+        let (r1, ok1, e1) = total(&metrics);
+        let (c1, p1) = (proc_cpu_seconds(me), proc_cpu_seconds(peer_pid));
         stop.cancel();
         let _ = drain.await;
         let req_s = (r1 - r0) as f64 / secs;
@@ -100,7 +97,7 @@ fn main() {
         println!(
             "{{\"bench\":\"modbus_tcp\",\"devices\":{DEVICES},\"registers_per_device\":{REGISTERS},\"period_ms\":100,\"requests_per_s\":{req_s:.1},\"asked_requests_per_s\":{},\"errors\":{},\"registers_per_s\":{:.0},\"our_cpu_ms_per_1000_registers\":{:.3},\"our_cpu_percent\":{:.1},\"peer_cpu_percent\":{:.1},\"avg_latency_us\":{lat}}}",
             DEVICES * 10,
-            (r1 - r0) - (ok1 - ok0),
+            e1 - e0,
             regs / secs,
             (c1 - c0) * 1000.0 / (regs / 1000.0),
             (c1 - c0) * 100.0 / secs,
@@ -108,22 +105,4 @@ fn main() {
         );
     });
     drop(peer);
-}
-
-/// The pymodbus process (the newest python child of ours).
-fn peer_pid() -> String {
-    let me = std::process::id().to_string();
-    let mut found = String::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        if !name.chars().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        if after.split_whitespace().nth(1) == Some(me.as_str()) && stat.contains("python") {
-            found = name;
-        }
-    }
-    found
 }
