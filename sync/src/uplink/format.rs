@@ -105,48 +105,39 @@ pub fn generic(
     max_payload: usize,
 ) -> Vec<Message> {
     let mut out: Vec<Message> = Vec::new();
-    let mut cur: Option<(String, Vec<u8>, u64, u64, usize)> = None;
+    let mut cur: Option<Message> = None;
     for s in events {
         let topic = template
             .replace("{gateway}", gateway)
             .replace("{device}", device_token(&s.event.device))
             .replace("{kind}", s.event.kind().as_str());
         let item = event_json(gateway, s).to_string().into_bytes();
-        if let Some((t, buf, first, last, n)) = &mut cur {
-            if *t == topic && buf.len() + item.len() < max_payload {
-                buf.pop(); // ']'
-                buf.push(b',');
-                buf.extend_from_slice(&item);
-                buf.push(b']');
-                *last = s.seq.0;
-                *n += 1;
-                let _ = first;
-                continue;
-            }
-            let (t, buf, first, last, n) = cur.take().unwrap_or_default();
-            out.push(Message {
-                topic: t,
-                payload: buf,
-                last_seq: last,
-                first_seq: first,
-                events: n,
-            });
+        if let Some(m) = cur
+            .as_mut()
+            .filter(|m| m.topic == topic && m.payload.len() + item.len() < max_payload)
+        {
+            m.payload.pop(); // ']'
+            m.payload.push(b',');
+            m.payload.extend_from_slice(&item);
+            m.payload.push(b']');
+            m.last_seq = s.seq.0;
+            m.events += 1;
+            continue;
         }
-        let mut buf = Vec::with_capacity(item.len() + 2);
-        buf.push(b'[');
-        buf.extend_from_slice(&item);
-        buf.push(b']');
-        cur = Some((topic, buf, s.seq.0, s.seq.0, 1));
-    }
-    if let Some((t, buf, first, last, n)) = cur {
-        out.push(Message {
-            topic: t,
-            payload: buf,
-            last_seq: last,
-            first_seq: first,
-            events: n,
+        out.extend(cur.take());
+        let mut payload = Vec::with_capacity(item.len() + 2);
+        payload.push(b'[');
+        payload.extend_from_slice(&item);
+        payload.push(b']');
+        cur = Some(Message {
+            topic,
+            payload,
+            last_seq: s.seq.0,
+            first_seq: s.seq.0,
+            events: 1,
         });
     }
+    out.extend(cur);
     out
 }
 
