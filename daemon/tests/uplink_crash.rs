@@ -32,6 +32,18 @@ fn config(url: &str, with_device: bool) -> String {
     )
 }
 
+fn start_daemon(cfg: &std::path::Path, data: &std::path::Path) -> std::process::Child {
+    Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(cfg)
+        .arg("--data-dir")
+        .arg(data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn kill_9_mid_drain_loses_nothing() {
     let broker = Mosquitto::start("");
@@ -68,15 +80,7 @@ fn kill_9_mid_drain_loses_nothing() {
     std::fs::write(&cfg, config(&broker.url(), true)).unwrap();
     let data = dir.path().join("data");
     for _ in 0..2 {
-        let mut child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .arg("--data-dir")
-            .arg(&data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = start_daemon(&cfg, &data);
         std::thread::sleep(Duration::from_millis(1500));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
@@ -95,15 +99,7 @@ fn kill_9_mid_drain_loses_nothing() {
     assert!(accepted > 100, "the device produced events: {accepted}");
     // A last run without the device drains the rest.
     std::fs::write(&cfg, config(&broker.url(), false)).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(&data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = start_daemon(&cfg, &data);
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
         // All accepted events, and this run's own start event (so it is up).

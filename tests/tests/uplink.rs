@@ -69,6 +69,30 @@ async fn produce(log: EventLog, ticks: usize, per_tick: usize) -> u64 {
     n as u64
 }
 
+/// Runs an uplink worker until `stop`; returns its status and task.
+fn start_worker(
+    spec: UplinkSpec,
+    log: &EventLog,
+    stop: &CancellationToken,
+) -> (SharedStatus, tokio::task::JoinHandle<()>) {
+    let status: SharedStatus = Arc::default();
+    let worker = tokio::spawn(outpost_sync::uplink::run(
+        spec,
+        log.clone(),
+        stop.clone(),
+        status.clone(),
+    ));
+    (status, worker)
+}
+
+/// Waits until the worker's cursor reaches `n` (or `limit` passes).
+async fn wait_cursor(status: &SharedStatus, n: u64, limit: Duration) {
+    let start = tokio::time::Instant::now();
+    while status.lock().unwrap().cursor < n && start.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn spec(name: &str, protocol: Protocol) -> UplinkSpec {
     UplinkSpec {
         name: name.into(),
@@ -165,16 +189,14 @@ async fn mqtt_delivers_everything_across_broker_restarts() {
     ));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let inflight = 4u16;
-    let status: SharedStatus = Arc::default();
-    let worker = tokio::spawn(outpost_sync::uplink::run(
+    let (status, worker) = start_worker(
         spec(
             "cloud",
             Protocol::Mqtt(mqtt_cfg(&broker.url(), inflight, 2048)),
         ),
-        log.clone(),
-        stop.clone(),
-        status.clone(),
-    ));
+        &log,
+        &stop,
+    );
     let producer = tokio::spawn(produce(log.clone(), 500, 40));
     let restarts = 3;
     for _ in 0..restarts {
@@ -260,13 +282,11 @@ async fn nats_delivers_exactly_once_across_server_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let log = open_log(dir.path(), "js");
     let stop = CancellationToken::new();
-    let status: SharedStatus = Arc::default();
-    let worker = tokio::spawn(outpost_sync::uplink::run(
+    let (status, worker) = start_worker(
         spec("js", Protocol::Nats(nats_cfg(&server.url(), true))),
-        log.clone(),
-        stop.clone(),
-        status.clone(),
-    ));
+        &log,
+        &stop,
+    );
     let producer = tokio::spawn(produce(log.clone(), 500, 40));
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -277,10 +297,7 @@ async fn nats_delivers_exactly_once_across_server_restarts() {
         });
     }
     let total = producer.await.unwrap();
-    let start = tokio::time::Instant::now();
-    while status.lock().unwrap().cursor < total && start.elapsed() < Duration::from_secs(60) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_cursor(&status, total, Duration::from_secs(60)).await;
     stop.cancel();
     let _ = worker.await;
     let got = read_stream(&server.url(), "OUTPOST").await;
@@ -319,13 +336,11 @@ async fn a_missing_stream_is_a_clear_error() {
     let log = open_log(dir.path(), "js");
     log.append(vec![reading("a", 1)]).await.unwrap();
     let stop = CancellationToken::new();
-    let status: SharedStatus = Arc::default();
-    let worker = tokio::spawn(outpost_sync::uplink::run(
+    let (status, worker) = start_worker(
         spec("js", Protocol::Nats(nats_cfg(&server.url(), false))),
-        log.clone(),
-        stop.clone(),
-        status.clone(),
-    ));
+        &log,
+        &stop,
+    );
     tokio::time::sleep(Duration::from_millis(800)).await;
     stop.cancel();
     let _ = worker.await;
@@ -374,13 +389,7 @@ async fn thingsboard_topics_and_payloads() {
     .unwrap();
     let mut cfg = mqtt_cfg(&broker.url(), 8, 65536);
     cfg.mode = MqttMode::Thingsboard;
-    let status: SharedStatus = Arc::default();
-    let worker = tokio::spawn(outpost_sync::uplink::run(
-        spec("tb", Protocol::Mqtt(cfg)),
-        log.clone(),
-        stop.clone(),
-        status.clone(),
-    ));
+    let (_status, worker) = start_worker(spec("tb", Protocol::Mqtt(cfg)), &log, &stop);
     let start = tokio::time::Instant::now();
     while seen.lock().unwrap().len() < 3 && start.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -439,13 +448,11 @@ async fn a_long_outage_drops_oldest_telemetry_keeps_alarms_and_reports_the_gap()
     .unwrap();
     log.set_cursors(vec!["cloud".into()]).await.unwrap();
     let stop = CancellationToken::new();
-    let status: SharedStatus = Arc::default();
-    let worker = tokio::spawn(outpost_sync::uplink::run(
+    let (status, worker) = start_worker(
         spec("cloud", Protocol::Mqtt(mqtt_cfg(&broker.url(), 8, 65536))),
-        log.clone(),
-        stop.clone(),
-        status.clone(),
-    ));
+        &log,
+        &stop,
+    );
     let seen_tx = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
     let sub_stop = CancellationToken::new();
     let sub = {
@@ -493,10 +500,7 @@ async fn a_long_outage_drops_oldest_telemetry_keeps_alarms_and_reports_the_gap()
         log.append(batch).await.unwrap();
     }
     tokio::task::block_in_place(|| broker.restart()); // and ends
-    let start = tokio::time::Instant::now();
-    while status.lock().unwrap().cursor < 1002 && start.elapsed() < Duration::from_secs(30) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_cursor(&status, 1002, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.cancel();
     sub_stop.cancel();
@@ -596,13 +600,7 @@ async fn thingsboard_rpc_writes_a_modbus_register_and_replies() {
     });
     let mut up = spec("tb", Protocol::Mqtt(mcfg));
     up.rpc = Some(handler);
-    let status: SharedStatus = Arc::default();
-    let worker = tokio::spawn(outpost_sync::uplink::run(
-        up,
-        log.clone(),
-        stop.clone(),
-        status.clone(),
-    ));
+    let (status, worker) = start_worker(up, &log, &stop);
     // The "server": sends RPC requests, collects replies.
     let mut o = rumqttc::MqttOptions::new("tb-server", "127.0.0.1", broker.port);
     o.set_max_packet_size(1 << 20, 1 << 20);
@@ -741,17 +739,15 @@ async fn a_half_open_link_is_detected_and_re_established() {
         seen.clone(),
         stop.clone(),
     ));
-    let status: SharedStatus = Arc::default();
     // keep_alive 2 s, ack_timeout 3 s.
-    let worker = tokio::spawn(outpost_sync::uplink::run(
+    let (status, worker) = start_worker(
         spec(
             "cloud",
             Protocol::Mqtt(mqtt_cfg(&format!("mqtt://127.0.0.1:{port}"), 8, 4096)),
         ),
-        log.clone(),
-        stop.clone(),
-        status.clone(),
-    ));
+        &log,
+        &stop,
+    );
     let producer = tokio::spawn(produce(log.clone(), 400, 10));
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let before = status.lock().unwrap().reconnects;
@@ -791,17 +787,8 @@ async fn deliver_one(protocol: Protocol, name: &str) -> outpost_sync::uplink::Up
         .await
         .unwrap();
     let stop = CancellationToken::new();
-    let status: SharedStatus = Arc::default();
-    let worker = tokio::spawn(outpost_sync::uplink::run(
-        spec(name, protocol),
-        log.clone(),
-        stop.clone(),
-        status.clone(),
-    ));
-    let start = tokio::time::Instant::now();
-    while status.lock().unwrap().cursor < 2 && start.elapsed() < Duration::from_secs(5) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (status, worker) = start_worker(spec(name, protocol), &log, &stop);
+    wait_cursor(&status, 2, Duration::from_secs(5)).await;
     stop.cancel();
     let _ = worker.await;
     let s = status.lock().unwrap().clone();
@@ -877,17 +864,12 @@ async fn nats_2_9_compatibility_delivery_and_deduplication() {
                 .unwrap();
         }
         let stop = CancellationToken::new();
-        let status: SharedStatus = Arc::default();
-        let worker = tokio::spawn(outpost_sync::uplink::run(
+        let (status, worker) = start_worker(
             spec("js", Protocol::Nats(nats_cfg(&server.url(), true))),
-            log.clone(),
-            stop.clone(),
-            status.clone(),
-        ));
-        let start = tokio::time::Instant::now();
-        while status.lock().unwrap().cursor < 100 && start.elapsed() < Duration::from_secs(10) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            &log,
+            &stop,
+        );
+        wait_cursor(&status, 100, Duration::from_secs(10)).await;
         stop.cancel();
         let _ = worker.await;
         assert_eq!(
