@@ -21,7 +21,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use outpost_config::{Config, Device};
+use outpost_config::Config;
 use outpost_core::{Clock, Event};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -79,7 +79,7 @@ pub struct DriverSpec {
 
 #[derive(Debug, Clone)]
 enum SpecKind {
-    Sim(Device),
+    Sim(outpost_config::SimDevice),
     Modbus(
         modbus::Opener,
         Vec<(String, outpost_config::modbus::ModbusDevice)>,
@@ -90,16 +90,7 @@ impl DriverSpec {
     /// Builds a fresh driver.
     pub fn build(&self) -> Box<dyn Driver> {
         match &self.kind {
-            SpecKind::Sim(dev) => match &dev.sim {
-                Some(sim) => Box::new(sim::SimDriver::new(&dev.name, sim)),
-                None => Box::new(sim::SimDriver::new(
-                    &dev.name,
-                    &outpost_config::SimDevice {
-                        interval: outpost_config::Duration::from_secs(1),
-                        tags: Vec::new(),
-                    },
-                )),
-            },
+            SpecKind::Sim(sim) => Box::new(sim::SimDriver::new(&self.name, sim)),
             SpecKind::Modbus(opener, devices) => Box::new(modbus::ModbusDriver::new(
                 &self.name,
                 opener.clone(),
@@ -137,10 +128,10 @@ pub fn specs(cfg: &Config) -> Result<Vec<DriverSpec>, BuildError> {
     > = std::collections::BTreeMap::new();
     for dev in cfg.devices.iter().filter(|d| d.enabled) {
         match (&dev.sim, &dev.modbus) {
-            (Some(_), _) => out.push(DriverSpec {
+            (Some(sim), _) => out.push(DriverSpec {
                 name: dev.name.clone(),
                 devices: vec![dev.name.clone()],
-                kind: SpecKind::Sim(dev.clone()),
+                kind: SpecKind::Sim(sim.clone()),
             }),
             (None, Some(m)) => {
                 if let Some(bus) = &m.bus {

@@ -354,7 +354,7 @@ fn stagger(pollers: &mut [DevicePoller]) {
         .collect();
     let span = pollers
         .iter()
-        .filter_map(|p| p.next_due().map(|_| p))
+        .filter(|p| p.group_count() > 0)
         .map(|p| p.min_period())
         .min()
         .unwrap_or(Duration::from_secs(1));

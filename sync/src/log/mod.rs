@@ -405,9 +405,12 @@ impl Writer {
                         deferred = self.gather(&mut batch).await;
                         self.commit(batch);
                     }
-                    other => self.handle(other),
+                    // `commit` publishes the stats itself, before replying.
+                    other => {
+                        self.handle(other);
+                        self.stats.send_replace(self.store.stats().clone());
+                    }
                 }
-                self.stats.send_replace(self.store.stats().clone());
             }
         });
     }

@@ -343,6 +343,7 @@ impl Store {
             age_skip: 0,
         };
         store.refresh_stats();
+        store.refresh_cursors();
         Ok(store)
     }
 
@@ -419,10 +420,15 @@ impl Store {
         &self.stats
     }
 
+    /// Updates the counts in the stats (cheap: called on every append).
     fn refresh_stats(&mut self) {
         self.stats.rows = self.rows.iter().sum();
         self.stats.bytes = self.bytes;
         self.stats.next_seq = self.next_seq;
+    }
+
+    /// Updates the cursor list in the stats (after cursors changed).
+    fn refresh_cursors(&mut self) {
         self.stats.cursors = self.cursors.iter().map(|(k, v)| (k.clone(), *v)).collect();
     }
 
@@ -644,6 +650,7 @@ impl Store {
         }
         let counts = reclaim_and_commit(tx, &cursors, self.rows, self.bytes, self.next_seq, limit)?;
         self.cursors = cursors;
+        self.refresh_cursors();
         self.apply_reclaim(counts);
         Ok(())
     }
@@ -744,6 +751,7 @@ impl Store {
         cursors.insert(name.to_string(), upto.0);
         let counts = reclaim_and_commit(tx, &cursors, self.rows, self.bytes, self.next_seq, limit)?;
         self.cursors = cursors;
+        self.refresh_cursors();
         self.apply_reclaim(counts);
         Ok(())
     }
