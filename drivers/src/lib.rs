@@ -99,17 +99,12 @@ impl DriverSpec {
         }
     }
 
-    /// A short description: "sim", "modbus-rtu on /dev/ttyUSB0 at 9600 baud"...
+    /// A short description: "sim", "modbus /dev/ttyUSB0 at 9600 baud",
+    /// "modbus tcp://10.0.0.5:502"...
     pub fn describe(&self) -> String {
         match &self.kind {
             SpecKind::Sim(_) => "sim".into(),
-            SpecKind::Modbus(modbus::Opener::Serial { port, baud, .. }, _) => {
-                format!("modbus-rtu on {} at {baud} baud", port.display())
-            }
-            SpecKind::Modbus(modbus::Opener::Tcp { addr }, _) => format!("modbus-tcp {addr}"),
-            SpecKind::Modbus(modbus::Opener::RtuOverTcp { addr, .. }, _) => {
-                format!("modbus-rtu-over-tcp {addr}")
-            }
+            SpecKind::Modbus(opener, _) => format!("modbus {}", opener.describe()),
         }
     }
 }

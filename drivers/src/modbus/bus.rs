@@ -115,7 +115,8 @@ impl Opener {
         }
     }
 
-    fn describe(&self) -> String {
+    /// Where the link goes: `/dev/ttyUSB0 at 9600 baud`, `tcp://host:port`...
+    pub fn describe(&self) -> String {
         match self {
             Opener::Serial { port, baud, .. } => format!("{} at {baud} baud", port.display()),
             Opener::Tcp { addr } => format!("tcp://{addr}"),
