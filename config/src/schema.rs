@@ -300,6 +300,11 @@ pub struct Uplink {
     /// Default: `true`.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Default: `false`. While a backlog drains, publish fresh events at
+    /// once, ahead of it; upstream then sees a device's events out of
+    /// order (each still carries its seq and timestamp).
+    #[serde(default)]
+    pub live_lane: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mqtt: Option<MqttUplink>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

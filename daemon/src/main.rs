@@ -1,5 +1,6 @@
 //! `outpostd`: the Outpost edge gateway daemon.
 
+mod memory;
 mod pipeline;
 mod run;
 mod supervisor;
@@ -46,6 +47,7 @@ pub struct RunArgs {
 }
 
 fn main() -> ExitCode {
+    memory::tune();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),

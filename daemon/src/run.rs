@@ -45,6 +45,8 @@ pub fn main(args: RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // Parsing a large configuration takes megabytes for a moment.
+    crate::memory::trim();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("outpost-rt")
@@ -254,6 +256,7 @@ async fn run(cfg: Config, source: String, data_dir_arg: Option<PathBuf>) -> anyh
             gateway: cfg.gateway.id.clone(),
             protocol,
             read_batch: 256,
+            live_lane: up.live_lane,
             rpc: Some(rpc),
         };
         let status: SharedStatus = Arc::default();
@@ -311,6 +314,8 @@ async fn run(cfg: Config, source: String, data_dir_arg: Option<PathBuf>) -> anyh
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 },
                 _ = every.tick() => {
+                    // Bursts (a drain, a reconnect) leave free memory behind.
+                    crate::memory::trim();
                     for line in latest.summary(&units) {
                         tracing::info!("{line}");
                     }

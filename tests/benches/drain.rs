@@ -65,6 +65,7 @@ async fn run(name: &str, protocol: Protocol, n: u64) {
         gateway: "gw".into(),
         protocol,
         read_batch: 256,
+        live_lane: false,
         rpc: None,
     };
     let start = Instant::now();

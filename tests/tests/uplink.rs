@@ -99,6 +99,7 @@ fn spec(name: &str, protocol: Protocol) -> UplinkSpec {
         gateway: "gw1".into(),
         protocol,
         read_batch: 500,
+        live_lane: false,
         rpc: None,
     }
 }
@@ -115,11 +116,14 @@ struct Seen {
     largest: usize,
     per_device_order_ok: bool,
     last_by_device: BTreeMap<String, u64>,
+    /// Seqs in arrival order.
+    arrival: Vec<u64>,
 }
 
 impl Seen {
     fn record(&mut self, seq: u64, device: &str) {
         *self.seqs.entry(seq).or_default() += 1;
+        self.arrival.push(seq);
         // Order per device: a device's seqs never go back, except for a
         // resend, which repeats seqs already seen.
         let last = self.last_by_device.entry(device.to_string()).or_default();
@@ -946,4 +950,131 @@ async fn nats_token_user_password_and_nkey_authentication() {
             "{what}: unclear error: {err}"
         );
     }
+}
+
+/// A backlog of `backlog` events drains one message at a time while fresh
+/// events are appended; returns (backlog events received before the first
+/// fresh one, the seqs received in order, the worker's final cursor).
+async fn drain_with_fresh_events(
+    protocol: Protocol,
+    live_lane: bool,
+    seen: Option<Arc<Mutex<Seen>>>,
+    url_for_stream: Option<String>,
+) -> (usize, Vec<u64>, u64) {
+    const BACKLOG: u64 = 6000;
+    const FRESH: u64 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), "up");
+    for chunk in 0..BACKLOG / 1000 {
+        let batch = (0..1000)
+            .map(|i| reading(["a", "b", "c"][(i % 3) as usize], (chunk * 1000 + i) as i64))
+            .collect();
+        log.append(batch).await.unwrap();
+    }
+    let stop = CancellationToken::new();
+    let mut sp = spec("up", protocol);
+    sp.live_lane = live_lane;
+    sp.read_batch = 100;
+    let (status, worker) = start_worker(sp, &log, &stop);
+    // Fresh events, one at a time, while the backlog drains.
+    for v in 0..FRESH {
+        log.append(vec![reading("live", 1_000_000 + v as i64)])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let total = BACKLOG + FRESH;
+    wait_cursor(&status, total, Duration::from_secs(60)).await;
+    let cursor = status.lock().unwrap().cursor;
+    let arrival: Vec<u64> = match (&seen, url_for_stream) {
+        (Some(seen), _) => {
+            wait_all(seen, total, Duration::from_secs(10)).await;
+            seen.lock().unwrap().arrival.clone()
+        }
+        (None, Some(url)) => read_stream(&url, "OUTPOST")
+            .await
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect(),
+        (None, None) => Vec::new(),
+    };
+    stop.cancel();
+    let _ = worker.await;
+    let before_fresh = arrival.iter().take_while(|&&s| s <= BACKLOG).count();
+    (before_fresh, arrival, cursor)
+}
+
+fn assert_once_each(arrival: &[u64], total: u64) {
+    let mut count: BTreeMap<u64, u32> = BTreeMap::new();
+    for s in arrival {
+        *count.entry(*s).or_default() += 1;
+    }
+    let missing: Vec<u64> = (1..=total)
+        .filter(|q| !count.contains_key(q))
+        .take(10)
+        .collect();
+    assert!(missing.is_empty(), "missing (first 10): {missing:?}");
+    let dups: Vec<u64> = count
+        .iter()
+        .filter(|(_, c)| **c > 1)
+        .map(|(s, _)| *s)
+        .take(10)
+        .collect();
+    assert!(dups.is_empty(), "sent twice (first 10): {dups:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_lane_sends_fresh_events_while_the_backlog_drains() {
+    let broker = Mosquitto::start("");
+    let run = |live: bool, topic: &'static str| {
+        let url = broker.url();
+        let port = broker.port;
+        async move {
+            let seen = Arc::new(Mutex::new(Seen::default()));
+            let stop = CancellationToken::new();
+            let sub = tokio::spawn(mqtt_subscriber(port, topic, seen.clone(), stop.clone()));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut cfg = mqtt_cfg(&url, 1, 300);
+            cfg.topic = format!("{}/{{device}}/{{kind}}", topic.trim_end_matches("/#"));
+            let r = drain_with_fresh_events(Protocol::Mqtt(cfg), live, Some(seen), None).await;
+            stop.cancel();
+            let _ = sub.await;
+            r
+        }
+    };
+    let (before_fresh, arrival, cursor) = run(true, "lane-on/#").await;
+    assert_eq!(cursor, 6040, "the cursor passes the events sent live");
+    assert_once_each(&arrival, 6040);
+    assert!(
+        before_fresh < 6000,
+        "a fresh event arrived only after the whole backlog ({before_fresh} backlog events first)"
+    );
+    // Without the lane, nothing fresh comes before the backlog is through.
+    let (before_fresh_off, arrival, _) = run(false, "lane-off/#").await;
+    assert_once_each(&arrival, 6040);
+    assert_eq!(before_fresh_off, 6000);
+    eprintln!("mqtt live lane: first fresh event after {before_fresh} of 6000 backlog events");
+
+    let server = NatsServer::start();
+    let (before_fresh, arrival, cursor) = drain_with_fresh_events(
+        Protocol::Nats(nats_cfg_inflight(&server.url(), 1)),
+        true,
+        None,
+        Some(server.url()),
+    )
+    .await;
+    assert_eq!(cursor, 6040);
+    assert_once_each(&arrival, 6040);
+    assert!(
+        before_fresh < 6000,
+        "NATS: a fresh event arrived only after the whole backlog"
+    );
+    eprintln!("nats live lane: first fresh event after {before_fresh} of 6000 backlog events");
+}
+
+fn nats_cfg_inflight(url: &str, inflight: u16) -> NatsUplink {
+    let toml = format!(
+        "url = \"{url}\"\ncreate_stream = true\nmax_inflight = {inflight}\nack_timeout = \"2s\"\n"
+    );
+    toml::from_str(&toml).unwrap()
 }

@@ -5,8 +5,9 @@
 //! it acknowledges every event up to there (the window makes sure earlier
 //! messages were acknowledged too).
 
-use outpost_core::{Body, ClockQuality, Event, EventKind, Point, Value};
-use serde_json::{json, Map, Value as Json};
+use outpost_core::{Body, ClockQuality, Event, EventKind, Point, Quality, Value};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{json, Value as Json};
 
 use crate::log::StoredEvent;
 
@@ -23,43 +24,93 @@ pub struct Message {
     pub events: usize,
 }
 
-fn value_json(v: &Value) -> Json {
-    match v {
-        Value::Bool(b) => json!(b),
-        Value::I64(i) => json!(i),
-        Value::U64(u) => json!(u),
-        Value::F64(f) if f.is_finite() => json!(f),
-        Value::F64(f) => json!(f.to_string()),
-        Value::Str(s) => json!(s),
-        Value::Bytes(b) => json!(b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+/// A value as JSON: numbers and booleans as such, non-finite floats as
+/// strings, bytes as hex.
+struct ValueOut<'a>(&'a Value);
+
+impl Serialize for ValueOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::I64(i) => s.serialize_i64(*i),
+            Value::U64(u) => s.serialize_u64(*u),
+            Value::F64(f) if f.is_finite() => s.serialize_f64(*f),
+            Value::F64(f) => s.collect_str(f),
+            Value::Str(v) => s.serialize_str(v),
+            Value::Bytes(b) => s.collect_str(&Hex(b)),
+        }
     }
 }
 
-fn points_json(points: &[Point]) -> Map<String, Json> {
-    points
-        .iter()
-        .map(|p| (p.tag.clone(), value_json(&p.value)))
-        .collect()
+struct Hex<'a>(&'a [u8]);
+
+impl std::fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|x| write!(f, "{x:02x}"))
+    }
 }
 
-/// The body of an event as JSON.
+/// Points as a JSON object `{tag: value, ...}`; with `quality`, the points
+/// that are not good are also listed under `_quality` as `{tag: reason}`.
+struct PointsOut<'a> {
+    points: &'a [Point],
+    quality: bool,
+}
+
+impl Serialize for PointsOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        for p in self.points {
+            m.serialize_entry(&p.tag, &ValueOut(&p.value))?;
+        }
+        if self.quality && self.points.iter().any(|p| !p.quality.is_good()) {
+            m.serialize_entry("_quality", &QualityOut(self.points))?;
+        }
+        m.end()
+    }
+}
+
+struct QualityOut<'a>(&'a [Point]);
+
+impl Serialize for QualityOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        for p in self.0 {
+            match &p.quality {
+                Quality::Good => {}
+                Quality::Bad { reason } => m.serialize_entry(&p.tag, reason)?,
+                Quality::Stale => m.serialize_entry(&p.tag, "stale")?,
+            }
+        }
+        m.end()
+    }
+}
+
+/// The body of an event as JSON (points straight from the event; the rare
+/// kinds through `serde_json::Value`).
+struct BodyOut<'a>(&'a Event);
+
+impl Serialize for BodyOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0.body {
+            Body::Telemetry(points) | Body::Attributes(points) => PointsOut {
+                points,
+                quality: true,
+            }
+            .serialize(s),
+            _ => body_json(self.0).serialize(s),
+        }
+    }
+}
+
+/// The body of an event as a JSON value.
 pub fn body_json(ev: &Event) -> Json {
     match &ev.body {
-        Body::Telemetry(p) | Body::Attributes(p) => {
-            let mut m = points_json(p);
-            let bad: Map<String, Json> = p
-                .iter()
-                .filter_map(|p| match &p.quality {
-                    outpost_core::Quality::Good => None,
-                    outpost_core::Quality::Bad { reason } => Some((p.tag.clone(), json!(reason))),
-                    outpost_core::Quality::Stale => Some((p.tag.clone(), json!("stale"))),
-                })
-                .collect();
-            if !bad.is_empty() {
-                m.insert("_quality".into(), Json::Object(bad));
-            }
-            Json::Object(m)
-        }
+        Body::Telemetry(points) | Body::Attributes(points) => serde_json::to_value(PointsOut {
+            points,
+            quality: true,
+        })
+        .unwrap_or(Json::Null),
         Body::Alarm(a) => {
             json!({"name": a.name, "severity": format!("{:?}", a.severity).to_uppercase(),
                                  "state": format!("{:?}", a.state).to_lowercase(), "details": a.details})
@@ -75,16 +126,50 @@ pub fn body_json(ev: &Event) -> Json {
 }
 
 /// One event as a self-describing JSON object (generic MQTT, NATS).
-pub fn event_json(gateway: &str, s: &StoredEvent) -> Json {
-    json!({
-        "gateway": gateway,
-        "seq": s.seq.0,
-        "device": s.event.device,
-        "kind": s.event.kind().as_str(),
-        "ts": s.event.ts.unix_ms,
-        "clock": if s.event.ts.clock == ClockQuality::Synced { "synced" } else { "unsynced" },
-        "body": body_json(&s.event),
-    })
+#[derive(serde::Serialize)]
+struct EventOut<'a> {
+    gateway: &'a str,
+    seq: u64,
+    device: &'a str,
+    kind: &'static str,
+    ts: i64,
+    clock: &'static str,
+    body: BodyOut<'a>,
+}
+
+impl<'a> EventOut<'a> {
+    fn new(gateway: &'a str, s: &'a StoredEvent) -> Self {
+        Self {
+            gateway,
+            seq: s.seq.0,
+            device: &s.event.device,
+            kind: s.event.kind().as_str(),
+            ts: s.event.ts.unix_ms,
+            clock: if s.event.ts.clock == ClockQuality::Synced {
+                "synced"
+            } else {
+                "unsynced"
+            },
+            body: BodyOut(&s.event),
+        }
+    }
+}
+
+/// Appends `v` as JSON to `buf`. Our serializers cannot fail and a Vec
+/// write cannot either; should one ever, `null` keeps the JSON well formed.
+fn write_json(buf: &mut Vec<u8>, v: &impl Serialize) {
+    let mark = buf.len();
+    if serde_json::to_writer(&mut *buf, v).is_err() {
+        buf.truncate(mark);
+        buf.extend_from_slice(b"null");
+    }
+}
+
+/// One event as a self-describing JSON object (generic MQTT, NATS).
+pub fn event_json(gateway: &str, s: &StoredEvent) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(256);
+    write_json(&mut buf, &EventOut::new(gateway, s));
+    buf
 }
 
 /// The device part of a topic or subject; the gateway's own events use `_gateway`.
@@ -106,12 +191,18 @@ pub fn generic(
 ) -> Vec<Message> {
     let mut out: Vec<Message> = Vec::new();
     let mut cur: Option<Message> = None;
+    let base = template.replace("{gateway}", gateway);
+    let mut topic = String::new();
+    let mut topic_of: Option<(&str, EventKind)> = None;
     for s in events {
-        let topic = template
-            .replace("{gateway}", gateway)
-            .replace("{device}", device_token(&s.event.device))
-            .replace("{kind}", s.event.kind().as_str());
-        let item = event_json(gateway, s).to_string().into_bytes();
+        let key = (s.event.device.as_str(), s.event.kind());
+        if topic_of != Some(key) {
+            topic = base
+                .replace("{device}", device_token(key.0))
+                .replace("{kind}", key.1.as_str());
+            topic_of = Some(key);
+        }
+        let item = event_json(gateway, s);
         if let Some(m) = cur
             .as_mut()
             .filter(|m| m.topic == topic && m.payload.len() + item.len() < max_payload)
@@ -130,7 +221,7 @@ pub fn generic(
         payload.extend_from_slice(&item);
         payload.push(b']');
         cur = Some(Message {
-            topic,
+            topic: topic.clone(),
             payload,
             last_seq: s.seq.0,
             first_seq: s.seq.0,
@@ -149,21 +240,97 @@ pub const TB_RPC: &str = "v1/gateway/rpc";
 pub const TB_OWN_TELEMETRY: &str = "v1/devices/me/telemetry";
 
 /// ThingsBoard's telemetry record: `{"ts": ms, "values": {...}}`.
-fn tb_record(ev: &Event) -> Json {
-    let values = match &ev.body {
-        Body::Telemetry(p) => Json::Object(points_json(p)),
-        other => {
-            let key = match other {
-                Body::Alarm(_) => "alarm",
-                Body::Status(_) => "status",
-                Body::Audit(_) => "audit",
-                Body::Gap(_) => "gap",
-                _ => "event",
-            };
-            json!({ key: body_json(ev) })
+#[derive(serde::Serialize)]
+struct TbRecord<'a> {
+    ts: i64,
+    values: TbValues<'a>,
+}
+
+struct TbValues<'a>(&'a Event);
+
+impl Serialize for TbValues<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0.body {
+            Body::Telemetry(points) => PointsOut {
+                points,
+                quality: false,
+            }
+            .serialize(s),
+            other => {
+                let key = match other {
+                    Body::Alarm(_) => "alarm",
+                    Body::Status(_) => "status",
+                    Body::Audit(_) => "audit",
+                    Body::Gap(_) => "gap",
+                    _ => "event",
+                };
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry(key, &body_json(self.0))?;
+                m.end()
+            }
         }
-    };
-    json!({"ts": ev.ts.unix_ms, "values": values})
+    }
+}
+
+fn tb_record(ev: &Event) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(256);
+    write_json(
+        &mut buf,
+        &TbRecord {
+            ts: ev.ts.unix_ms,
+            values: TbValues(ev),
+        },
+    );
+    buf
+}
+
+/// A ThingsBoard message being filled.
+enum TbRun<'a> {
+    /// `v1/devices/me/telemetry`: `[record, ...]`.
+    Own(Vec<u8>),
+    /// `v1/gateway/telemetry`: `{"device": [record, ...], ...}`; each
+    /// device's records, comma-separated, in log order.
+    Telemetry(Vec<(&'a str, Vec<u8>)>),
+    /// `v1/gateway/attributes`: `{"device": {key: value, ...}, ...}`; later
+    /// values of a key replace earlier ones.
+    Attributes(serde_json::Map<String, Json>),
+}
+
+impl TbRun<'_> {
+    fn topic(&self) -> &'static str {
+        match self {
+            TbRun::Own(_) => TB_OWN_TELEMETRY,
+            TbRun::Telemetry(_) => TB_TELEMETRY,
+            TbRun::Attributes(_) => TB_ATTRIBUTES,
+        }
+    }
+
+    fn payload(self) -> Vec<u8> {
+        match self {
+            TbRun::Own(mut items) => {
+                items.insert(0, b'[');
+                items.push(b']');
+                items
+            }
+            TbRun::Telemetry(devices) => {
+                let len: usize = devices.iter().map(|(d, r)| d.len() + r.len() + 8).sum();
+                let mut out = Vec::with_capacity(len + 2);
+                out.push(b'{');
+                for (i, (device, records)) in devices.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_json(&mut out, device);
+                    out.extend_from_slice(b":[");
+                    out.extend_from_slice(records);
+                    out.push(b']');
+                }
+                out.push(b'}');
+                out
+            }
+            TbRun::Attributes(m) => Json::Object(m).to_string().into_bytes(),
+        }
+    }
 }
 
 /// ThingsBoard gateway API: runs of telemetry-like events become one
@@ -172,104 +339,97 @@ fn tb_record(ev: &Event) -> Json {
 /// own events to `v1/devices/me/telemetry`. A run is cut where the topic
 /// changes, so log order is kept across topics.
 pub fn thingsboard(events: &[StoredEvent], max_payload: usize) -> Vec<Message> {
-    #[derive(PartialEq, Clone, Copy)]
-    enum Topic {
-        Telemetry,
-        Attributes,
-        Own,
-    }
-    let topic_of = |s: &StoredEvent| {
-        if s.event.device.is_empty() {
-            Topic::Own
-        } else if s.event.kind() == EventKind::Attribute {
-            Topic::Attributes
-        } else {
-            Topic::Telemetry
-        }
-    };
-    let finish = |topic: Topic, body: Json, first: u64, last: u64, n: usize| Message {
-        topic: match topic {
-            Topic::Telemetry => TB_TELEMETRY,
-            Topic::Attributes => TB_ATTRIBUTES,
-            Topic::Own => TB_OWN_TELEMETRY,
-        }
-        .to_string(),
-        payload: body.to_string().into_bytes(),
-        last_seq: last,
-        first_seq: first,
-        events: n,
-    };
     let mut out = Vec::new();
-    let mut run: Option<(Topic, Json, usize, u64, u64, usize)> = None;
+    // (run, approximate payload length, first seq, last seq, events)
+    let mut run: Option<(TbRun, usize, u64, u64, usize)> = None;
+    let mut finish = |(r, _, first_seq, last_seq, events): (TbRun, usize, u64, u64, usize)| {
+        out.push(Message {
+            topic: r.topic().to_string(),
+            payload: r.payload(),
+            last_seq,
+            first_seq,
+            events,
+        })
+    };
     for s in events {
-        let topic = topic_of(s);
-        let (item, add_len) = match topic {
-            Topic::Own => {
-                let r = tb_record(&s.event);
-                let l = r.to_string().len() + 1;
-                (r, l)
-            }
-            Topic::Telemetry => {
-                let r = tb_record(&s.event);
-                let l = r.to_string().len() + s.event.device.len() + 8;
-                (r, l)
-            }
-            Topic::Attributes => {
-                let r = match &s.event.body {
-                    Body::Attributes(p) => Json::Object(points_json(p)),
-                    _ => Json::Null,
-                };
-                let l = r.to_string().len() + s.event.device.len() + 8;
-                (r, l)
-            }
+        let ev = &s.event;
+        let own = ev.device.is_empty();
+        let attributes = !own && ev.kind() == EventKind::Attribute;
+        let (item, add_len) = if attributes {
+            let item = match &ev.body {
+                Body::Attributes(points) => body_points(points),
+                _ => serde_json::Map::new(),
+            };
+            let l = Json::Object(item.clone()).to_string().len() + ev.device.len() + 8;
+            (Err(item), l)
+        } else {
+            let r = tb_record(ev);
+            let l = r.len() + if own { 1 } else { ev.device.len() + 8 };
+            (Ok(r), l)
         };
-        if let Some((t, _, len, ..)) = &run {
-            if *t != topic || len + add_len > max_payload {
-                if let Some((t, body, _, first, last, n)) = run.take() {
-                    out.push(finish(t, body, first, last, n));
-                }
+        let same = |r: &TbRun| match r {
+            TbRun::Own(_) => own,
+            TbRun::Telemetry(_) => !own && !attributes,
+            TbRun::Attributes(_) => attributes,
+        };
+        if let Some((r, len, ..)) = &run {
+            if !same(r) || len + add_len > max_payload {
+                run.take().into_iter().for_each(&mut finish);
             }
         }
-        let (_, body, len, _, last, n) = run.get_or_insert_with(|| {
-            let empty = if topic == Topic::Own {
-                json!([])
+        let (r, len, _, last, n) = run.get_or_insert_with(|| {
+            let r = if own {
+                TbRun::Own(Vec::new())
+            } else if attributes {
+                TbRun::Attributes(serde_json::Map::new())
             } else {
-                json!({})
+                TbRun::Telemetry(Vec::new())
             };
-            (topic, empty, 2, s.seq.0, s.seq.0, 0)
+            (r, 2, s.seq.0, s.seq.0, 0)
         });
-        match topic {
-            Topic::Own => {
-                if let Json::Array(a) = body {
-                    a.push(item);
+        match (r, item) {
+            (TbRun::Own(items), Ok(rec)) => {
+                if !items.is_empty() {
+                    items.push(b',');
                 }
+                items.extend_from_slice(&rec);
             }
-            Topic::Telemetry => {
-                if let Json::Object(m) = body {
-                    if let Json::Array(a) =
-                        m.entry(s.event.device.clone()).or_insert_with(|| json!([]))
-                    {
-                        a.push(item);
+            (TbRun::Telemetry(devices), Ok(rec)) => {
+                match devices.iter_mut().find(|(d, _)| *d == ev.device) {
+                    Some((_, records)) => {
+                        records.push(b',');
+                        records.extend_from_slice(&rec);
                     }
+                    None => devices.push((&ev.device, rec)),
                 }
             }
-            Topic::Attributes => {
-                if let (Json::Object(m), Json::Object(attrs)) = (body, item) {
-                    let e = m.entry(s.event.device.clone()).or_insert_with(|| json!({}));
-                    if let Json::Object(dst) = e {
-                        dst.extend(attrs);
-                    }
+            (TbRun::Attributes(m), Err(attrs)) => {
+                if let Json::Object(dst) = m
+                    .entry(ev.device.clone())
+                    .or_insert_with(|| Json::Object(serde_json::Map::new()))
+                {
+                    dst.extend(attrs);
                 }
             }
+            _ => {} // `same` keeps runs and items of one kind
         }
         *len += add_len;
         *last = s.seq.0;
         *n += 1;
     }
-    if let Some((t, body, _, first, last, n)) = run {
-        out.push(finish(t, body, first, last, n));
-    }
+    run.into_iter().for_each(&mut finish);
     out
+}
+
+/// Points as a JSON map without qualities (ThingsBoard attributes).
+fn body_points(points: &[Point]) -> serde_json::Map<String, Json> {
+    match serde_json::to_value(PointsOut {
+        points,
+        quality: false,
+    }) {
+        Ok(Json::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    }
 }
 
 /// NATS: one message per event; subject `<prefix>.<gateway>.<device>.<kind>`.
@@ -280,7 +440,7 @@ pub fn nats(prefix: &str, gateway: &str, s: &StoredEvent) -> Message {
             device_token(&s.event.device),
             s.event.kind().as_str()
         ),
-        payload: event_json(gateway, s).to_string().into_bytes(),
+        payload: event_json(gateway, s),
         last_seq: s.seq.0,
         first_seq: s.seq.0,
         events: 1,
@@ -358,6 +518,78 @@ mod tests {
         assert_eq!(
             nats("outpost", "gw", &evs[0]).topic,
             "outpost.gw.a.telemetry"
+        );
+    }
+
+    #[test]
+    fn values_and_qualities_as_json() {
+        let s = StoredEvent {
+            seq: Seq(7),
+            event: Event::new(
+                "pump \"1\"",
+                Timestamp::unsynced(5),
+                Body::Telemetry(vec![
+                    Point::good("f", Value::F64(1.5)),
+                    Point::good("nan", Value::F64(f64::NAN)),
+                    Point::good("b", Value::Bytes(vec![0, 0xab])),
+                    Point::good("u", Value::U64(u64::MAX)),
+                    Point {
+                        tag: "x".into(),
+                        value: Value::I64(-3),
+                        quality: Quality::Bad {
+                            reason: "timeout".into(),
+                        },
+                    },
+                    Point {
+                        tag: "s".into(),
+                        value: Value::Str("a\nb".into()),
+                        quality: Quality::Stale,
+                    },
+                ]),
+            ),
+        };
+        let j: Json = serde_json::from_slice(&event_json("gw", &s)).unwrap();
+        assert_eq!(
+            j,
+            json!({"gateway": "gw", "seq": 7, "device": "pump \"1\"", "kind": "telemetry",
+                   "ts": 5, "clock": "unsynced",
+                   "body": {"f": 1.5, "nan": "NaN", "b": "00ab", "u": u64::MAX, "x": -3, "s": "a\nb",
+                            "_quality": {"x": "timeout", "s": "stale"}}})
+        );
+        // ThingsBoard values carry no quality map.
+        let tb = thingsboard(std::slice::from_ref(&s), 65536);
+        let j: Json = serde_json::from_slice(&tb[0].payload).unwrap();
+        assert!(j["pump \"1\""][0]["values"].get("_quality").is_none());
+        assert_eq!(j["pump \"1\""][0]["values"]["x"], json!(-3));
+    }
+
+    #[test]
+    fn thingsboard_attributes_merge_and_own_events_are_an_array() {
+        let attr = |seq: u64, k: &str, v: i64| StoredEvent {
+            seq: Seq(seq),
+            event: Event::new(
+                "a",
+                Timestamp::synced(1),
+                Body::Attributes(vec![Point::good(k, Value::I64(v))]),
+            ),
+        };
+        let evs = vec![
+            attr(1, "fw", 1),
+            attr(2, "fw", 2),
+            attr(3, "model", 3),
+            tele(4, "", 9),
+            tele(5, "", 10),
+        ];
+        let msgs = thingsboard(&evs, 65536);
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(msgs[0].topic, TB_ATTRIBUTES);
+        let j: Json = serde_json::from_slice(&msgs[0].payload).unwrap();
+        assert_eq!(j, json!({"a": {"fw": 2, "model": 3}}));
+        assert_eq!(msgs[1].topic, TB_OWN_TELEMETRY);
+        let j: Json = serde_json::from_slice(&msgs[1].payload).unwrap();
+        assert_eq!(
+            j,
+            json!([{"ts": 1004, "values": {"t": 9}}, {"ts": 1005, "values": {"t": 10}}])
         );
     }
 }

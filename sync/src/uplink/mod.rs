@@ -25,6 +25,7 @@
 //!   the next one starts from the cursor. Nothing is kept in memory that the
 //!   log does not also hold.
 
+mod feed;
 pub mod format;
 mod mqtt;
 mod nats;
@@ -93,6 +94,8 @@ pub struct UplinkSpec {
     pub protocol: Protocol,
     /// Events read from the log at a time.
     pub read_batch: usize,
+    /// Publish fresh events while a backlog drains (see `feed`).
+    pub live_lane: bool,
     /// Serves ThingsBoard RPC writes; none: RPCs are answered with an error.
     pub rpc: Option<RpcHandler>,
 }

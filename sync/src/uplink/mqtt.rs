@@ -20,10 +20,11 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::feed::{Feed, Item};
 use super::format::{self, Message};
 use super::window::Window;
 use super::{update, SharedStatus, UplinkError, UplinkSpec};
-use crate::log::EventLog;
+use crate::log::{EventLog, StoredEvent};
 
 enum Note {
     Connected,
@@ -147,61 +148,69 @@ pub(super) async fn session(
             .try_subscribe(format::TB_RPC, QoS::AtLeastOnce)
             .map_err(|e| UplinkError::Link(e.to_string()))?;
     }
-    let mut next = log.cursor(&spec.name).await?.map_or(0, |s| s.0);
+    let cursor = log.cursor(&spec.name).await?.map_or(0, |s| s.0);
     update(status, |s| {
         s.connected = true;
-        s.cursor = next;
+        s.cursor = cursor;
     });
-    tracing::info!(uplink = %spec.name, url = %m.url, cursor = next, "MQTT uplink connected.");
+    tracing::info!(uplink = %spec.name, url = %m.url, cursor, "MQTT uplink connected.");
 
     let mut live = log.subscribe();
+    let mut feed = Feed::new(cursor, spec.live_lane);
     let mut window: Window<u16> = Window::new(usize::from(m.max_inflight));
-    let mut pending: VecDeque<Message> = VecDeque::new();
-    let mut announced: HashSet<String> = HashSet::new();
+    let mut pending: VecDeque<Item<Message>> = VecDeque::new();
+    // Live messages waiting at the front of `pending`.
+    let mut pending_live = 0usize;
+    let mut shaper = Shaper {
+        tb,
+        gateway: &spec.gateway,
+        topic: &m.topic,
+        max_payload: usize::try_from(m.max_payload.0).unwrap_or(usize::MAX),
+        announced: HashSet::new(),
+    };
     // Acknowledged by the broker, not yet saved as the cursor.
     let mut confirmed: Option<u64> = None;
     let mut unsaved = 0u64;
     let mut last_save = tokio::time::Instant::now();
-    let max_payload = usize::try_from(m.max_payload.0).unwrap_or(usize::MAX);
+    let live_room = usize::from(m.max_inflight).max(4) * 4;
     loop {
         // Fill the window.
         while window.has_room() {
             if pending.is_empty() {
-                let events = log.read(Seq(next), spec.read_batch).await?;
-                let Some(last) = events.last() else { break };
-                let before = next;
-                next = last.seq.0;
-                if tb {
-                    // ThingsBoard wants each device connected before its data.
-                    for e in &events {
-                        let d = &e.event.device;
-                        if !d.is_empty() && announced.insert(d.clone()) {
-                            pending.push_back(Message {
-                                topic: format::TB_CONNECT.into(),
-                                payload: json!({ "device": d }).to_string().into_bytes(),
-                                last_seq: before,
-                                first_seq: before,
-                                events: 0,
-                            });
-                        }
-                    }
-                    pending.extend(format::thingsboard(&events, max_payload));
-                } else {
-                    pending.extend(format::generic(
-                        &spec.gateway,
-                        &m.topic,
-                        &events,
-                        max_payload,
-                    ));
+                let Some((events, upto)) = feed.backlog(log, spec.read_batch).await? else {
+                    break;
+                };
+                let msgs = shaper.messages(&events, false);
+                let covered = msgs.last().map(|m| m.last_seq);
+                pending.extend(
+                    msgs.into_iter()
+                        .map(|item| Item::Publish { item, live: false }),
+                );
+                if covered != Some(upto) {
+                    pending.push_back(Item::Passed(upto));
                 }
             }
-            let Some(msg) = pending.pop_front() else {
-                break;
+            let msg = match pending.pop_front() {
+                None => break,
+                Some(Item::Passed(seq)) => {
+                    if let Some((upto, n)) = window.push_passed(seq) {
+                        confirmed = upto.or(confirmed);
+                        unsaved += n as u64;
+                    }
+                    continue;
+                }
+                Some(Item::Publish { item, live }) => {
+                    if live {
+                        pending_live -= 1;
+                    }
+                    (item, live)
+                }
             };
+            let (msg, live) = msg;
             client
                 .try_publish(msg.topic, QoS::AtLeastOnce, false, msg.payload)
                 .map_err(|e| UplinkError::Link(format!("publishing: {e}")))?;
-            window.push(None, msg.last_seq, msg.events);
+            window.push(None, msg.last_seq, msg.events, live);
             update(status, |s| {
                 s.messages_published += 1;
                 s.inflight = window.len();
@@ -222,7 +231,7 @@ pub(super) async fn session(
                 Some(Note::Sent(pkid)) => { window.assign(pkid); }
                 Some(Note::Acked(pkid)) => {
                     if let Some((upto, n)) = window.ack(pkid) {
-                        confirmed = Some(upto);
+                        confirmed = upto.or(confirmed);
                         unsaved += n as u64;
                         // Save the cursor at most every 50 ms (one log
                         // transaction per PUBACK would cap the rate), and
@@ -250,17 +259,63 @@ pub(super) async fn session(
                     "no acknowledgement within {} (connected but not acknowledging)", m.ack_timeout
                 )));
             }
-            r = live.recv(), if window.has_room() && pending.is_empty() => {
-                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
-                    return Ok(());
+            r = live.recv(), if feed.live_lane() || (window.has_room() && pending.is_empty()) => match r {
+                Ok(batch) => {
+                    if let Some(events) = feed.live(&batch, pending_live < live_room) {
+                        // Ahead of the queued backlog, behind earlier live messages.
+                        let msgs = shaper.messages(&events, true);
+                        for (i, item) in msgs.into_iter().enumerate() {
+                            pending.insert(pending_live + i, Item::Publish { item, live: true });
+                        }
+                        pending_live = pending.iter().take_while(|i| matches!(i, Item::Publish { live: true, .. })).count();
+                    }
                 }
-            }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            },
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
 }
 
 const SAVE_EVERY: Duration = Duration::from_millis(50);
+
+/// Turns events into messages for one session's mode.
+struct Shaper<'a> {
+    tb: bool,
+    gateway: &'a str,
+    topic: &'a str,
+    max_payload: usize,
+    /// Devices ThingsBoard has been told about in this session.
+    announced: HashSet<String>,
+}
+
+impl Shaper<'_> {
+    fn messages(&mut self, events: &[StoredEvent], live: bool) -> Vec<Message> {
+        if !self.tb {
+            return format::generic(self.gateway, self.topic, events, self.max_payload);
+        }
+        // ThingsBoard wants each device connected before its data. The
+        // connect message moves no cursor of its own: it claims the seq
+        // before the events (or, live, the first of them).
+        let before = events.first().map_or(0, |e| e.seq.0.saturating_sub(1));
+        let mut out = Vec::new();
+        for e in events {
+            let d = &e.event.device;
+            if !d.is_empty() && self.announced.insert(d.clone()) {
+                out.push(Message {
+                    topic: format::TB_CONNECT.into(),
+                    payload: json!({ "device": d }).to_string().into_bytes(),
+                    last_seq: if live { e.seq.0 } else { before },
+                    first_seq: before,
+                    events: 0,
+                });
+            }
+        }
+        out.extend(format::thingsboard(events, self.max_payload));
+        out
+    }
+}
 
 /// Saves the confirmed position as the cursor.
 async fn save(

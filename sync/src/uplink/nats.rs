@@ -5,6 +5,7 @@
 //! delivery is exactly-once within it. Publish acks are awaited in order by
 //! a helper task, so publishing stays pipelined up to `max_inflight`.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use async_nats::jetstream::context::PublishAckFuture;
@@ -14,9 +15,10 @@ use outpost_core::Seq;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::feed::{Feed, Item};
 use super::format;
 use super::{update, SharedStatus, UplinkError, UplinkSpec};
-use crate::log::EventLog;
+use crate::log::{EventLog, StoredEvent};
 
 async fn connect(n: &NatsUplink) -> Result<async_nats::Client, UplinkError> {
     let mut o = ConnectOptions::new()
@@ -102,25 +104,33 @@ pub(super) async fn session(
     let client = connect(n).await?;
     let js = async_nats::jetstream::new(client.clone());
     ensure_stream(&js, spec, n).await?;
-    let mut next = log.cursor(&spec.name).await?.map_or(0, |s| s.0);
+    let cursor = log.cursor(&spec.name).await?.map_or(0, |s| s.0);
     update(status, |s| {
         s.connected = true;
-        s.cursor = next;
+        s.cursor = cursor;
     });
-    tracing::info!(uplink = %spec.name, url = %n.url, cursor = next, "NATS uplink connected.");
+    tracing::info!(uplink = %spec.name, url = %n.url, cursor, "NATS uplink connected.");
 
     let max = usize::from(n.max_inflight.max(1));
-    let (ack_tx, mut ack_rx) = mpsc::channel::<(u64, PublishAckFuture)>(max);
-    let (done_tx, mut done_rx) = mpsc::channel::<Result<u64, String>>(max);
+    // Publishes (and backlog markers) in publish order; the waiter hands
+    // back, in the same order, what the cursor may move to.
+    let (ack_tx, mut ack_rx) = mpsc::channel::<Item<(u64, PublishAckFuture)>>(max + 1);
+    let (done_tx, mut done_rx) = mpsc::channel::<Result<Done, String>>(max + 1);
     let ack_timeout = n.ack_timeout.get();
     let waiter = tokio::spawn(async move {
-        while let Some((seq, fut)) = ack_rx.recv().await {
-            let r = match tokio::time::timeout(ack_timeout, fut).await {
-                Ok(Ok(_ack)) => Ok(seq),
-                Ok(Err(e)) => Err(format!("publish of seq {seq} failed: {e}")),
-                Err(_) => Err(format!(
-                    "no publish ack for seq {seq} within {ack_timeout:?}"
-                )),
+        while let Some(item) = ack_rx.recv().await {
+            let r = match item {
+                Item::Passed(seq) => Ok(Done::Passed(seq)),
+                Item::Publish {
+                    item: (seq, fut),
+                    live,
+                } => match tokio::time::timeout(ack_timeout, fut).await {
+                    Ok(Ok(_ack)) => Ok(Done::Acked { seq, live }),
+                    Ok(Err(e)) => Err(format!("publish of seq {seq} failed: {e}")),
+                    Err(_) => Err(format!(
+                        "no publish ack for seq {seq} within {ack_timeout:?}"
+                    )),
+                },
             };
             let failed = r.is_err();
             if done_tx.send(r).await.is_err() || failed {
@@ -131,17 +141,47 @@ pub(super) async fn session(
     let _waiter = AbortOnDrop(waiter);
 
     let mut live = log.subscribe();
+    let mut feed = Feed::new(cursor, spec.live_lane);
     let mut inflight = 0usize;
-    let mut pending = std::collections::VecDeque::new();
+    let mut pending: VecDeque<Item<StoredEvent>> = VecDeque::new();
+    let mut pending_live = 0usize;
+    let live_room = max * 4;
     loop {
         while inflight < max {
             if pending.is_empty() {
-                let events = log.read(Seq(next), spec.read_batch.min(max * 4)).await?;
-                let Some(last) = events.last() else { break };
-                next = last.seq.0;
-                pending.extend(events);
+                let Some((events, upto)) = feed.backlog(log, spec.read_batch.min(max * 4)).await?
+                else {
+                    break;
+                };
+                let covered = events.last().map(|e| e.seq.0);
+                pending.extend(
+                    events
+                        .into_iter()
+                        .map(|item| Item::Publish { item, live: false }),
+                );
+                if covered != Some(upto) {
+                    pending.push_back(Item::Passed(upto));
+                }
             }
-            let Some(ev) = pending.pop_front() else { break };
+            let Some(next) = pending.pop_front() else {
+                break;
+            };
+            let (ev, live) = match next {
+                Item::Passed(seq) => {
+                    // A marker takes a place in flight like a publish, so
+                    // the waiter's channels never fill up.
+                    ack_tx
+                        .send(Item::Passed(seq))
+                        .await
+                        .map_err(|_| UplinkError::Link("the ack waiter stopped".into()))?;
+                    inflight += 1;
+                    continue;
+                }
+                Item::Publish { item, live } => (item, live),
+            };
+            if live {
+                pending_live -= 1;
+            }
             let msg = format::nats(&n.subject_prefix, &spec.gateway, &ev);
             let mut headers = HeaderMap::new();
             headers.insert(
@@ -153,7 +193,10 @@ pub(super) async fn session(
                 .await
                 .map_err(|e| UplinkError::Link(format!("publishing: {e}")))?;
             ack_tx
-                .send((ev.seq.0, fut))
+                .send(Item::Publish {
+                    item: (ev.seq.0, fut),
+                    live,
+                })
                 .await
                 .map_err(|_| UplinkError::Link("the ack waiter stopped".into()))?;
             inflight += 1;
@@ -165,47 +208,78 @@ pub(super) async fn session(
         tokio::select! {
             biased;
             () = stop.cancelled() => return Ok(()),
-            done = done_rx.recv() => match done {
-                Some(Ok(seq)) => {
-                    inflight -= 1;
-                    // Acks come in publish order: this seq and all before it are in.
-                    let mut upto = seq;
-                    let mut n_acked = 1u64;
-                    let mut failure = None;
-                    while let Ok(r) = done_rx.try_recv() {
-                        match r {
-                            Ok(s) => {
-                                upto = s;
-                                n_acked += 1;
-                                inflight -= 1;
-                            }
-                            Err(e) => {
-                                failure = Some(e);
-                                break;
+            done = done_rx.recv() => {
+                // Dones come in publish order: take all that are there.
+                let mut upto = None;
+                let mut n_acked = 0u64;
+                let mut failure = None;
+                let mut next = done;
+                loop {
+                    match next {
+                        Some(Ok(Done::Acked { seq, live })) => {
+                            inflight -= 1;
+                            n_acked += 1;
+                            if !live {
+                                upto = Some(seq);
                             }
                         }
+                        Some(Ok(Done::Passed(seq))) => {
+                            inflight -= 1;
+                            upto = Some(seq);
+                        }
+                        Some(Err(e)) => {
+                            failure = Some(e);
+                            break;
+                        }
+                        None => {
+                            failure = Some("the ack waiter stopped".to_string());
+                            break;
+                        }
                     }
+                    match done_rx.try_recv() {
+                        Ok(r) => next = Some(r),
+                        Err(_) => break,
+                    }
+                }
+                if let Some(upto) = upto {
                     log.ack(&spec.name, Seq(upto)).await?;
-                    update(status, |s| {
+                }
+                update(status, |s| {
+                    if let Some(upto) = upto {
                         s.cursor = upto;
-                        s.events_acked += n_acked;
-                        s.inflight = inflight;
-                    });
-                    if let Some(e) = failure {
-                        return Err(UplinkError::Link(e));
+                    }
+                    s.events_acked += n_acked;
+                    s.inflight = inflight;
+                });
+                if let Some(e) = failure {
+                    return Err(UplinkError::Link(e));
+                }
+            },
+            r = live.recv(), if feed.live_lane() || (inflight < max && pending.is_empty()) => match r {
+                Ok(batch) => {
+                    if let Some(events) = feed.live(&batch, pending_live < live_room) {
+                        // Ahead of the queued backlog, behind earlier live events.
+                        for (i, item) in events.into_iter().enumerate() {
+                            pending.insert(pending_live + i, Item::Publish { item, live: true });
+                        }
+                        pending_live = pending
+                            .iter()
+                            .take_while(|i| matches!(i, Item::Publish { live: true, .. }))
+                            .count();
                     }
                 }
-                Some(Err(e)) => return Err(UplinkError::Link(e)),
-                None => return Err(UplinkError::Link("the ack waiter stopped".into())),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
             },
-            r = live.recv(), if inflight < max && pending.is_empty() => {
-                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
-                    return Ok(());
-                }
-            }
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
+}
+
+/// What the ack waiter reports, in publish order.
+enum Done {
+    Acked { seq: u64, live: bool },
+    Passed(u64),
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -1,0 +1,176 @@
+//! What a session publishes next: the backlog, read from the log in order
+//! after the cursor, and — with the live lane — fresh events ahead of it.
+//!
+//! Without the live lane an uplink that comes back after an outage sends
+//! nothing new until the whole backlog is through. With it, events
+//! committed while the backlog is more than [`Feed::LAG`] events behind are
+//! published at once ("live"), and the backlog skips them when it gets
+//! there. The trade-off: upstream, a device's fresh events arrive before
+//! its older ones; each event still arrives once per session and carries
+//! its seq and timestamp, so consumers that order by those are unaffected.
+//!
+//! Invariants (with the window's: the cursor moves only over a contiguous,
+//! acknowledged prefix of what was published):
+//! - The live lane takes only events with seq above everything the backlog
+//!   has read ([`Feed::live`]), and a session publishes live items before
+//!   any backlog item read after them. So when a backlog message's
+//!   acknowledgement moves the cursor to its last seq, every live event
+//!   below that seq was published earlier and is acknowledged too.
+//! - Live items never move the cursor themselves; the backlog passing over
+//!   them does (a [`Item::Passed`] marker where the backlog read ends in
+//!   skipped events).
+//! - The set of live ranges is per session and bounded
+//!   ([`Feed::MAX_RANGES`]); when it is full the live lane pauses and the
+//!   backlog carries everything. After a failure the next session starts
+//!   from the cursor, so events acknowledged on the live lane may be sent
+//!   again (NATS removes them by message id; MQTT is at-least-once).
+
+use std::collections::VecDeque;
+
+use outpost_core::Seq;
+
+use crate::log::{Committed, EventLog, LogError, StoredEvent};
+
+/// What a session queues for publishing, in order.
+#[derive(Debug)]
+pub(super) enum Item<T> {
+    /// Something to publish; `live` items do not move the cursor.
+    Publish { item: T, live: bool },
+    /// The backlog has read up to this seq and skipped what followed its
+    /// last published event (it went on the live lane): once everything
+    /// published before this marker is acknowledged, the cursor may move
+    /// here.
+    Passed(u64),
+}
+
+#[derive(Debug)]
+pub(super) struct Feed {
+    /// The last seq the backlog has read.
+    next: u64,
+    live_lane: bool,
+    /// Seq ranges taken by the live lane and not yet passed by the
+    /// backlog; ascending and disjoint.
+    live: VecDeque<(u64, u64)>,
+}
+
+impl Feed {
+    /// The live lane is used while the backlog is more than this many
+    /// events behind the newest committed event.
+    pub const LAG: u64 = 1000;
+    /// Most live ranges remembered at once (adjacent ranges merge, so this
+    /// is reached only when the live lane keeps missing broadcasts).
+    pub const MAX_RANGES: usize = 1024;
+
+    pub fn new(cursor: u64, live_lane: bool) -> Self {
+        Self {
+            next: cursor,
+            live_lane,
+            live: VecDeque::new(),
+        }
+    }
+
+    /// Up to `max` backlog events after what was read so far, without those
+    /// the live lane took, and the last seq read (`None`: nothing new).
+    pub async fn backlog(
+        &mut self,
+        log: &EventLog,
+        max: usize,
+    ) -> Result<Option<(Vec<StoredEvent>, u64)>, LogError> {
+        let mut events = log.read(Seq(self.next), max).await?;
+        let Some(last) = events.last().map(|e| e.seq.0) else {
+            return Ok(None);
+        };
+        self.next = last;
+        if !self.live.is_empty() {
+            events.retain(|e| !self.taken(e.seq.0));
+            while self.live.front().is_some_and(|&(_, hi)| hi <= last) {
+                self.live.pop_front();
+            }
+        }
+        Ok(Some((events, last)))
+    }
+
+    fn taken(&self, seq: u64) -> bool {
+        self.live.iter().any(|&(lo, hi)| lo <= seq && seq <= hi)
+    }
+
+    /// The events of a committed batch to publish now on the live lane, if
+    /// the lane is on, the backlog is far enough behind, and `room` says the
+    /// session can queue them; they are then remembered as taken.
+    pub fn live(&mut self, batch: &Committed, room: bool) -> Option<Vec<StoredEvent>> {
+        let last = batch.last()?.seq.0;
+        if !self.live_lane || !room || last <= self.next.saturating_add(Self::LAG) {
+            return None;
+        }
+        let events: Vec<StoredEvent> = batch
+            .iter()
+            .filter(|e| e.seq.0 > self.next)
+            .cloned()
+            .collect();
+        let lo = events.first()?.seq.0;
+        let full = self.live.len() >= Self::MAX_RANGES;
+        match self.live.back_mut() {
+            Some((_, hi)) if *hi + 1 >= lo => *hi = (*hi).max(last),
+            _ if full => return None,
+            _ => self.live.push_back((lo, last)),
+        }
+        Some(events)
+    }
+
+    /// Whether the live lane is configured (the session then listens to
+    /// the broadcast even while it has a backlog queued).
+    pub fn live_lane(&self) -> bool {
+        self.live_lane
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use outpost_core::{Body, Event, Point, Timestamp, Value};
+
+    use super::*;
+
+    fn batch(seqs: std::ops::RangeInclusive<u64>) -> Committed {
+        Arc::new(
+            seqs.map(|s| StoredEvent {
+                seq: Seq(s),
+                event: Event::new(
+                    "d",
+                    Timestamp::synced(1),
+                    Body::Telemetry(vec![Point::good("t", Value::U64(s))]),
+                ),
+            })
+            .collect(),
+        )
+    }
+
+    #[test]
+    fn live_only_when_far_behind_and_only_unread_events() {
+        let mut f = Feed::new(10, true);
+        assert!(f.live(&batch(11..=20), true).is_none(), "not behind");
+        let far = Feed::LAG + 100;
+        assert!(f.live(&batch(far..=far + 4), false).is_none(), "no room");
+        let got = f.live(&batch(far..=far + 4), true).map(|v| v.len());
+        assert_eq!(got, Some(5));
+        assert!(f.taken(far) && f.taken(far + 4) && !f.taken(far + 5));
+        // Adjacent batches merge into one range.
+        assert!(f.live(&batch(far + 5..=far + 9), true).is_some());
+        assert_eq!(f.live.len(), 1);
+        let mut off = Feed::new(10, false);
+        assert!(off.live(&batch(far..=far + 4), true).is_none(), "lane off");
+    }
+
+    #[test]
+    fn the_range_set_is_bounded() {
+        let mut f = Feed::new(0, true);
+        let mut s = Feed::LAG + 10;
+        for _ in 0..Feed::MAX_RANGES {
+            assert!(f.live(&batch(s..=s), true).is_some());
+            s += 2; // a gap: a new range each time
+        }
+        assert!(f.live(&batch(s..=s), true).is_none());
+        assert_eq!(f.live.len(), Feed::MAX_RANGES);
+    }
+}
