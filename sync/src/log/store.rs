@@ -258,8 +258,10 @@ impl Store {
         } else {
             1000
         };
+        // A 1 MiB page cache (SQLite's default is 2 MiB): the log appends at
+        // its end and its readers read near the end.
         conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA temp_store = MEMORY; \
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -1024; \
              PRAGMA wal_autocheckpoint = {wal_pages}; PRAGMA journal_size_limit = {};",
             wal_pages * 4096
         ))

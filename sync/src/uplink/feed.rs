@@ -51,6 +51,10 @@ pub(super) struct Feed {
     /// Seq ranges taken by the live lane and not yet passed by the
     /// backlog; ascending and disjoint.
     live: VecDeque<(u64, u64)>,
+    /// The last log read found nothing new, and every committed batch
+    /// since continued exactly where the backlog stood ([`Feed::follow`]):
+    /// no need to read the log until that changes.
+    caught_up: bool,
 }
 
 impl Feed {
@@ -66,6 +70,7 @@ impl Feed {
             next: cursor,
             live_lane,
             live: VecDeque::new(),
+            caught_up: false,
         }
     }
 
@@ -76,8 +81,12 @@ impl Feed {
         log: &EventLog,
         max: usize,
     ) -> Result<Option<(Vec<StoredEvent>, u64)>, LogError> {
+        if self.caught_up {
+            return Ok(None);
+        }
         let mut events = log.read(Seq(self.next), max).await?;
         let Some(last) = events.last().map(|e| e.seq.0) else {
+            self.caught_up = true;
             return Ok(None);
         };
         self.next = last;
@@ -88,6 +97,25 @@ impl Feed {
             }
         }
         Ok(Some((events, last)))
+    }
+
+    /// A committed batch that continues exactly where the backlog stands,
+    /// taken as backlog without reading the log again (the uplink is
+    /// caught up). Anything else — a gap, a missed batch — sends the next
+    /// [`Feed::backlog`] to the log.
+    pub fn follow(&mut self, batch: &Committed) -> Option<Vec<StoredEvent>> {
+        let (first, last) = (batch.first()?.seq.0, batch.last()?.seq.0);
+        if !self.caught_up || first != self.next + 1 {
+            self.caught_up = false;
+            return None;
+        }
+        self.next = last;
+        Some(batch.to_vec())
+    }
+
+    /// Forget being caught up (missed broadcasts, or as a safety net).
+    pub fn reread(&mut self) {
+        self.caught_up = false;
     }
 
     fn taken(&self, seq: u64) -> bool {
@@ -160,6 +188,17 @@ mod tests {
         assert_eq!(f.live.len(), 1);
         let mut off = Feed::new(10, false);
         assert!(off.live(&batch(far..=far + 4), true).is_none(), "lane off");
+    }
+
+    #[test]
+    fn follows_only_contiguous_batches_once_caught_up() {
+        let mut f = Feed::new(10, false);
+        assert!(f.follow(&batch(11..=12)).is_none(), "not caught up yet");
+        f.caught_up = true;
+        assert_eq!(f.follow(&batch(11..=12)).map(|v| v.len()), Some(2));
+        assert_eq!(f.next, 12);
+        assert!(f.follow(&batch(14..=15)).is_none(), "a gap (seq 13)");
+        assert!(!f.caught_up, "so the next backlog call reads the log");
     }
 
     #[test]

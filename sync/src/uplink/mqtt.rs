@@ -261,7 +261,10 @@ pub(super) async fn session(
             }
             r = live.recv(), if feed.live_lane() || (window.has_room() && pending.is_empty()) => match r {
                 Ok(batch) => {
-                    if let Some(events) = feed.live(&batch, pending_live < live_room) {
+                    if let Some(events) = feed.follow(&batch) {
+                        let msgs = shaper.messages(&events, false);
+                        pending.extend(msgs.into_iter().map(|item| Item::Publish { item, live: false }));
+                    } else if let Some(events) = feed.live(&batch, pending_live < live_room) {
                         // Ahead of the queued backlog, behind earlier live messages.
                         let msgs = shaper.messages(&events, true);
                         for (i, item) in msgs.into_iter().enumerate() {
@@ -271,9 +274,9 @@ pub(super) async fn session(
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => feed.reread(),
             },
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => feed.reread(),
         }
     }
 }

@@ -257,7 +257,9 @@ pub(super) async fn session(
             },
             r = live.recv(), if feed.live_lane() || (inflight < max && pending.is_empty()) => match r {
                 Ok(batch) => {
-                    if let Some(events) = feed.live(&batch, pending_live < live_room) {
+                    if let Some(events) = feed.follow(&batch) {
+                        pending.extend(events.into_iter().map(|item| Item::Publish { item, live: false }));
+                    } else if let Some(events) = feed.live(&batch, pending_live < live_room) {
                         // Ahead of the queued backlog, behind earlier live events.
                         for (i, item) in events.into_iter().enumerate() {
                             pending.insert(pending_live + i, Item::Publish { item, live: true });
@@ -269,9 +271,9 @@ pub(super) async fn session(
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => feed.reread(),
             },
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => feed.reread(),
         }
     }
 }
