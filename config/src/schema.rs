@@ -283,11 +283,46 @@ fn ten() -> u32 {
     10
 }
 
-/// `[rules]`: the rule chains. This release runs the pass-through stage
-/// only: every event goes to the log unchanged. The table takes no keys yet.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+/// `[rules]`: the rule chains. Without chains every event goes to the log
+/// unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Rules {}
+pub struct Rules {
+    /// ThingsBoard rule-chain exports (JSON); the first is the root chain,
+    /// the others are reached from it through rule-chain nodes. Relative
+    /// paths are relative to the configuration file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chains: Vec<std::path::PathBuf>,
+    /// Default: `false`. Load node types Outpost does not run as
+    /// pass-through nodes instead of refusing the chain.
+    #[serde(default)]
+    pub pass_unsupported: bool,
+    /// Default: 8 MiB. Memory limit of each chain's script runtime.
+    #[serde(default = "default_script_memory")]
+    pub script_memory: ByteSize,
+    /// Default: 100 ms. Longest one script call may run.
+    #[serde(default = "default_script_timeout")]
+    pub script_timeout: Duration,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            chains: Vec::new(),
+            pass_unsupported: false,
+            script_memory: default_script_memory(),
+            script_timeout: default_script_timeout(),
+        }
+    }
+}
+
+fn default_script_memory() -> ByteSize {
+    ByteSize(8 << 20)
+}
+
+fn default_script_timeout() -> Duration {
+    Duration::from_millis(100)
+}
 
 /// `[[uplink]]`: one upstream link, with exactly one of `[uplink.mqtt]` or
 /// `[uplink.nats]`. Each uplink has its own cursor in the event log, so the

@@ -59,6 +59,20 @@ fn main() -> ExitCode {
 fn check_config(file: &std::path::Path) -> ExitCode {
     match outpost_config::load(file) {
         Ok(cfg) => {
+            let base = file
+                .parent()
+                .map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf);
+            if let Err(errors) = outpost_rules::build(&cfg.rules, &base) {
+                for e in &errors {
+                    eprintln!("{e}");
+                }
+                eprintln!(
+                    "{}: {} problem(s) in the rule chains",
+                    file.display(),
+                    errors.len()
+                );
+                return ExitCode::FAILURE;
+            }
             println!(
                 "{}: ok (gateway {:?}, {} devices, {} uplinks)",
                 file.display(),

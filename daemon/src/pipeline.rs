@@ -14,20 +14,43 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use outpost_core::{Clock, Event};
-use outpost_rules::Stage;
+use outpost_drivers::command::Router;
+use outpost_rules::{Stage, WriteRequest};
 use outpost_sync::{EventLog, LogError, Refused};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Runs events through the rules stage.
+/// Writes the rules asked for, queued at most this deep (beyond, they are
+/// dropped and logged: a chain that writes faster than devices take writes
+/// is misconfigured, and the rules must not stall on it).
+const WRITE_QUEUE: usize = 64;
+
+/// Runs events through the rules stage; performs the writes it asks for.
 pub async fn rules_task(
     mut stage: Box<dyn Stage>,
     clock: Arc<dyn Clock>,
     mut rx: mpsc::Receiver<Event>,
     tx: mpsc::Sender<Event>,
+    router: Router,
 ) {
+    let (wtx, mut wrx) = mpsc::channel::<WriteRequest>(WRITE_QUEUE);
+    let writer = tokio::spawn(async move {
+        while let Some(w) = wrx.recv().await {
+            match router
+                .write(&w.device, &w.tag, w.value.clone(), &w.by)
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(device = %w.device, tag = %w.tag, value = %w.value, "Rule write done.")
+                }
+                Err(e) => {
+                    tracing::warn!(device = %w.device, tag = %w.tag, error = %e, "Rule write failed.")
+                }
+            }
+        }
+    });
     let mut out = Vec::new();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -37,13 +60,21 @@ pub async fn rules_task(
             },
             _ = tick.tick() => stage.on_tick(clock.now(), &mut out),
         }
+        for w in stage.take_writes() {
+            if let Err(e) = wtx.try_send(w) {
+                tracing::warn!(error = %e, "Rule write dropped: the write queue is full.");
+            }
+        }
         for ev in out.drain(..) {
             if tx.send(ev).await.is_err() {
                 tracing::error!("The ingest task has stopped; the rules task ends.");
+                writer.abort();
                 return;
             }
         }
     }
+    drop(wtx);
+    let _writes_done = writer.await;
 }
 
 /// Moves events into the log in batches of at most `max_batch`.

@@ -45,6 +45,20 @@ pub fn main(args: RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let base = config_dir(&args);
+    let stage = match outpost_rules::build(&cfg.rules, &base) {
+        Ok(s) => s,
+        Err(errors) => {
+            for e in &errors {
+                tracing::error!("{e}");
+            }
+            tracing::error!(
+                problems = errors.len(),
+                "The rule chains cannot be loaded; outpostd does not start."
+            );
+            return ExitCode::FAILURE;
+        }
+    };
     // Parsing a large configuration takes megabytes for a moment.
     crate::memory::trim();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -59,7 +73,7 @@ pub fn main(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cfg, source, args.data_dir)) {
+    match runtime.block_on(run(cfg, source, args.data_dir, stage)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "outpostd stopped on an error.");
@@ -132,7 +146,21 @@ fn data_dir(cfg: &Config, cli: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("outpost-data"))
 }
 
-async fn run(cfg: Config, source: String, data_dir_arg: Option<PathBuf>) -> anyhow::Result<()> {
+/// Where relative paths in the configuration (rule chains) start: the
+/// configuration file's directory, or the current one for the demo.
+pub fn config_dir(args: &RunArgs) -> PathBuf {
+    args.config
+        .as_deref()
+        .and_then(std::path::Path::parent)
+        .map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf)
+}
+
+async fn run(
+    cfg: Config,
+    source: String,
+    data_dir_arg: Option<PathBuf>,
+    stage: Box<dyn outpost_rules::Stage>,
+) -> anyhow::Result<()> {
     let dir = data_dir(&cfg, data_dir_arg);
     let log_path = dir.join("events.db");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new(cfg.gateway.clock));
@@ -201,12 +229,6 @@ async fn run(cfg: Config, source: String, data_dir_arg: Option<PathBuf>) -> anyh
         cfg.gateway.log.commit_max_events as usize,
         abort.clone(),
     ));
-    let rules = tokio::spawn(pipeline::rules_task(
-        outpost_rules::build(&cfg.rules),
-        clock.clone(),
-        driver_rx,
-        rules_tx,
-    ));
 
     let specs = outpost_drivers::specs(&cfg).context("planning the device drivers")?;
     let metrics = outpost_drivers::metrics::Metrics::default();
@@ -232,6 +254,14 @@ async fn run(cfg: Config, source: String, data_dir_arg: Option<PathBuf>) -> anyh
         };
         drivers.push(tokio::spawn(supervisor::supervise(spec, cx)));
     }
+    // Rule chains: writes they ask for go to the drivers through the router.
+    let rules = tokio::spawn(pipeline::rules_task(
+        stage,
+        clock.clone(),
+        driver_rx,
+        rules_tx,
+        router.clone(),
+    ));
     // Uplinks: one worker each, from its own cursor. ThingsBoard RPC writes
     // reach the drivers through the router.
     let mut uplinks = Vec::new();

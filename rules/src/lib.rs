@@ -1,15 +1,35 @@
-//! The offline rule engine's interface. This release has one stage: pass
-//! every event through unchanged. The rule-chain engine (ThingsBoard import,
-//! scripts, native edge nodes) implements the same [`Stage`] trait.
+//! The offline rule engine: ThingsBoard rule chains (imported from their
+//! JSON export, JavaScript scripts unchanged) and Outpost's native edge
+//! nodes, between the drivers and the log.
 //!
 //! Invariants:
 //! - A stage is synchronous and pure: it is given `now` and an event and
-//!   pushes zero or more output events; it does no I/O, so it is tested with
-//!   a fixed clock. The daemon's rules task owns the I/O around it.
+//!   pushes zero or more output events (and write requests); it does no
+//!   I/O, so it is tested with a fixed clock. The daemon's rules task owns
+//!   the I/O around it.
 //! - Timers run through [`Stage::on_tick`], never through sleeping.
+//! - With chains loaded, what reaches the log is what the chains save
+//!   (save timeseries / attributes nodes) and the alarms they raise, as in
+//!   ThingsBoard; audit entries and gap records bypass the chains. Without
+//!   chains, every event passes unchanged.
+//! - A chain set that fails to load never replaces a running one: [`build`]
+//!   returns every error and no stage.
+
+pub mod engine;
+pub mod msg;
+pub mod nodes;
+pub mod script;
+pub mod tb;
+
+use std::path::Path;
 
 use outpost_config::Rules;
 use outpost_core::{Event, Timestamp};
+
+pub use engine::{Engine, NodeCounters, WriteRequest};
+
+/// Counters of every node: (chain, [(node, node type, counters)]).
+pub type ChainCounters = Vec<(String, Vec<(String, String, NodeCounters)>)>;
 
 /// One step of event processing between the drivers and the log.
 pub trait Stage: Send + std::fmt::Debug {
@@ -18,6 +38,16 @@ pub trait Stage: Send + std::fmt::Debug {
 
     /// Called periodically (windows, heartbeats, delays). Default: nothing.
     fn on_tick(&mut self, _now: Timestamp, _out: &mut Vec<Event>) {}
+
+    /// Writes to devices asked for since the last call.
+    fn take_writes(&mut self) -> Vec<WriteRequest> {
+        Vec::new()
+    }
+
+    /// Per chain: (chain, [(node, type, counters)]).
+    fn counters(&self) -> ChainCounters {
+        Vec::new()
+    }
 }
 
 /// Forwards every event unchanged.
@@ -30,9 +60,84 @@ impl Stage for PassThrough {
     }
 }
 
-/// Builds the processing stage for the configured rules.
-pub fn build(_cfg: &Rules) -> Box<dyn Stage> {
-    Box::new(PassThrough)
+/// Runs loaded rule chains.
+#[derive(Debug)]
+pub struct ChainStage {
+    engine: Engine,
+    writes: Vec<WriteRequest>,
+}
+
+impl ChainStage {
+    pub fn new(engine: Engine) -> Self {
+        Self {
+            engine,
+            writes: Vec::new(),
+        }
+    }
+}
+
+impl Stage for ChainStage {
+    fn on_event(&mut self, now: Timestamp, event: Event, out: &mut Vec<Event>) {
+        match msg::Msg::from_event(&event) {
+            Some(m) => self.engine.process(now, m, out, &mut self.writes),
+            None => out.push(event),
+        }
+    }
+
+    fn on_tick(&mut self, now: Timestamp, out: &mut Vec<Event>) {
+        self.engine.tick(now, out, &mut self.writes);
+    }
+
+    fn take_writes(&mut self) -> Vec<WriteRequest> {
+        std::mem::take(&mut self.writes)
+    }
+
+    fn counters(&self) -> ChainCounters {
+        self.engine
+            .chains
+            .iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    c.counters()
+                        .into_iter()
+                        .map(|(n, t, k)| (n.to_string(), t.to_string(), k.clone()))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Builds the processing stage for the configured rules; chain paths are
+/// relative to `base` (the configuration file's directory). Every problem
+/// is returned, one line each.
+pub fn build(cfg: &Rules, base: &Path) -> Result<Box<dyn Stage>, Vec<String>> {
+    if cfg.chains.is_empty() {
+        return Ok(Box::new(PassThrough));
+    }
+    let mut sources = Vec::new();
+    let mut errors = Vec::new();
+    for p in &cfg.chains {
+        let path = base.join(p);
+        match std::fs::read_to_string(&path) {
+            Ok(json) => sources.push(tb::Source {
+                origin: path.display().to_string(),
+                json,
+            }),
+            Err(e) => errors.push(format!("{}: {e}", path.display())),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let opts = tb::LoadOptions {
+        pass_unsupported: cfg.pass_unsupported,
+        script_memory: usize::try_from(cfg.script_memory.0).unwrap_or(usize::MAX),
+        script_timeout: cfg.script_timeout.get(),
+    };
+    let engine = tb::load(&sources, &opts)?;
+    Ok(Box::new(ChainStage::new(engine)))
 }
 
 #[cfg(test)]
@@ -43,7 +148,10 @@ mod tests {
 
     #[test]
     fn pass_through_keeps_events_and_order() {
-        let mut stage = build(&Rules::default());
+        let mut stage = match build(&Rules::default(), Path::new(".")) {
+            Ok(s) => s,
+            Err(e) => panic!("{e:?}"),
+        };
         let now = Timestamp::synced(1_000);
         let mut out = Vec::new();
         for i in 0..3 {

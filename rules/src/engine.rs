@@ -1,0 +1,396 @@
+//! The engine: chains of nodes joined by labelled relations, run
+//! synchronously on one message at a time.
+//!
+//! Invariants:
+//! - Nodes are pure: they get `now` and a message and tell the engine what
+//!   goes out on which relation, what to log (events) and what to write to
+//!   devices. The engine does no I/O either; the daemon's rules task does.
+//! - A message follows every connection of the relations it is sent on, in
+//!   the order the connections were declared; a relation with no
+//!   connection drops it (counted per node as "dropped").
+//! - A message may take at most [`MAX_HOPS`] steps (a cycle in a chain is
+//!   cut there and counted as an error); nested chains at most
+//!   [`MAX_DEPTH`] deep.
+//! - Timers: nodes' `on_tick` runs with the same `now` discipline; what a
+//!   tick emits is routed like any other output (from a nested chain's
+//!   node, outputs to the chain's output nodes have no caller to return to
+//!   and are dropped, counted).
+
+use std::collections::BTreeMap;
+
+use outpost_core::{AlarmSeverity, Event, Timestamp, Value};
+
+use crate::msg::Msg;
+
+/// A message may take at most this many steps through nodes.
+pub const MAX_HOPS: usize = 256;
+/// Nested chains may call each other at most this deep.
+pub const MAX_DEPTH: usize = 8;
+
+/// A write a node asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteRequest {
+    pub device: String,
+    pub tag: String,
+    pub value: Value,
+    /// The node that asked (for the audit trail).
+    pub by: String,
+}
+
+/// What nodes can read of the gateway's state: the latest values of each
+/// device (from telemetry and attributes passing through the engine).
+#[derive(Debug, Default)]
+pub struct State {
+    pub latest: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+    pub attributes: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+}
+
+/// A node's view of one step.
+#[derive(Debug)]
+pub struct Cx<'a> {
+    pub now: Timestamp,
+    pub state: &'a State,
+    /// Active alarms: "originator\0type" → severity.
+    alarms: &'a mut BTreeMap<String, AlarmSeverity>,
+    routed: Vec<(String, Msg)>,
+    pub(crate) events: &'a mut Vec<Event>,
+    pub(crate) writes: &'a mut Vec<WriteRequest>,
+    /// Set by a node that failed on this message (counted).
+    pub(crate) error: Option<String>,
+    /// Script time spent in this step, ns.
+    pub(crate) script_ns: u64,
+}
+
+impl Cx<'_> {
+    /// Sends `msg` on the relation `rel` (e.g. "Success", "True").
+    pub fn tell(&mut self, rel: &str, msg: Msg) {
+        self.routed.push((rel.to_string(), msg));
+    }
+
+    /// Sends `msg` on `Failure`, recording why.
+    pub fn fail(&mut self, msg: Msg, why: String) {
+        self.error = Some(why);
+        self.routed.push(("Failure".to_string(), msg));
+    }
+
+    /// Hands an event to the log (and so to the uplinks).
+    pub fn emit(&mut self, ev: Event) {
+        self.events.push(ev);
+    }
+
+    /// Asks for a write to a device.
+    pub fn write(&mut self, w: WriteRequest) {
+        self.writes.push(w);
+    }
+
+    pub fn add_script_time(&mut self, ns: u64) {
+        self.script_ns += ns;
+    }
+
+    /// The severity of an active alarm ("originator\0type"), if active.
+    pub fn alarm(&self, key: &str) -> Option<AlarmSeverity> {
+        self.alarms.get(key).copied()
+    }
+
+    /// Marks an alarm active (with its severity) or cleared.
+    pub fn set_alarm(&mut self, key: String, active: Option<AlarmSeverity>) {
+        match active {
+            Some(s) => {
+                self.alarms.insert(key, s);
+            }
+            None => {
+                self.alarms.remove(&key);
+            }
+        }
+    }
+}
+
+/// One node type's behaviour.
+pub trait Node: Send + std::fmt::Debug {
+    fn on_msg(&mut self, msg: Msg, cx: &mut Cx<'_>);
+    /// Timers: windows closing, heartbeats, delayed messages.
+    fn on_tick(&mut self, _cx: &mut Cx<'_>) {}
+}
+
+/// Counters of one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeCounters {
+    pub messages_in: u64,
+    pub out: BTreeMap<String, u64>,
+    pub dropped: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
+    pub script_ns: u64,
+}
+
+#[derive(Debug)]
+pub(crate) enum Kind {
+    Normal(Box<dyn Node>),
+    /// Runs another chain (by index) from its first node.
+    Call(usize),
+    /// Returns to the calling chain, on a relation named after this node.
+    Return,
+}
+
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub name: String,
+    pub type_name: String,
+    pub kind: Kind,
+    /// relation → target nodes, in declaration order.
+    pub out: Vec<(String, usize)>,
+    pub counters: NodeCounters,
+}
+
+#[derive(Debug)]
+pub struct Chain {
+    pub name: String,
+    pub(crate) first: Option<usize>,
+    pub(crate) nodes: Vec<Slot>,
+}
+
+impl Chain {
+    /// (node name, node type, counters), in node order.
+    pub fn counters(&self) -> Vec<(&str, &str, &NodeCounters)> {
+        self.nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.type_name.as_str(), &n.counters))
+            .collect()
+    }
+}
+
+/// Loaded chains; the first is the root.
+#[derive(Debug, Default)]
+pub struct Engine {
+    pub chains: Vec<Chain>,
+    pub state: State,
+    pub alarms: BTreeMap<String, AlarmSeverity>,
+}
+
+struct Work {
+    chain: usize,
+    node: usize,
+    msg: Msg,
+    /// Call stack: (chain, calling node).
+    ret: Vec<(usize, usize)>,
+    hops: usize,
+}
+
+impl Engine {
+    /// Runs `msg` through the root chain; pushes events to log and writes.
+    pub fn process(
+        &mut self,
+        now: Timestamp,
+        msg: Msg,
+        events: &mut Vec<Event>,
+        writes: &mut Vec<WriteRequest>,
+    ) {
+        self.observe(&msg);
+        let Some(first) = self.chains.first().and_then(|c| c.first) else {
+            return;
+        };
+        let mut queue = vec![Work {
+            chain: 0,
+            node: first,
+            msg,
+            ret: Vec::new(),
+            hops: 0,
+        }];
+        self.run(now, &mut queue, events, writes);
+    }
+
+    /// Runs every node's timer.
+    pub fn tick(
+        &mut self,
+        now: Timestamp,
+        events: &mut Vec<Event>,
+        writes: &mut Vec<WriteRequest>,
+    ) {
+        let mut queue = Vec::new();
+        for c in 0..self.chains.len() {
+            for n in 0..self.chains[c].nodes.len() {
+                let routed = {
+                    let Engine {
+                        chains,
+                        state,
+                        alarms,
+                    } = self;
+                    let slot = &mut chains[c].nodes[n];
+                    let Kind::Normal(node) = &mut slot.kind else {
+                        continue;
+                    };
+                    let mut cx = Cx {
+                        now,
+                        state,
+                        alarms,
+                        routed: Vec::new(),
+                        events,
+                        writes,
+                        error: None,
+                        script_ns: 0,
+                    };
+                    node.on_tick(&mut cx);
+                    note_error(&mut slot.counters, cx.error.take());
+                    cx.routed
+                };
+                self.route(c, n, routed, &[], 0, &mut queue);
+            }
+        }
+        self.run(now, &mut queue, events, writes);
+    }
+
+    fn observe(&mut self, msg: &Msg) {
+        let target = match msg.msg_type.as_str() {
+            crate::msg::POST_TELEMETRY => &mut self.state.latest,
+            crate::msg::POST_ATTRIBUTES => &mut self.state.attributes,
+            _ => return,
+        };
+        if let serde_json::Value::Object(m) = &msg.data {
+            let dev = target.entry(msg.originator.clone()).or_default();
+            for (k, v) in m {
+                dev.insert(k.clone(), v.clone());
+            }
+        }
+    }
+
+    fn run(
+        &mut self,
+        now: Timestamp,
+        queue: &mut Vec<Work>,
+        events: &mut Vec<Event>,
+        writes: &mut Vec<WriteRequest>,
+    ) {
+        // Depth first, in declaration order: the queue is a stack, and
+        // routes are pushed in reverse.
+        while let Some(w) = queue.pop() {
+            let Engine {
+                chains,
+                state,
+                alarms,
+            } = self;
+            // A call's target entry, looked up before the slot is borrowed.
+            let call_first = match chains
+                .get(w.chain)
+                .and_then(|c| c.nodes.get(w.node))
+                .map(|s| &s.kind)
+            {
+                Some(Kind::Call(t)) => chains.get(*t).and_then(|c| c.first),
+                _ => None,
+            };
+            let Some(slot) = chains
+                .get_mut(w.chain)
+                .and_then(|c| c.nodes.get_mut(w.node))
+            else {
+                continue;
+            };
+            slot.counters.messages_in += 1;
+            if w.hops >= MAX_HOPS {
+                note_error(
+                    &mut slot.counters,
+                    Some(format!("message dropped after {MAX_HOPS} steps (a cycle?)")),
+                );
+                continue;
+            }
+            match &mut slot.kind {
+                Kind::Normal(node) => {
+                    let mut cx = Cx {
+                        now,
+                        state,
+                        alarms,
+                        routed: Vec::new(),
+                        events,
+                        writes,
+                        error: None,
+                        script_ns: 0,
+                    };
+                    node.on_msg(w.msg, &mut cx);
+                    slot.counters.script_ns += cx.script_ns;
+                    note_error(&mut slot.counters, cx.error.take());
+                    let routed = cx.routed;
+                    self.route(w.chain, w.node, routed, &w.ret, w.hops + 1, queue);
+                }
+                Kind::Call(target) => {
+                    let target = *target;
+                    match call_first {
+                        Some(first) if w.ret.len() < MAX_DEPTH => {
+                            let mut ret = w.ret.clone();
+                            ret.push((w.chain, w.node));
+                            queue.push(Work {
+                                chain: target,
+                                node: first,
+                                msg: w.msg,
+                                ret,
+                                hops: w.hops + 1,
+                            });
+                        }
+                        _ => note_error(
+                            &mut slot.counters,
+                            Some(format!("nested chains deeper than {MAX_DEPTH} or empty")),
+                        ),
+                    }
+                }
+                Kind::Return => {
+                    let rel = slot.name.clone();
+                    let mut ret = w.ret.clone();
+                    match ret.pop() {
+                        Some((c, n)) => {
+                            self.route(c, n, vec![(rel, w.msg)], &ret, w.hops + 1, queue);
+                        }
+                        None => slot.counters.dropped += 1,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues what node `n` of chain `c` sent, following its connections.
+    fn route(
+        &mut self,
+        c: usize,
+        n: usize,
+        routed: Vec<(String, Msg)>,
+        ret: &[(usize, usize)],
+        hops: usize,
+        queue: &mut Vec<Work>,
+    ) {
+        let Some(slot) = self.chains.get_mut(c).and_then(|ch| ch.nodes.get_mut(n)) else {
+            return;
+        };
+        let mut next = Vec::new();
+        for (rel, msg) in routed {
+            *slot.counters.out.entry(rel.clone()).or_default() += 1;
+            let targets: Vec<usize> = slot
+                .out
+                .iter()
+                .filter(|(r, _)| *r == rel)
+                .map(|(_, t)| *t)
+                .collect();
+            if targets.is_empty() {
+                slot.counters.dropped += 1;
+                continue;
+            }
+            let last = targets.len() - 1;
+            let mut msg = Some(msg);
+            for (i, t) in targets.into_iter().enumerate() {
+                let m = if i == last { msg.take() } else { msg.clone() };
+                if let Some(m) = m {
+                    next.push(Work {
+                        chain: c,
+                        node: t,
+                        msg: m,
+                        ret: ret.to_vec(),
+                        hops,
+                    });
+                }
+            }
+        }
+        queue.extend(next.into_iter().rev());
+    }
+}
+
+fn note_error(c: &mut NodeCounters, e: Option<String>) {
+    if let Some(e) = e {
+        c.errors += 1;
+        c.last_error = Some(e);
+    }
+}

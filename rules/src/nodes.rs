@@ -1,0 +1,1119 @@
+//! Node types: the supported ThingsBoard nodes (by class name) and
+//! Outpost's native edge nodes (`outpost.*`).
+//!
+//! Each constructor reads the node's `configuration` JSON and fails with a
+//! message naming the field. Nodes keep per-originator state; their timers
+//! use only the `now` they are given.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use outpost_core::{AlarmSeverity, AlarmState};
+use serde_json::{json, Map, Value as Json};
+
+use crate::engine::{Cx, Node, WriteRequest};
+use crate::msg::{self, Msg};
+use crate::script::{Script, ScriptError, ScriptHost};
+
+const TB: &str = "org.thingsboard.rule.engine.";
+
+/// ThingsBoard class names of the supported nodes, and Outpost's.
+pub const SUPPORTED: &[&str] = &[
+    "org.thingsboard.rule.engine.filter.TbMsgTypeSwitchNode",
+    "org.thingsboard.rule.engine.filter.TbJsFilterNode",
+    "org.thingsboard.rule.engine.filter.TbJsSwitchNode",
+    "org.thingsboard.rule.engine.transform.TbTransformMsgNode",
+    "org.thingsboard.rule.engine.filter.TbCheckMessageNode",
+    "org.thingsboard.rule.engine.metadata.TbGetAttributesNode",
+    "org.thingsboard.rule.engine.action.TbCreateAlarmNode",
+    "org.thingsboard.rule.engine.action.TbClearAlarmNode",
+    "org.thingsboard.rule.engine.deduplication.TbMsgDeduplicationNode",
+    "org.thingsboard.rule.engine.delay.TbMsgDelayNode",
+    "org.thingsboard.rule.engine.action.TbLogNode",
+    "org.thingsboard.rule.engine.telemetry.TbMsgTimeseriesNode",
+    "org.thingsboard.rule.engine.telemetry.TbMsgAttributesNode",
+    "org.thingsboard.rule.engine.flow.TbRuleChainInputNode",
+    "org.thingsboard.rule.engine.flow.TbRuleChainOutputNode",
+    "outpost.Deadband",
+    "outpost.OnChange",
+    "outpost.Window",
+    "outpost.RateOfChange",
+    "outpost.Threshold",
+    "outpost.Write",
+];
+
+/// Builds a node of `type_name` from its configuration. `Ok(None)`: the
+/// type is a flow node the loader wires itself (chain input/output).
+pub fn build(
+    type_name: &str,
+    cfg: &Json,
+    scripts: &Arc<ScriptHost>,
+) -> Result<Box<dyn Node>, String> {
+    let short = type_name.strip_prefix(TB).unwrap_or(type_name);
+    Ok(match short {
+        "filter.TbMsgTypeSwitchNode" => Box::new(TypeSwitch),
+        "filter.TbJsFilterNode" => Box::new(JsFilter(ScriptNode::new(cfg, scripts)?)),
+        "filter.TbJsSwitchNode" => Box::new(JsSwitch(ScriptNode::new(cfg, scripts)?)),
+        "transform.TbTransformMsgNode" => Box::new(JsTransform(ScriptNode::new(cfg, scripts)?)),
+        "filter.TbCheckMessageNode" => Box::new(CheckFields {
+            data: strings(cfg, "messageNames")?,
+            metadata: strings(cfg, "metadataNames")?,
+            all: cfg
+                .get("checkAllKeys")
+                .and_then(Json::as_bool)
+                .unwrap_or(true),
+        }),
+        "metadata.TbGetAttributesNode" => Box::new(Enrich {
+            latest: strings(cfg, "latestTsKeyNames")?,
+            client: strings(cfg, "clientAttributeNames")?,
+            shared: strings(cfg, "sharedAttributeNames")?,
+            server: strings(cfg, "serverAttributeNames")?,
+            to_data: cfg.get("fetchTo").and_then(Json::as_str) == Some("DATA"),
+            fail_if_absent: cfg
+                .get("tellFailureIfAbsent")
+                .and_then(Json::as_bool)
+                .unwrap_or(false),
+        }),
+        "action.TbCreateAlarmNode" => Box::new(CreateAlarm {
+            alarm_type: string(cfg, "alarmType")?,
+            severity: msg::parse_severity(&string(cfg, "severity")?)
+                .ok_or("severity: expected CRITICAL, MAJOR, MINOR, WARNING or INDETERMINATE")?,
+            details: optional_script(cfg, "alarmDetailsBuildJs", scripts)?,
+        }),
+        "action.TbClearAlarmNode" => Box::new(ClearAlarm {
+            alarm_type: string(cfg, "alarmType")?,
+            details: optional_script(cfg, "alarmDetailsBuildJs", scripts)?,
+        }),
+        "deduplication.TbMsgDeduplicationNode" => Box::new(Dedup {
+            interval_ms: seconds(cfg, "interval")?,
+            strategy: match cfg
+                .get("strategy")
+                .and_then(Json::as_str)
+                .unwrap_or("FIRST")
+            {
+                "FIRST" => Strategy::First,
+                "LAST" => Strategy::Last,
+                "ALL" => Strategy::All,
+                other => return Err(format!("strategy: {other:?} is not FIRST, LAST or ALL")),
+            },
+            max_pending: count(cfg, "maxPendingMsgs", 100)?,
+            out_type: cfg
+                .get("outMsgType")
+                .and_then(Json::as_str)
+                .map(str::to_string),
+            pending: BTreeMap::new(),
+        }),
+        "delay.TbMsgDelayNode" => Box::new(Delay {
+            delay_ms: seconds(cfg, "periodInSeconds")?,
+            max_pending: count(cfg, "maxPendingMsgs", 1000)?,
+            queue: VecDeque::new(),
+        }),
+        "action.TbLogNode" => Box::new(Log(optional_script(cfg, "jsScript", scripts)?)),
+        "telemetry.TbMsgTimeseriesNode" => Box::new(Save { attributes: false }),
+        "telemetry.TbMsgAttributesNode" => Box::new(Save { attributes: true }),
+        "outpost.Deadband" => Box::new(Deadband {
+            keys: strings(cfg, "keys")?,
+            absolute: cfg.get("absolute").and_then(Json::as_f64),
+            percent: cfg.get("percent").and_then(Json::as_f64),
+            heartbeat_ms: optional_seconds(cfg, "heartbeatSeconds")?,
+            last: BTreeMap::new(),
+        }),
+        "outpost.OnChange" => Box::new(Deadband {
+            keys: strings(cfg, "keys")?,
+            absolute: None,
+            percent: None,
+            heartbeat_ms: optional_seconds(cfg, "heartbeatSeconds")?,
+            last: BTreeMap::new(),
+        }),
+        "outpost.Window" => Box::new(Window::new(cfg)?),
+        "outpost.RateOfChange" => Box::new(Rate {
+            keys: strings(cfg, "keys")?,
+            per_ms: optional_seconds(cfg, "perSeconds")?.unwrap_or(1000).max(1),
+            last: BTreeMap::new(),
+        }),
+        "outpost.Threshold" => Box::new(Threshold::new(cfg)?),
+        "outpost.Write" => Box::new(Write {
+            device: string(cfg, "device")?,
+            tag: string(cfg, "tag")?,
+            value_key: cfg
+                .get("valueKey")
+                .and_then(Json::as_str)
+                .map(str::to_string),
+            value: cfg.get("value").and_then(msg::json_to_value),
+            min_interval_ms: optional_seconds(cfg, "minIntervalSeconds")?.unwrap_or(0),
+            last: None,
+        }),
+        _ => return Err(format!("unsupported node type {type_name}")),
+    })
+}
+
+// ---- configuration helpers -------------------------------------------
+
+fn string(cfg: &Json, key: &str) -> Result<String, String> {
+    cfg.get(key)
+        .and_then(Json::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| format!("{key}: required string"))
+}
+
+fn strings(cfg: &Json, key: &str) -> Result<Vec<String>, String> {
+    match cfg.get(key) {
+        None | Some(Json::Null) => Ok(Vec::new()),
+        Some(Json::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("{key}: expected a list of strings"))
+            })
+            .collect(),
+        Some(_) => Err(format!("{key}: expected a list of strings")),
+    }
+}
+
+fn seconds(cfg: &Json, key: &str) -> Result<i64, String> {
+    optional_seconds(cfg, key)?.ok_or_else(|| format!("{key}: required number of seconds"))
+}
+
+fn optional_seconds(cfg: &Json, key: &str) -> Result<Option<i64>, String> {
+    match cfg.get(key) {
+        None | Some(Json::Null) => Ok(None),
+        Some(v) => match v.as_f64() {
+            Some(s) if s >= 0.0 && s.is_finite() => Ok(Some((s * 1000.0) as i64)),
+            _ => Err(format!("{key}: expected a non-negative number of seconds")),
+        },
+    }
+}
+
+fn count(cfg: &Json, key: &str, default: usize) -> Result<usize, String> {
+    match cfg.get(key) {
+        None | Some(Json::Null) => Ok(default),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("{key}: expected a positive integer")),
+    }
+}
+
+fn script_body(cfg: &Json, key: &str) -> Result<Option<String>, String> {
+    if cfg.get("scriptLang").and_then(Json::as_str) == Some("TBEL") {
+        return Err("scriptLang: TBEL scripts are not supported; use JS".to_string());
+    }
+    Ok(cfg.get(key).and_then(Json::as_str).map(str::to_string))
+}
+
+fn optional_script(
+    cfg: &Json,
+    key: &str,
+    scripts: &Arc<ScriptHost>,
+) -> Result<Option<ScriptNode>, String> {
+    match script_body(cfg, key)? {
+        Some(body) => Ok(Some(ScriptNode {
+            host: scripts.clone(),
+            script: scripts.compile(&body).map_err(|e| format!("{key}: {e}"))?,
+        })),
+        None => Ok(None),
+    }
+}
+
+// ---- scripts ---------------------------------------------------------
+
+#[derive(Debug)]
+struct ScriptNode {
+    host: Arc<ScriptHost>,
+    script: Script,
+}
+
+impl ScriptNode {
+    fn new(cfg: &Json, scripts: &Arc<ScriptHost>) -> Result<Self, String> {
+        let body = script_body(cfg, "jsScript")?.ok_or("jsScript: required script")?;
+        Ok(Self {
+            host: scripts.clone(),
+            script: scripts
+                .compile(&body)
+                .map_err(|e| format!("jsScript: {e}"))?,
+        })
+    }
+
+    fn call(&self, m: &Msg, cx: &mut Cx<'_>) -> Result<Json, ScriptError> {
+        let md = Json::Object(
+            m.metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), Json::String(v.clone())))
+                .collect(),
+        );
+        let t = Instant::now();
+        let r = self.host.call(&self.script, &m.data, &md, &m.msg_type);
+        cx.add_script_time(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        r
+    }
+}
+
+#[derive(Debug)]
+struct JsFilter(ScriptNode);
+
+impl Node for JsFilter {
+    fn on_msg(&mut self, m: Msg, cx: &mut Cx<'_>) {
+        match self.0.call(&m, cx) {
+            Ok(Json::Bool(b)) => cx.tell(if b { "True" } else { "False" }, m),
+            Ok(other) => cx.fail(
+                m,
+                ScriptError::Shape(other.to_string(), "true or false").to_string(),
+            ),
+            Err(e) => cx.fail(m, e.to_string()),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct JsSwitch(ScriptNode);
+
+impl Node for JsSwitch {
+    fn on_msg(&mut self, m: Msg, cx: &mut Cx<'_>) {
+        let rels: Result<Vec<String>, String> = match self.0.call(&m, cx) {
+            Ok(Json::String(s)) => Ok(vec![s]),
+            Ok(Json::Array(a)) if a.iter().all(Json::is_string) => Ok(a
+                .into_iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()),
+            Ok(other) => {
+                Err(ScriptError::Shape(other.to_string(), "an array of relation names").to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match rels {
+            Ok(rels) => {
+                for r in rels {
+                    cx.tell(&r, m.clone());
+                }
+            }
+            Err(e) => cx.fail(m, e),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct JsTransform(ScriptNode);
+
+impl JsTransform {
+    fn apply(m: &Msg, out: Json) -> Result<Msg, String> {
+        let Json::Object(mut o) = out else {
+            return Err(
+                ScriptError::Shape(out.to_string(), "{msg, metadata, msgType}").to_string(),
+            );
+        };
+        let mut n = m.clone();
+        if let Some(mut d) = o.remove("msg") {
+            keep_float_types(&m.data, &mut d);
+            n.data = d;
+        }
+        match o.remove("metadata") {
+            Some(Json::Object(md)) => {
+                n.metadata = md
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let s = match v {
+                            Json::String(s) => s,
+                            other => other.to_string(),
+                        };
+                        (k, s)
+                    })
+                    .collect();
+            }
+            Some(Json::Null) | None => {}
+            Some(other) => {
+                return Err(
+                    ScriptError::Shape(other.to_string(), "metadata as an object").to_string(),
+                )
+            }
+        }
+        match o.remove("msgType") {
+            Some(Json::String(t)) => n.msg_type = t,
+            Some(Json::Null) | None => {}
+            Some(other) => {
+                return Err(ScriptError::Shape(other.to_string(), "msgType as a string").to_string())
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Node for JsTransform {
+    fn on_msg(&mut self, m: Msg, cx: &mut Cx<'_>) {
+        let out = match self.0.call(&m, cx) {
+            Ok(o) => o,
+            Err(e) => return cx.fail(m, e.to_string()),
+        };
+        // One result, or several (an array of {msg, metadata, msgType}).
+        let items = match out {
+            Json::Array(a) => a,
+            o => vec![o],
+        };
+        let mut made = Vec::new();
+        for o in items {
+            match Self::apply(&m, o) {
+                Ok(n) => made.push(n),
+                Err(e) => return cx.fail(m, e),
+            }
+        }
+        for n in made {
+            cx.tell("Success", n);
+        }
+    }
+}
+
+/// JavaScript has one number type: a float reading of 85.0 comes back
+/// from a script as 85. Keys that were floats before the script stay
+/// floats, so a tag's type does not flip upstream.
+fn keep_float_types(before: &Json, after: &mut Json) {
+    let (Json::Object(b), Json::Object(a)) = (before, after) else {
+        return;
+    };
+    for (k, v) in a.iter_mut() {
+        let was_float = b.get(k).is_some_and(|x| x.is_f64());
+        if was_float && (v.is_i64() || v.is_u64()) {
+            if let Some(f) = v.as_f64().and_then(serde_json::Number::from_f64) {
+                *v = Json::Number(f);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Log(Option<ScriptNode>);
+
+impl Node for Log {
+    fn on_msg(&mut self, m: Msg, cx: &mut Cx<'_>) {
+        let text = match &self.0 {
+            Some(s) => match s.call(&m, cx) {
+                Ok(Json::String(t)) => t,
+                Ok(other) => other.to_string(),
+                Err(e) => return cx.fail(m, e.to_string()),
+            },
+            None => format!("{} {} {}", m.msg_type, m.originator, m.data),
+        };
+        tracing::info!(target: "outpost::rules", originator = %m.originator, "{text}");
+        cx.tell("Success", m);
+    }
+}
+
+// ---- ThingsBoard flow, filter, enrichment, action nodes ---------------
+
+#[derive(Debug)]
+struct TypeSwitch;
+
+impl Node for TypeSwitch {
+    fn on_msg(&mut self, m: Msg, cx: &mut Cx<'_>) {
+        let rel = match m.msg_type.as_str() {
+            msg::POST_TELEMETRY => "Post telemetry",
+            msg::POST_ATTRIBUTES => "Post attributes",
+            msg::CONNECT => "Connect Event",
+            msg::DISCONNECT => "Disconnect Event",
+            msg::ACTIVITY => "Activity Event",
+            "INACTIVITY_EVENT" => "Inactivity Event",
+            "TO_SERVER_RPC_REQUEST" => "RPC Request from Device",
+            "RPC_CALL_FROM_SERVER_TO_DEVICE" => "RPC Request to Device",
+            "ATTRIBUTES_UPDATED" => "Attributes Updated",
+            "ATTRIBUTES_DELETED" => "Attributes Deleted",
+            "ALARM_ACK" => "Alarm Acknowledged",
+            "ALARM_CLEAR" => "Alarm Cleared",
+            _ => "Other",
+        };
+        cx.tell(rel, m);
+    }
+}
+
+#[derive(Debug)]
+struct CheckFields {
+    data: Vec<String>,
+    metadata: Vec<String>,
+    all: bool,
+}
+
+impl Node for CheckFields {
+    fn on_msg(&mut self, m: Msg, cx: &mut Cx<'_>) {
+        let present = self
+            .data
+            .iter()
+            .map(|k| m.data.get(k).is_some())
+            .chain(self.metadata.iter().map(|k| m.metadata.contains_key(k)));
+        let ok = if self.all {
+            present.into_iter().all(|p| p)
+        } else {
+            present.into_iter().any(|p| p)
+        };
+        cx.tell(if ok { "True" } else { "False" }, m);
+    }
+}
+
+#[derive(Debug)]
+struct Enrich {
+    latest: Vec<String>,
+    client: Vec<String>,
+    shared: Vec<String>,
+    server: Vec<String>,
+    to_data: bool,
+    fail_if_absent: bool,
+}
+
+impl Node for Enrich {
+    fn on_msg(&mut self, mut m: Msg, cx: &mut Cx<'_>) {
+        let dev = m.originator.clone();
+        let latest = cx.state.latest.get(&dev);
+        let attrs = cx.state.attributes.get(&dev);
+        let mut found: Vec<(String, Json)> = Vec::new();
+        let mut missing = Vec::new();
+        for k in &self.latest {
+            match latest.and_then(|l| l.get(k)) {
+                Some(v) => found.push((k.clone(), v.clone())),
+                None => missing.push(k.clone()),
+            }
+        }
+        for (keys, prefix) in [
+            (&self.client, "cs_"),
+            (&self.shared, "shared_"),
+            (&self.server, "ss_"),
+        ] {
+            for k in keys {
+                match attrs.and_then(|a| a.get(k)) {
+                    Some(v) => found.push((format!("{prefix}{k}"), v.clone())),
+                    None => missing.push(k.clone()),
+                }
+            }
+        }
+        if self.fail_if_absent && !missing.is_empty() {
+            return cx.fail(m, format!("not found: {}", missing.join(", ")));
+        }
+        for (k, v) in found {
+            if self.to_data {
+                if let Json::Object(o) = &mut m.data {
+                    o.insert(k, v);
+                }
+            } else {
+                let s = match v {
+                    Json::String(s) => s,
+                    other => other.to_string(),
+                };
+                m.metadata.insert(k, s);
+            }
+        }
+        cx.tell("Success", m);
+    }
+}
+
+#[derive(Debug)]
+struct Save {
+    attributes: bool,
+}
+
+impl Node for Save {
+    fn on_msg(&mut self, m: Msg, cx: &mut Cx<'_>) {
+        let ev = if self.attributes {
+            m.attributes_event()
+        } else {
+            m.telemetry_event()
+        };
+        let empty = matches!(&ev.body, outpost_core::Body::Telemetry(p) | outpost_core::Body::Attributes(p) if p.is_empty());
+        if empty {
+            return cx.fail(m, "msg has no values to save".to_string());
+        }
+        cx.emit(ev);
+        cx.tell("Success", m);
+    }
+}
+
+fn alarm_details(s: &Option<ScriptNode>, m: &Msg, cx: &mut Cx<'_>) -> Result<Json, String> {
+    match s {
+        Some(s) => s.call(m, cx).map_err(|e| e.to_string()),
+        None => Ok(m.data.clone()),
+    }
+}
+
+fn alarm_msg(
+    m: &Msg,
+    alarm_type: &str,
+    severity: AlarmSeverity,
+    status: &str,
+    details: &Json,
+    flag: &str,
+) -> Msg {
+    let mut out = m.clone();
+    out.msg_type = msg::ALARM.to_string();
+    out.data = json!({
+        "type": alarm_type,
+        "originator": m.originator,
+        "severity": msg::severity_name(severity),
+        "status": status,
+        "details": details,
+    });
+    out.metadata.insert(flag.to_string(), "true".to_string());
+    out
+}
+
+#[derive(Debug)]
+struct CreateAlarm {
+    alarm_type: String,
+    severity: AlarmSeverity,
+    details: Option<ScriptNode>,
+}
+
+impl Node for CreateAlarm {
+    fn on_msg(&mut self, m: Msg, cx: &mut Cx<'_>) {
+        let details = match alarm_details(&self.details, &m, cx) {
+            Ok(d) => d,
+            Err(e) => return cx.fail(m, e),
+        };
+        let key = format!("{}\u{0}{}", m.originator, self.alarm_type);
+        let is_new = cx.alarm(&key).is_none();
+        cx.set_alarm(key, Some(self.severity));
+        cx.emit(msg::alarm_event(
+            &m.originator,
+            m.time(),
+            &self.alarm_type,
+            self.severity,
+            AlarmState::Active,
+            &details,
+        ));
+        let (rel, flag) = if is_new {
+            ("Created", "isNewAlarm")
+        } else {
+            ("Updated", "isExistingAlarm")
+        };
+        let out = alarm_msg(
+            &m,
+            &self.alarm_type,
+            self.severity,
+            "ACTIVE_UNACK",
+            &details,
+            flag,
+        );
+        cx.tell(rel, out);
+    }
+}
+
+#[derive(Debug)]
+struct ClearAlarm {
+    alarm_type: String,
+    details: Option<ScriptNode>,
+}
+
+impl Node for ClearAlarm {
+    fn on_msg(&mut self, m: Msg, cx: &mut Cx<'_>) {
+        let key = format!("{}\u{0}{}", m.originator, self.alarm_type);
+        let Some(severity) = cx.alarm(&key) else {
+            return cx.tell("False", m);
+        };
+        let details = match alarm_details(&self.details, &m, cx) {
+            Ok(d) => d,
+            Err(e) => return cx.fail(m, e),
+        };
+        cx.set_alarm(key, None);
+        cx.emit(msg::alarm_event(
+            &m.originator,
+            m.time(),
+            &self.alarm_type,
+            severity,
+            AlarmState::Cleared,
+            &details,
+        ));
+        let out = alarm_msg(
+            &m,
+            &self.alarm_type,
+            severity,
+            "CLEARED_UNACK",
+            &details,
+            "isClearedAlarm",
+        );
+        cx.tell("Cleared", out);
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Strategy {
+    First,
+    Last,
+    All,
+}
+
+#[derive(Debug)]
+struct Dedup {
+    interval_ms: i64,
+    strategy: Strategy,
+    max_pending: usize,
+    out_type: Option<String>,
+    /// originator → (window end, messages)
+    pending: BTreeMap<String, (i64, Vec<Msg>)>,
+}
+
+impl Node for Dedup {
+    fn on_msg(&mut self, m: Msg, cx: &mut Cx<'_>) {
+        let end = cx.now.unix_ms + self.interval_ms;
+        let (_, msgs) = self
+            .pending
+            .entry(m.originator.clone())
+            .or_insert_with(|| (end, Vec::new()));
+        if msgs.len() >= self.max_pending {
+            return cx.fail(
+                m,
+                format!("more than {} messages pending", self.max_pending),
+            );
+        }
+        msgs.push(m);
+    }
+
+    fn on_tick(&mut self, cx: &mut Cx<'_>) {
+        let now = cx.now.unix_ms;
+        let due: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, (end, _))| *end <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in due {
+            let Some((_, msgs)) = self.pending.remove(&k) else {
+                continue;
+            };
+            let out = match self.strategy {
+                Strategy::First => msgs.into_iter().next(),
+                Strategy::Last => msgs.into_iter().last(),
+                Strategy::All => {
+                    let mut it = msgs.into_iter();
+                    it.next().map(|first| {
+                        let mut all = first.clone();
+                        let mut items =
+                            vec![json!({"msg": first.data, "metadata": first.metadata})];
+                        items.extend(it.map(|m| json!({"msg": m.data, "metadata": m.metadata})));
+                        all.data = Json::Array(items);
+                        if let Some(t) = &self.out_type {
+                            all.msg_type = t.clone();
+                        }
+                        all
+                    })
+                }
+            };
+            if let Some(o) = out {
+                cx.tell("Success", o);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Delay {
+    delay_ms: i64,
+    max_pending: usize,
+    queue: VecDeque<(i64, Msg)>,
+}
+
+impl Node for Delay {
+    fn on_msg(&mut self, m: Msg, cx: &mut Cx<'_>) {
+        if self.queue.len() >= self.max_pending {
+            return cx.fail(
+                m,
+                format!("more than {} messages delayed", self.max_pending),
+            );
+        }
+        self.queue.push_back((cx.now.unix_ms + self.delay_ms, m));
+    }
+
+    fn on_tick(&mut self, cx: &mut Cx<'_>) {
+        while self
+            .queue
+            .front()
+            .is_some_and(|(at, _)| *at <= cx.now.unix_ms)
+        {
+            if let Some((_, m)) = self.queue.pop_front() {
+                cx.tell("Success", m);
+            }
+        }
+    }
+}
+
+// ---- native edge nodes -----------------------------------------------
+
+/// Deadband (absolute or percent) and on-change with heartbeat: passes the
+/// keys that moved enough (or whose heartbeat is due); drops the others.
+/// Success with what is left; `Filtered` when nothing is.
+#[derive(Debug)]
+struct Deadband {
+    /// Keys to watch; empty: every numeric or scalar key.
+    keys: Vec<String>,
+    absolute: Option<f64>,
+    percent: Option<f64>,
+    heartbeat_ms: Option<i64>,
+    /// (originator, key) → (last sent value, when)
+    last: BTreeMap<(String, String), (Json, i64)>,
+}
+
+impl Deadband {
+    fn passes(&self, last: Option<&(Json, i64)>, v: &Json, now: i64) -> bool {
+        let Some((lv, at)) = last else { return true };
+        if self.heartbeat_ms.is_some_and(|h| now - at >= h) {
+            return true;
+        }
+        match (lv.as_f64(), v.as_f64(), self.absolute, self.percent) {
+            (Some(a), Some(b), Some(d), _) => (b - a).abs() > d,
+            (Some(a), Some(b), None, Some(p)) => (b - a).abs() > a.abs() * p / 100.0,
+            _ => lv != v,
+        }
+    }
+}
+
+impl Node for Deadband {
+    fn on_msg(&mut self, mut m: Msg, cx: &mut Cx<'_>) {
+        let now = m.time().unix_ms;
+        let Json::Object(data) = &mut m.data else {
+            return cx.tell("Success", m);
+        };
+        let mut kept = Map::new();
+        for (k, v) in std::mem::take(data) {
+            let watched = self.keys.is_empty() || self.keys.contains(&k);
+            if !watched {
+                kept.insert(k, v);
+                continue;
+            }
+            let key = (m.originator.clone(), k.clone());
+            if self.passes(self.last.get(&key), &v, now) {
+                self.last.insert(key, (v.clone(), now));
+                kept.insert(k, v);
+            }
+        }
+        let empty = kept.is_empty();
+        m.data = Json::Object(kept);
+        cx.tell(if empty { "Filtered" } else { "Success" }, m);
+    }
+}
+
+/// Aggregate functions of a window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Agg {
+    Min,
+    Max,
+    Avg,
+    Sum,
+    Count,
+    First,
+    Last,
+}
+
+impl Agg {
+    fn parse(s: &str) -> Option<Agg> {
+        Some(match s {
+            "min" => Agg::Min,
+            "max" => Agg::Max,
+            "avg" => Agg::Avg,
+            "sum" => Agg::Sum,
+            "count" => Agg::Count,
+            "first" => Agg::First,
+            "last" => Agg::Last,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Agg::Min => "min",
+            Agg::Max => "max",
+            Agg::Avg => "avg",
+            Agg::Sum => "sum",
+            Agg::Count => "count",
+            Agg::First => "first",
+            Agg::Last => "last",
+        }
+    }
+
+    /// The aggregate of `values` (in arrival order); `None` when empty.
+    pub fn of(self, values: &[f64]) -> Option<f64> {
+        let first = *values.first()?;
+        Some(match self {
+            Agg::Min => values.iter().copied().fold(first, f64::min),
+            Agg::Max => values.iter().copied().fold(first, f64::max),
+            Agg::Sum => values.iter().sum(),
+            Agg::Avg => values.iter().sum::<f64>() / values.len() as f64,
+            Agg::Count => values.len() as f64,
+            Agg::First => first,
+            Agg::Last => *values.last()?,
+        })
+    }
+}
+
+/// key → [(ts, value)] in arrival order.
+type Series = BTreeMap<String, VecDeque<(i64, f64)>>;
+
+/// Tumbling (emitted when the window closes, on a tick) or sliding
+/// (emitted with every message, over the last `size`) aggregates of numeric
+/// keys, per originator: `{"<key>_<fn>": value, ...}` on Success.
+#[derive(Debug)]
+struct Window {
+    keys: Vec<String>,
+    size_ms: i64,
+    sliding: bool,
+    functions: Vec<Agg>,
+    /// originator → (window start, series, the last message).
+    open: BTreeMap<String, (i64, Series, Msg)>,
+}
+
+impl Window {
+    fn new(cfg: &Json) -> Result<Self, String> {
+        let functions = strings(cfg, "functions")?
+            .iter()
+            .map(|f| {
+                Agg::parse(f).ok_or_else(|| {
+                    format!("functions: unknown {f:?} (min, max, avg, sum, count, first, last)")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if functions.is_empty() {
+            return Err("functions: at least one of min, max, avg, sum, count, first, last".into());
+        }
+        let size_ms = seconds(cfg, "sizeSeconds")?;
+        if size_ms == 0 {
+            return Err("sizeSeconds: must be more than 0".into());
+        }
+        Ok(Self {
+            keys: strings(cfg, "keys")?,
+            size_ms,
+            sliding: cfg.get("sliding").and_then(Json::as_bool).unwrap_or(false),
+            functions,
+            open: BTreeMap::new(),
+        })
+    }
+
+    fn result(&self, series: &Series, base: &Msg, end: i64) -> Msg {
+        let mut data = Map::new();
+        for (k, vals) in series {
+            let v: Vec<f64> = vals.iter().map(|(_, x)| *x).collect();
+            for f in &self.functions {
+                if let Some(x) = f.of(&v) {
+                    data.insert(format!("{k}_{}", f.name()), json!(x));
+                }
+            }
+        }
+        let mut m = base.clone();
+        m.data = Json::Object(data);
+        m.metadata.insert("ts".into(), end.to_string());
+        m.metadata
+            .insert("windowMs".into(), self.size_ms.to_string());
+        m
+    }
+}
+
+impl Node for Window {
+    fn on_msg(&mut self, m: Msg, cx: &mut Cx<'_>) {
+        let ts = m.time().unix_ms;
+        let now = cx.now.unix_ms;
+        let entry = self
+            .open
+            .entry(m.originator.clone())
+            .or_insert_with(|| (now, BTreeMap::new(), m.clone()));
+        entry.2 = m.clone();
+        for k in &self.keys {
+            if let Some(v) = m.number(k) {
+                entry.1.entry(k.clone()).or_default().push_back((ts, v));
+            }
+        }
+        if self.sliding {
+            let from = ts - self.size_ms;
+            for vals in entry.1.values_mut() {
+                while vals.front().is_some_and(|(t, _)| *t <= from) {
+                    vals.pop_front();
+                }
+            }
+            if let Some((_, series, _)) = self.open.get(&m.originator) {
+                let out = self.result(series, &m, ts);
+                cx.tell("Success", out);
+            }
+        }
+    }
+
+    fn on_tick(&mut self, cx: &mut Cx<'_>) {
+        if self.sliding {
+            return;
+        }
+        let now = cx.now.unix_ms;
+        let due: Vec<String> = self
+            .open
+            .iter()
+            .filter(|(_, (start, _, _))| now >= start + self.size_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in due {
+            if let Some((start, series, base)) = self.open.remove(&k) {
+                if series.values().any(|v| !v.is_empty()) {
+                    let out = self.result(&series, &base, start + self.size_ms);
+                    cx.tell("Success", out);
+                }
+            }
+        }
+    }
+}
+
+/// Adds `<key>_rate` (change per `perSeconds`) for numeric keys.
+#[derive(Debug)]
+struct Rate {
+    keys: Vec<String>,
+    per_ms: i64,
+    last: BTreeMap<(String, String), (i64, f64)>,
+}
+
+impl Node for Rate {
+    fn on_msg(&mut self, mut m: Msg, cx: &mut Cx<'_>) {
+        let ts = m.time().unix_ms;
+        let mut rates = Vec::new();
+        for k in &self.keys {
+            let Some(v) = m.number(k) else { continue };
+            let key = (m.originator.clone(), k.clone());
+            if let Some((t0, v0)) = self.last.insert(key, (ts, v)) {
+                if ts > t0 {
+                    rates.push((
+                        format!("{k}_rate"),
+                        (v - v0) * self.per_ms as f64 / (ts - t0) as f64,
+                    ));
+                }
+            }
+        }
+        if let Json::Object(o) = &mut m.data {
+            for (k, r) in rates {
+                o.insert(k, json!(r));
+            }
+        }
+        cx.tell("Success", m);
+    }
+}
+
+/// A threshold alarm with hysteresis: active when the key goes above
+/// `high` (or below `low`); cleared when it is back inside by
+/// `hysteresis`. Relations: `Created`, `Cleared`, and `Success` for every
+/// message (unchanged).
+#[derive(Debug)]
+struct Threshold {
+    key: String,
+    high: Option<f64>,
+    low: Option<f64>,
+    hysteresis: f64,
+    alarm: String,
+    severity: AlarmSeverity,
+    active: BTreeMap<String, bool>,
+}
+
+impl Threshold {
+    fn new(cfg: &Json) -> Result<Self, String> {
+        let high = cfg.get("high").and_then(Json::as_f64);
+        let low = cfg.get("low").and_then(Json::as_f64);
+        if high.is_none() && low.is_none() {
+            return Err("high, low: at least one is required".into());
+        }
+        let hysteresis = cfg.get("hysteresis").and_then(Json::as_f64).unwrap_or(0.0);
+        if hysteresis.is_nan() || hysteresis < 0.0 {
+            return Err("hysteresis: must be 0 or more".into());
+        }
+        Ok(Self {
+            key: string(cfg, "key")?,
+            high,
+            low,
+            hysteresis,
+            alarm: string(cfg, "alarmType")?,
+            severity: match cfg.get("severity").and_then(Json::as_str) {
+                None => AlarmSeverity::Major,
+                Some(s) => msg::parse_severity(s)
+                    .ok_or("severity: expected CRITICAL, MAJOR, MINOR, WARNING or INDETERMINATE")?,
+            },
+            active: BTreeMap::new(),
+        })
+    }
+}
+
+impl Node for Threshold {
+    fn on_msg(&mut self, m: Msg, cx: &mut Cx<'_>) {
+        let Some(v) = m.number(&self.key) else {
+            return cx.tell("Success", m);
+        };
+        let active = self.active.get(&m.originator).copied().unwrap_or(false);
+        let beyond = self.high.is_some_and(|h| v > h) || self.low.is_some_and(|l| v < l);
+        let back = self.high.is_none_or(|h| v <= h - self.hysteresis)
+            && self.low.is_none_or(|l| v >= l + self.hysteresis);
+        let details = json!({"key": self.key, "value": v, "high": self.high, "low": self.low});
+        if !active && beyond {
+            self.active.insert(m.originator.clone(), true);
+            cx.emit(msg::alarm_event(
+                &m.originator,
+                m.time(),
+                &self.alarm,
+                self.severity,
+                AlarmState::Active,
+                &details,
+            ));
+            let out = alarm_msg(
+                &m,
+                &self.alarm,
+                self.severity,
+                "ACTIVE_UNACK",
+                &details,
+                "isNewAlarm",
+            );
+            cx.tell("Created", out);
+        } else if active && back {
+            self.active.insert(m.originator.clone(), false);
+            cx.emit(msg::alarm_event(
+                &m.originator,
+                m.time(),
+                &self.alarm,
+                self.severity,
+                AlarmState::Cleared,
+                &details,
+            ));
+            let out = alarm_msg(
+                &m,
+                &self.alarm,
+                self.severity,
+                "CLEARED_UNACK",
+                &details,
+                "isClearedAlarm",
+            );
+            cx.tell("Cleared", out);
+        }
+        cx.tell("Success", m);
+    }
+}
+
+/// Writes to a device (a fixed value, or a key of the message), at most
+/// once per `minIntervalSeconds` (a guard against write storms).
+/// Success when the write is asked for; `Suppressed` inside the interval.
+#[derive(Debug)]
+struct Write {
+    device: String,
+    tag: String,
+    value_key: Option<String>,
+    value: Option<outpost_core::Value>,
+    min_interval_ms: i64,
+    last: Option<i64>,
+}
+
+impl Node for Write {
+    fn on_msg(&mut self, m: Msg, cx: &mut Cx<'_>) {
+        let value = match (&self.value_key, &self.value) {
+            (Some(k), _) => m.data.get(k).and_then(msg::json_to_value),
+            (None, v) => v.clone(),
+        };
+        let Some(value) = value else {
+            return cx.fail(
+                m,
+                format!("no value to write to {}/{}", self.device, self.tag),
+            );
+        };
+        let now = cx.now.unix_ms;
+        if self.last.is_some_and(|l| now - l < self.min_interval_ms) {
+            return cx.tell("Suppressed", m);
+        }
+        self.last = Some(now);
+        cx.write(WriteRequest {
+            device: self.device.clone(),
+            tag: self.tag.clone(),
+            value,
+            by: "rules".to_string(),
+        });
+        cx.tell("Success", m);
+    }
+}

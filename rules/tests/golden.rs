@@ -1,0 +1,326 @@
+//! Rule-chain exports in ThingsBoard's format (`tests/fixtures/rules/`),
+//! run with a fixed clock; the events the chains hand to the log are
+//! asserted one by one.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use outpost_core::{Alarm, AlarmSeverity, AlarmState, Body, Event, Point, Timestamp, Value};
+use outpost_rules::tb::{load, LoadOptions, Source};
+use outpost_rules::{ChainStage, Stage};
+use serde_json::{json, Value as Json};
+
+const T0: i64 = 1_764_000_000_000;
+
+fn fixture(name: &str) -> Source {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/rules")
+        .join(name);
+    Source {
+        origin: name.to_string(),
+        json: std::fs::read_to_string(&path).unwrap(),
+    }
+}
+
+fn stage(sources: &[Source]) -> ChainStage {
+    ChainStage::new(load(sources, &LoadOptions::default()).unwrap())
+}
+
+fn at(ms: i64) -> Timestamp {
+    Timestamp::synced(T0 + ms)
+}
+
+fn tele(device: &str, ms: i64, points: &[(&str, Value)]) -> Event {
+    Event::new(
+        device,
+        at(ms),
+        Body::Telemetry(
+            points
+                .iter()
+                .map(|(t, v)| Point::good(*t, v.clone()))
+                .collect(),
+        ),
+    )
+}
+
+/// Telemetry or attribute points as a JSON object, for comparisons.
+fn points(ev: &Event) -> Json {
+    match &ev.body {
+        Body::Telemetry(p) | Body::Attributes(p) => outpost_rules::msg::points_json(p),
+        other => panic!("not points: {other:?}"),
+    }
+}
+
+fn alarm(ev: &Event) -> (&str, AlarmSeverity, AlarmState, Json) {
+    match &ev.body {
+        Body::Alarm(Alarm {
+            name,
+            severity,
+            state,
+            details,
+        }) => (
+            name.as_str(),
+            *severity,
+            *state,
+            serde_json::from_str(details).unwrap(),
+        ),
+        other => panic!("not an alarm: {other:?}"),
+    }
+}
+
+#[test]
+fn boiler_room_type_switch_filter_transform_dedup_alarm_save() {
+    let mut s = stage(&[fixture("boiler-room.json")]);
+    let mut out = Vec::new();
+    let f = Value::F64;
+
+    // Two readings inside one 10 s deduplication window: nothing yet.
+    s.on_event(
+        at(0),
+        tele(
+            "boiler",
+            0,
+            &[("temperature", f(70.0)), ("pressure", f(2.0))],
+        ),
+        &mut out,
+    );
+    s.on_event(
+        at(1000),
+        tele(
+            "boiler",
+            1000,
+            &[("temperature", f(85.0)), ("pressure", f(2.1))],
+        ),
+        &mut out,
+    );
+    assert!(out.is_empty(), "{out:?}");
+    // Attributes go straight to "save attributes".
+    let attrs = Event::new(
+        "boiler",
+        at(2000),
+        Body::Attributes(vec![Point::good("firmware", Value::Str("1.2".into()))]),
+    );
+    s.on_event(at(2000), attrs, &mut out);
+    // No temperature: the filter says False, saved as it is.
+    s.on_event(
+        at(3000),
+        tele("boiler", 3000, &[("pressure", f(3.0))]),
+        &mut out,
+    );
+    assert_eq!(out.len(), 2);
+    assert!(matches!(out[0].body, Body::Attributes(_)));
+    assert_eq!(points(&out[0]), json!({"firmware": "1.2"}));
+    assert_eq!(points(&out[1]), json!({"pressure": 3.0}));
+    assert_eq!(out[1].ts, at(3000));
+    out.clear();
+
+    // Before the window closes: nothing.
+    s.on_tick(at(9_999), &mut out);
+    assert!(out.is_empty());
+    // The window closes: the last message, converted, raises the alarm
+    // (first connection of the dedup node) and is saved (second).
+    s.on_tick(at(10_000), &mut out);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(
+        alarm(&out[0]),
+        (
+            "High Temperature",
+            AlarmSeverity::Critical,
+            AlarmState::Active,
+            json!({"temperature": 85})
+        )
+    );
+    assert_eq!(out[0].device, "boiler");
+    assert_eq!(
+        points(&out[1]),
+        json!({"temperature": 85.0, "pressure": 2.1, "temperatureF": 185})
+    );
+    assert_eq!(out[1].ts, at(1000), "the saved reading keeps its own time");
+    out.clear();
+
+    // Cooler: the next window clears the alarm.
+    s.on_event(
+        at(11_000),
+        tele("boiler", 11_000, &[("temperature", f(60.0))]),
+        &mut out,
+    );
+    s.on_tick(at(21_000), &mut out);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(
+        alarm(&out[0]),
+        (
+            "High Temperature",
+            AlarmSeverity::Critical,
+            AlarmState::Cleared,
+            json!({"temperature": 60})
+        )
+    );
+    assert_eq!(
+        points(&out[1]),
+        json!({"temperature": 60.0, "temperatureF": 140})
+    );
+    out.clear();
+
+    // Still cool: the clear node finds no active alarm (False, unconnected).
+    s.on_event(
+        at(22_000),
+        tele("boiler", 22_000, &[("temperature", f(61.0))]),
+        &mut out,
+    );
+    s.on_tick(at(32_000), &mut out);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(matches!(out[0].body, Body::Telemetry(_)));
+
+    // Counters per node.
+    let counters = s.counters();
+    let nodes = &counters[0].1;
+    let get = |name: &str| &nodes.iter().find(|(n, _, _)| n == name).unwrap().2;
+    assert_eq!(get("Message Type Switch").messages_in, 6);
+    assert_eq!(get("Has temperature").out.get("True"), Some(&4));
+    assert_eq!(get("Has temperature").out.get("False"), Some(&1));
+    assert_eq!(get("Last per 10 s").messages_in, 4);
+    assert_eq!(get("High Temperature alarm").out.get("Created"), Some(&1));
+    assert_eq!(get("Log alarm").messages_in, 1);
+    assert_eq!(get("Clear High Temperature").out.get("False"), Some(&1));
+    assert!(nodes.iter().all(|(_, _, c)| c.errors == 0));
+    assert!(get("To Fahrenheit").script_ns > 0);
+}
+
+#[test]
+fn nested_chains_return_through_their_output_nodes() {
+    let mut s = stage(&[fixture("nested-root.json"), fixture("nested-validate.json")]);
+    let mut out = Vec::new();
+    s.on_event(
+        at(0),
+        tele("pump", 0, &[("pressure", Value::F64(5.0))]),
+        &mut out,
+    );
+    s.on_event(
+        at(1),
+        tele("pump", 1, &[("pressure", Value::F64(20.0))]),
+        &mut out,
+    );
+    s.on_event(
+        at(2),
+        tele("pump", 2, &[("temperature", Value::F64(20.0))]),
+        &mut out,
+    );
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(points(&out[0]), json!({"pressure": 5.0}));
+    assert_eq!(points(&out[1]), json!({"rejected": 1}));
+    let counters = s.counters();
+    let validate = &counters[1].1;
+    let has = &validate
+        .iter()
+        .find(|(n, _, _)| n == "Has pressure")
+        .unwrap()
+        .2;
+    assert_eq!(has.out.get("False"), Some(&1));
+    assert_eq!(has.dropped, 1, "False has no connection");
+}
+
+#[test]
+fn unsupported_nodes_and_bad_ones_are_all_reported_at_load() {
+    let errors = load(&[fixture("unsupported.json")], &LoadOptions::default()).unwrap_err();
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    assert!(
+        errors[0].contains("\"Email the manager\"")
+            && errors[0].contains("TbSendEmailNode")
+            && errors[0].contains("unsupported node type")
+    );
+    assert!(errors[1].contains("\"Call ERP\"") && errors[1].contains("TbRestApiCallNode"));
+    assert!(errors[2].contains("\"Broken script\"") && errors[2].contains("jsScript: SyntaxError"));
+    assert!(errors[3].contains("connection 0 → 9"));
+    // Opting in passes unsupported nodes through; the other errors stay.
+    let opts = LoadOptions {
+        pass_unsupported: true,
+        ..LoadOptions::default()
+    };
+    let errors = load(&[fixture("unsupported.json")], &opts).unwrap_err();
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+}
+
+fn one_node_chain(type_name: &str, configuration: Json) -> Source {
+    let chain = json!({
+        "ruleChain": {"name": "t"},
+        "metadata": {"firstNodeIndex": 0, "nodes": [
+            {"type": type_name, "name": "under test", "configuration": configuration},
+            {"type": "org.thingsboard.rule.engine.telemetry.TbMsgTimeseriesNode", "name": "ok", "configuration": {}},
+            {"type": "org.thingsboard.rule.engine.transform.TbTransformMsgNode", "name": "failed",
+             "configuration": {"jsScript": "return {msg: {failed: 1}};"}},
+            {"type": "org.thingsboard.rule.engine.telemetry.TbMsgTimeseriesNode", "name": "save failure", "configuration": {}}
+        ], "connections": [
+            {"fromIndex": 0, "toIndex": 1, "type": "Success"},
+            {"fromIndex": 0, "toIndex": 1, "type": "True"},
+            {"fromIndex": 0, "toIndex": 2, "type": "Failure"},
+            {"fromIndex": 2, "toIndex": 3, "type": "Success"}
+        ]}
+    });
+    Source {
+        origin: "inline".into(),
+        json: chain.to_string(),
+    }
+}
+
+#[test]
+fn script_failures_route_to_failure_and_are_counted() {
+    let opts = LoadOptions {
+        script_timeout: Duration::from_millis(50),
+        ..LoadOptions::default()
+    };
+    for (script, why) in [
+        ("throw new Error('bad reading');", "Error: bad reading"),
+        ("while (true) {}", "longer than"),
+        ("return 42;", "expected {msg, metadata, msgType}"),
+    ] {
+        let src = one_node_chain(
+            "org.thingsboard.rule.engine.transform.TbTransformMsgNode",
+            json!({"jsScript": script}),
+        );
+        let mut s = ChainStage::new(load(&[src], &opts).unwrap());
+        let mut out = Vec::new();
+        s.on_event(at(0), tele("d", 0, &[("v", Value::I64(1))]), &mut out);
+        assert_eq!(out.len(), 1, "{script}: {out:?}");
+        assert_eq!(points(&out[0]), json!({"failed": 1}), "{script}");
+        let c = s.counters();
+        let node = &c[0].1[0].2;
+        assert_eq!(node.errors, 1, "{script}");
+        assert!(
+            node.last_error.as_deref().unwrap_or("").contains(why),
+            "{script}: {:?}",
+            node.last_error
+        );
+        // The runtime goes on working for the next message.
+        s.on_event(at(1), tele("d", 1, &[("v", Value::I64(2))]), &mut out);
+        assert_eq!(out.len(), 2, "{script}");
+    }
+}
+
+#[test]
+fn enrichment_from_the_gateways_own_latest_values_and_attributes() {
+    let src = one_node_chain(
+        "org.thingsboard.rule.engine.metadata.TbGetAttributesNode",
+        json!({"latestTsKeyNames": ["setpoint"], "clientAttributeNames": ["model"], "fetchTo": "DATA"}),
+    );
+    let mut s = ChainStage::new(load(&[src], &LoadOptions::default()).unwrap());
+    let mut out = Vec::new();
+    let attrs = Event::new(
+        "d",
+        at(0),
+        Body::Attributes(vec![Point::good("model", Value::Str("X1".into()))]),
+    );
+    s.on_event(at(0), attrs, &mut out);
+    s.on_event(
+        at(1),
+        tele("d", 1, &[("setpoint", Value::I64(40))]),
+        &mut out,
+    );
+    s.on_event(at(2), tele("d", 2, &[("v", Value::I64(7))]), &mut out);
+    let last = out.last().unwrap();
+    assert_eq!(
+        points(last),
+        json!({"v": 7, "setpoint": 40, "cs_model": "X1"})
+    );
+}
