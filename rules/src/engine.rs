@@ -51,8 +51,8 @@ pub struct Cx<'a> {
     pub now: Timestamp,
     pub state: &'a State,
     /// Active alarms: "originator\0type" → severity.
-    alarms: &'a mut BTreeMap<String, AlarmSeverity>,
-    routed: Vec<(String, Msg)>,
+    pub(crate) alarms: &'a mut BTreeMap<String, AlarmSeverity>,
+    pub(crate) routed: Vec<(String, Msg)>,
     pub(crate) events: &'a mut Vec<Event>,
     pub(crate) writes: &'a mut Vec<WriteRequest>,
     /// Set by a node that failed on this message (counted).

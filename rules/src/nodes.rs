@@ -1117,3 +1117,263 @@ impl Node for Write {
         cx.tell("Success", m);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use outpost_core::{Event, Timestamp};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::engine::State;
+
+    /// Runs one node: each (ms, msg data) message, then a tick at `tick`.
+    /// Returns what went out (relation, data) and the events emitted.
+    struct Harness {
+        node: Box<dyn Node>,
+        state: State,
+        alarms: BTreeMap<String, AlarmSeverity>,
+        events: Vec<Event>,
+        writes: Vec<WriteRequest>,
+    }
+
+    impl Harness {
+        fn new(type_name: &str, cfg: Json) -> Self {
+            let host = Arc::new(ScriptHost::new(1 << 20, Duration::from_millis(50)).unwrap());
+            Self {
+                node: build(type_name, &cfg, &host).unwrap(),
+                state: State::default(),
+                alarms: BTreeMap::new(),
+                events: Vec::new(),
+                writes: Vec::new(),
+            }
+        }
+
+        fn cx(&mut self, ms: i64) -> Cx<'_> {
+            Cx {
+                now: Timestamp::synced(ms),
+                state: &self.state,
+                alarms: &mut self.alarms,
+                routed: Vec::new(),
+                events: &mut self.events,
+                writes: &mut self.writes,
+                error: None,
+                script_ns: 0,
+            }
+        }
+
+        fn send(&mut self, ms: i64, data: Json) -> Vec<(String, Json)> {
+            let m = Msg::new("d", msg::POST_TELEMETRY, data, Timestamp::synced(ms));
+            let mut node = std::mem::replace(&mut self.node, Box::new(TypeSwitch));
+            let mut cx = self.cx(ms);
+            node.on_msg(m, &mut cx);
+            let out = cx.routed.into_iter().map(|(r, m)| (r, m.data)).collect();
+            self.node = node;
+            out
+        }
+
+        fn tick(&mut self, ms: i64) -> Vec<(String, Json)> {
+            let mut node = std::mem::replace(&mut self.node, Box::new(TypeSwitch));
+            let mut cx = self.cx(ms);
+            node.on_tick(&mut cx);
+            let out = cx.routed.into_iter().map(|(r, m)| (r, m.data)).collect();
+            self.node = node;
+            out
+        }
+    }
+
+    #[test]
+    fn deadband_absolute_with_heartbeat() {
+        let mut h = Harness::new(
+            "outpost.Deadband",
+            json!({"keys": ["t"], "absolute": 0.5, "heartbeatSeconds": 60}),
+        );
+        assert_eq!(
+            h.send(0, json!({"t": 20.0, "x": 1})),
+            [("Success".into(), json!({"t": 20.0, "x": 1}))]
+        );
+        assert_eq!(
+            h.send(1000, json!({"t": 20.4})),
+            [("Filtered".into(), json!({}))]
+        );
+        assert_eq!(
+            h.send(2000, json!({"t": 20.6})),
+            [("Success".into(), json!({"t": 20.6}))]
+        );
+        // Unchanged, but the heartbeat is due.
+        assert_eq!(
+            h.send(62_000, json!({"t": 20.6})),
+            [("Success".into(), json!({"t": 20.6}))]
+        );
+    }
+
+    #[test]
+    fn on_change_passes_changes_only() {
+        let mut h = Harness::new("outpost.OnChange", json!({}));
+        assert_eq!(h.send(0, json!({"door": "open"}))[0].0, "Success");
+        assert_eq!(h.send(1, json!({"door": "open"}))[0].0, "Filtered");
+        assert_eq!(h.send(2, json!({"door": "shut"}))[0].0, "Success");
+    }
+
+    #[test]
+    fn threshold_alarm_with_hysteresis() {
+        let mut h = Harness::new(
+            "outpost.Threshold",
+            json!({"key": "t", "high": 80, "hysteresis": 5, "alarmType": "Hot", "severity": "MAJOR"}),
+        );
+        let rels = |o: Vec<(String, Json)>| o.into_iter().map(|(r, _)| r).collect::<Vec<_>>();
+        assert_eq!(rels(h.send(0, json!({"t": 79}))), ["Success"]);
+        assert_eq!(rels(h.send(1, json!({"t": 81}))), ["Created", "Success"]);
+        assert_eq!(
+            rels(h.send(2, json!({"t": 90}))),
+            ["Success"],
+            "already active"
+        );
+        assert_eq!(
+            rels(h.send(3, json!({"t": 77}))),
+            ["Success"],
+            "inside the hysteresis band"
+        );
+        assert_eq!(rels(h.send(4, json!({"t": 75}))), ["Cleared", "Success"]);
+        let states: Vec<AlarmState> = h
+            .events
+            .iter()
+            .filter_map(|e| match &e.body {
+                outpost_core::Body::Alarm(a) => Some(a.state),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(states, [AlarmState::Active, AlarmState::Cleared]);
+    }
+
+    #[test]
+    fn write_with_a_guard_against_storms() {
+        let mut h = Harness::new(
+            "outpost.Write",
+            json!({"device": "relay", "tag": "fan", "value": true, "minIntervalSeconds": 10}),
+        );
+        assert_eq!(h.send(0, json!({}))[0].0, "Success");
+        assert_eq!(h.send(5_000, json!({}))[0].0, "Suppressed");
+        assert_eq!(h.send(10_000, json!({}))[0].0, "Success");
+        assert_eq!(h.writes.len(), 2);
+        assert_eq!(h.writes[0].device, "relay");
+        assert_eq!(h.writes[0].value, outpost_core::Value::Bool(true));
+    }
+
+    #[test]
+    fn rate_of_change_per_minute() {
+        let mut h = Harness::new(
+            "outpost.RateOfChange",
+            json!({"keys": ["count"], "perSeconds": 60}),
+        );
+        h.send(0, json!({"count": 100}));
+        let out = h.send(30_000, json!({"count": 110}));
+        assert_eq!(out[0].1["count_rate"], json!(20.0));
+    }
+
+    #[test]
+    fn bad_configurations_name_the_field() {
+        let host = Arc::new(ScriptHost::new(1 << 20, Duration::from_millis(50)).unwrap());
+        for (t, cfg, field) in [
+            (
+                "outpost.Window",
+                json!({"keys": ["t"], "sizeSeconds": 10, "functions": ["median"]}),
+                "functions",
+            ),
+            (
+                "outpost.Window",
+                json!({"keys": ["t"], "functions": ["avg"]}),
+                "sizeSeconds",
+            ),
+            (
+                "outpost.Threshold",
+                json!({"key": "t", "alarmType": "x"}),
+                "high, low",
+            ),
+            (
+                "org.thingsboard.rule.engine.action.TbCreateAlarmNode",
+                json!({"alarmType": "x", "severity": "BAD"}),
+                "severity",
+            ),
+            (
+                "org.thingsboard.rule.engine.filter.TbJsFilterNode",
+                json!({"scriptLang": "TBEL", "tbelScript": "return true;"}),
+                "scriptLang",
+            ),
+        ] {
+            let e = build(t, &cfg, &host).unwrap_err();
+            assert!(e.starts_with(field), "{t}: {e}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// A tumbling window's aggregates equal a direct computation over
+        /// the values that arrived in it.
+        #[test]
+        fn tumbling_window_equals_direct_computation(values in prop::collection::vec(-1e6f64..1e6, 1..40)) {
+            let mut h = Harness::new(
+                "outpost.Window",
+                json!({"keys": ["v"], "sizeSeconds": 60, "functions": ["min", "max", "avg", "sum", "count", "first", "last"]}),
+            );
+            for (i, v) in values.iter().enumerate() {
+                let out = h.send(i as i64, json!({"v": v}));
+                prop_assert!(out.is_empty(), "{:?}", out);
+            }
+            let early = h.tick(59_999);
+            prop_assert!(early.is_empty(), "{:?}", early);
+            let out = h.tick(60_000);
+            prop_assert_eq!(out.len(), 1);
+            let d = &out[0].1;
+            let sum: f64 = values.iter().sum();
+            let close = |a: &Json, b: f64| (a.as_f64().unwrap_or(f64::NAN) - b).abs() <= 1e-9 * b.abs().max(1.0);
+            prop_assert!(close(&d["v_min"], values.iter().copied().fold(f64::INFINITY, f64::min)));
+            prop_assert!(close(&d["v_max"], values.iter().copied().fold(f64::NEG_INFINITY, f64::max)));
+            prop_assert!(close(&d["v_sum"], sum));
+            prop_assert!(close(&d["v_avg"], sum / values.len() as f64));
+            prop_assert!(close(&d["v_count"], values.len() as f64));
+            prop_assert!(close(&d["v_first"], values[0]));
+            prop_assert!(close(&d["v_last"], values[values.len() - 1]));
+        }
+
+        /// A sliding window reports, with each message, the aggregate of the
+        /// values of the last `size` (exclusive of older ones).
+        #[test]
+        fn sliding_window_equals_direct_computation(steps in prop::collection::vec((0i64..5_000, -100f64..100.0), 1..40)) {
+            let mut h = Harness::new(
+                "outpost.Window",
+                json!({"keys": ["v"], "sizeSeconds": 10, "sliding": true, "functions": ["sum", "count"]}),
+            );
+            let mut t = 0;
+            let mut seen: Vec<(i64, f64)> = Vec::new();
+            for (dt, v) in steps {
+                t += dt;
+                seen.push((t, v));
+                let out = h.send(t, json!({"v": v}));
+                let inside: Vec<f64> = seen.iter().filter(|(ts, _)| *ts > t - 10_000).map(|(_, v)| *v).collect();
+                prop_assert_eq!(out.len(), 1);
+                let d = &out[0].1;
+                prop_assert!((d["v_sum"].as_f64().unwrap_or(f64::NAN) - inside.iter().sum::<f64>()).abs() < 1e-6);
+                prop_assert_eq!(d["v_count"].as_f64(), Some(inside.len() as f64));
+            }
+        }
+
+        /// Deadband: a value is passed exactly when it moved more than the
+        /// band from the last value passed.
+        #[test]
+        fn deadband_passes_exactly_the_moves_beyond_the_band(values in prop::collection::vec(-50f64..50.0, 1..60), band in 0.1f64..10.0) {
+            let mut h = Harness::new("outpost.Deadband", json!({"keys": ["v"], "absolute": band}));
+            let mut last: Option<f64> = None;
+            for (i, v) in values.iter().enumerate() {
+                let out = h.send(i as i64, json!({"v": v}));
+                let expect = last.is_none_or(|l| (v - l).abs() > band);
+                prop_assert_eq!(out[0].0 == "Success", expect);
+                if expect {
+                    last = Some(*v);
+                }
+            }
+        }
+    }
+}
