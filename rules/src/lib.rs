@@ -10,8 +10,10 @@
 //! - Timers run through [`Stage::on_tick`], never through sleeping.
 //! - With chains loaded, what reaches the log is what the chains save
 //!   (save timeseries / attributes nodes) and the alarms they raise, as in
-//!   ThingsBoard; audit entries and gap records bypass the chains. Without
-//!   chains, every event passes unchanged.
+//!   ThingsBoard; audit entries and gap records bypass the chains, and
+//!   device status events are logged as they are and also given to the
+//!   chains (as connect / disconnect / activity messages). Without chains,
+//!   every event passes unchanged.
 //! - A chain set that fails to load never replaces a running one: [`build`]
 //!   returns every error and no stage.
 
@@ -78,8 +80,16 @@ impl ChainStage {
 
 impl Stage for ChainStage {
     fn on_event(&mut self, now: Timestamp, event: Event, out: &mut Vec<Event>) {
+        let status = matches!(event.body, outpost_core::Body::Status(_));
         match msg::Msg::from_event(&event) {
-            Some(m) => self.engine.process(now, m, out, &mut self.writes),
+            Some(m) => {
+                // Device status is the gateway's own record: it is logged
+                // whatever the chains do, and the chains see it too.
+                if status {
+                    out.push(event);
+                }
+                self.engine.process(now, m, out, &mut self.writes);
+            }
             None => out.push(event),
         }
     }

@@ -1,0 +1,177 @@
+//! outpostd with a rule chain, against a real Modbus device (pymodbus): a
+//! threshold alarm switches a fan through the driver's write path.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::let_underscore_must_use
+)] // test code
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use outpost_config::Durability;
+use outpost_core::{AlarmState, Body, Timestamp, Value};
+use outpost_sync::log::{Limits, Store, StoreOptions};
+
+const BIN: &str = env!("CARGO_BIN_EXE_outpostd");
+
+const CHAIN: &str = r#"{
+  "ruleChain": {"name": "Boiler protection", "root": true},
+  "metadata": {
+    "firstNodeIndex": 0,
+    "nodes": [
+      {"type": "org.thingsboard.rule.engine.filter.TbMsgTypeSwitchNode", "name": "Type", "configuration": {}},
+      {"type": "outpost.Threshold", "name": "Overheat",
+       "configuration": {"key": "temperature", "high": 80, "hysteresis": 5, "alarmType": "Overheat", "severity": "CRITICAL"}},
+      {"type": "outpost.Write", "name": "Fan on",
+       "configuration": {"device": "boiler", "tag": "fan", "value": 1, "minIntervalSeconds": 60}},
+      {"type": "org.thingsboard.rule.engine.telemetry.TbMsgTimeseriesNode", "name": "Save", "configuration": {}}
+    ],
+    "connections": [
+      {"fromIndex": 0, "toIndex": 1, "type": "Post telemetry"},
+      {"fromIndex": 1, "toIndex": 2, "type": "Created"},
+      {"fromIndex": 1, "toIndex": 3, "type": "Success"}
+    ]
+  }
+}"#;
+
+#[test]
+fn a_threshold_alarm_writes_to_a_modbus_device() {
+    let plc = outpost_tests::ModbusPeer::tcp(
+        &serde_json::json!({"devices": [{"id": 1, "holding": [{"addr": 0, "registers": [90, 0]}]}]}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("chains")).unwrap();
+    std::fs::write(dir.path().join("chains/boiler.json"), CHAIN).unwrap();
+    let cfg = format!(
+        "[gateway]\nid = \"gw\"\ndurability = \"normal\"\n\
+         [rules]\nchains = [\"chains/boiler.json\"]\n\
+         [[device]]\nname = \"boiler\"\n[device.modbus]\ntcp = \"127.0.0.1:{}\"\nperiod = \"200ms\"\n\
+         [[device.modbus.tag]]\nname = \"temperature\"\ntable = \"holding\"\naddress = 0\n\
+         [[device.modbus.tag]]\nname = \"fan\"\ntable = \"holding\"\naddress = 1\nwritable = true\n",
+        plc.port
+    );
+    let cfg_path = dir.path().join("outpost.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let data = dir.path().join("data");
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg_path)
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the write to reach the device.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15)
+        && !plc.requests().iter().any(|r| r.function == 6)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500)); // more readings, no more writes
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    let writes: Vec<_> = plc
+        .requests()
+        .into_iter()
+        .filter(|r| r.function == 6)
+        .collect();
+    assert_eq!(
+        writes.len(),
+        1,
+        "one write: the alarm is raised once: {writes:?}"
+    );
+    assert_eq!(writes[0].address, 1);
+
+    let opts = StoreOptions {
+        durability: Durability::Normal,
+        limits: Limits::UNLIMITED,
+        max_page_count: None,
+        reserve_bytes: 0,
+    };
+    let (mut store, _) = Store::open(&data.join("events.db"), opts, Timestamp::synced(0)).unwrap();
+    let events = store.read_all().unwrap();
+    let alarms: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.event.body {
+            Body::Alarm(a) => Some((e.event.device.clone(), a.name.clone(), a.state)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        alarms,
+        [(
+            "boiler".to_string(),
+            "Overheat".to_string(),
+            AlarmState::Active
+        )]
+    );
+    let temps: Vec<Value> = events
+        .iter()
+        .filter_map(|e| match &e.event.body {
+            Body::Telemetry(p) => p
+                .iter()
+                .find(|p| p.tag == "temperature")
+                .map(|p| p.value.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(temps.len() >= 3, "saved readings: {temps:?}");
+    assert!(
+        temps
+            .iter()
+            .all(|v| *v == Value::I64(90) || *v == Value::U64(90) || *v == Value::F64(90.0)),
+        "{temps:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e.event.body, Body::Status(_))),
+        "device status is logged whatever the chain does"
+    );
+}
+
+#[test]
+fn check_config_reports_chain_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = CHAIN.replace(
+        "outpost.Write",
+        "org.thingsboard.rule.engine.mail.TbSendEmailNode",
+    );
+    std::fs::write(dir.path().join("chain.json"), bad).unwrap();
+    let cfg = dir.path().join("outpost.toml");
+    std::fs::write(
+        &cfg,
+        "[gateway]\nid = \"gw\"\n[rules]\nchains = [\"chain.json\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"Fan on\"")
+            && err.contains("TbSendEmailNode")
+            && err.contains("unsupported node type"),
+        "{err}"
+    );
+    // And the daemon refuses to start on it.
+    let run = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.path().join("d"))
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stdout).contains("TbSendEmailNode"));
+}
