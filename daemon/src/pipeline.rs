@@ -32,6 +32,7 @@ pub async fn rules_task(
     mut rx: mpsc::Receiver<Event>,
     tx: mpsc::Sender<Event>,
     router: Router,
+    mut reload: mpsc::Receiver<Box<dyn Stage>>,
 ) {
     let (wtx, mut wrx) = mpsc::channel::<WriteRequest>(WRITE_QUEUE);
     let writer = tokio::spawn(async move {
@@ -50,6 +51,7 @@ pub async fn rules_task(
         }
     });
     let mut out = Vec::new();
+    let mut ticks = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -58,7 +60,19 @@ pub async fn rules_task(
                 Some(ev) => stage.on_event(clock.now(), ev, &mut out),
                 None => break,
             },
-            _ = tick.tick() => stage.on_tick(clock.now(), &mut out),
+            _ = tick.tick() => {
+                stage.on_tick(clock.now(), &mut out);
+                ticks += 1;
+                if ticks.is_multiple_of(COUNTERS_EVERY_TICKS) {
+                    log_counters(stage.as_ref());
+                }
+            }
+            Some(new) = reload.recv() => {
+                // What the old chains held back (open windows, pending
+                // deduplication, delayed messages) is not carried over.
+                log_counters(stage.as_ref());
+                stage = new;
+            }
         }
         for w in stage.take_writes() {
             if let Err(e) = wtx.try_send(w) {
@@ -75,6 +89,30 @@ pub async fn rules_task(
     }
     drop(wtx);
     let _writes_done = writer.await;
+}
+
+/// Rule-node counters are logged every this many ticks (10 s).
+const COUNTERS_EVERY_TICKS: u64 = 100;
+
+/// One line per node that saw messages.
+fn log_counters(stage: &dyn Stage) {
+    for (chain, nodes) in stage.counters() {
+        for (node, kind, c) in nodes.iter().filter(|(_, _, c)| c.messages_in > 0) {
+            let out: Vec<String> = c.out.iter().map(|(r, n)| format!("{r}={n}")).collect();
+            tracing::info!(
+                %chain,
+                %node,
+                kind = kind.rsplit('.').next().unwrap_or(kind),
+                messages_in = c.messages_in,
+                out = out.join(","),
+                dropped = c.dropped,
+                errors = c.errors,
+                script_ms = c.script_ns / 1_000_000,
+                last_error = c.last_error.as_deref().unwrap_or("-"),
+                "Rule node."
+            );
+        }
+    }
 }
 
 /// Moves events into the log in batches of at most `max_batch`.

@@ -73,7 +73,7 @@ pub fn main(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cfg, source, args.data_dir, stage)) {
+    match runtime.block_on(run(cfg, source, args.data_dir, stage, base)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "outpostd stopped on an error.");
@@ -160,6 +160,7 @@ async fn run(
     source: String,
     data_dir_arg: Option<PathBuf>,
     stage: Box<dyn outpost_rules::Stage>,
+    base: PathBuf,
 ) -> anyhow::Result<()> {
     let dir = data_dir(&cfg, data_dir_arg);
     let log_path = dir.join("events.db");
@@ -254,13 +255,24 @@ async fn run(
         };
         drivers.push(tokio::spawn(supervisor::supervise(spec, cx)));
     }
-    // Rule chains: writes they ask for go to the drivers through the router.
+    // Rule chains: writes they ask for go to the drivers through the router;
+    // SIGHUP reloads the chain files (a set that does not load is refused and
+    // the running chains stay).
+    let (reload_tx, reload_rx) = mpsc::channel(1);
     let rules = tokio::spawn(pipeline::rules_task(
         stage,
         clock.clone(),
         driver_rx,
         rules_tx,
         router.clone(),
+        reload_rx,
+    ));
+    let reloader = tokio::spawn(reload_on_sighup(
+        cfg.rules.clone(),
+        base,
+        log.clone(),
+        clock.clone(),
+        reload_tx,
     ));
     // Uplinks: one worker each, from its own cursor. ThingsBoard RPC writes
     // reach the drivers through the router.
@@ -403,6 +415,7 @@ async fn run(
 
     wait_for_signal().await?;
     tracing::info!("Stopping: draining the pipeline.");
+    reloader.abort();
     root.cancel();
 
     let drain = async {
@@ -441,6 +454,73 @@ async fn run(
 
 fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// On SIGHUP: loads the chain files again; hands a set that loads to the
+/// rules task, refuses one that does not (every error logged). Either way an
+/// audit event records it.
+#[cfg(unix)]
+async fn reload_on_sighup(
+    rules: outpost_config::Rules,
+    base: PathBuf,
+    log: EventLog,
+    clock: Arc<dyn Clock>,
+    to_rules: mpsc::Sender<Box<dyn outpost_rules::Stage>>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("Cannot install the SIGHUP handler; rule chains reload only on restart.");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let (r, b) = (rules.clone(), base.clone());
+        let built = tokio::task::spawn_blocking(move || outpost_rules::build(&r, &b)).await;
+        let (action, detail) = match built {
+            Ok(Ok(stage)) => {
+                if to_rules.send(stage).await.is_err() {
+                    return;
+                }
+                tracing::info!(chains = rules.chains.len(), "SIGHUP: rule chains reloaded.");
+                (
+                    "rules.reloaded",
+                    format!("{} chain file(s)", rules.chains.len()),
+                )
+            }
+            Ok(Err(errors)) => {
+                for e in &errors {
+                    tracing::error!("{e}");
+                }
+                tracing::error!(
+                    problems = errors.len(),
+                    "SIGHUP: the rule chains do not load; the running chains stay."
+                );
+                ("rules.refused", errors.join("; "))
+            }
+            Err(e) => ("rules.refused", e.to_string()),
+        };
+        let audit = Event::new(
+            "",
+            clock.now(),
+            Body::Audit(Audit {
+                action: action.to_string(),
+                actor: "signal".to_string(),
+                detail,
+            }),
+        );
+        if let Err(e) = log.append(vec![audit]).await {
+            tracing::warn!(error = %e.error, "Cannot log the reload audit event.");
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn reload_on_sighup(
+    _rules: outpost_config::Rules,
+    _base: PathBuf,
+    _log: EventLog,
+    _clock: Arc<dyn Clock>,
+    _to_rules: mpsc::Sender<Box<dyn outpost_rules::Stage>>,
+) {
 }
 
 #[cfg(unix)]

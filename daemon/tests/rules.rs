@@ -175,3 +175,105 @@ fn check_config_reports_chain_errors() {
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stdout).contains("TbSendEmailNode"));
 }
+
+fn marking_chain(mark: &str) -> String {
+    serde_json::json!({
+        "ruleChain": {"name": "mark"},
+        "metadata": {"firstNodeIndex": 0, "nodes": [
+            {"type": "org.thingsboard.rule.engine.transform.TbTransformMsgNode", "name": "mark",
+             "configuration": {"jsScript": format!("msg.chain = '{mark}'; return {{msg: msg, metadata: metadata, msgType: msgType}};")}},
+            {"type": "org.thingsboard.rule.engine.telemetry.TbMsgTimeseriesNode", "name": "save", "configuration": {}}
+        ], "connections": [{"fromIndex": 0, "toIndex": 1, "type": "Success"}]}
+    })
+    .to_string()
+}
+
+#[test]
+fn sighup_reloads_the_chains_and_refuses_a_set_that_does_not_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = dir.path().join("chain.json");
+    std::fs::write(&chain, marking_chain("A")).unwrap();
+    let cfg = dir.path().join("outpost.toml");
+    std::fs::write(
+        &cfg,
+        "[gateway]\nid = \"gw\"\ndurability = \"normal\"\n[rules]\nchains = [\"chain.json\"]\n\
+         [[device]]\nname = \"s\"\n[device.sim]\ninterval = \"100ms\"\n\
+         [[device.sim.tag]]\nname = \"v\"\nsine = { offset = 1.0, amplitude = 1.0, period = \"10s\" }\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let hup = |pid: u32| {
+        let ok = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    std::thread::sleep(Duration::from_millis(1000));
+    // A broken set: refused, chain A keeps running.
+    std::fs::write(
+        &chain,
+        marking_chain("B").replace("TbTransformMsgNode", "TbNoSuchNode"),
+    )
+    .unwrap();
+    hup(child.id());
+    std::thread::sleep(Duration::from_millis(1000));
+    // A good set: chain B takes over.
+    std::fs::write(&chain, marking_chain("B")).unwrap();
+    hup(child.id());
+    std::thread::sleep(Duration::from_millis(1000));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+
+    let opts = StoreOptions {
+        durability: Durability::Normal,
+        limits: Limits::UNLIMITED,
+        max_page_count: None,
+        reserve_bytes: 0,
+    };
+    let (mut store, _) = Store::open(&data.join("events.db"), opts, Timestamp::synced(0)).unwrap();
+    let events = store.read_all().unwrap();
+    // The sequence of marks and reload audits, in log order.
+    let mut seq: Vec<String> = Vec::new();
+    for e in &events {
+        match &e.event.body {
+            Body::Telemetry(p) => {
+                if let Some(m) = p.iter().find(|p| p.tag == "chain") {
+                    let m = match &m.value {
+                        Value::Str(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    if seq.last() != Some(&m) {
+                        seq.push(m);
+                    }
+                }
+            }
+            Body::Audit(a) if a.action.starts_with("rules.") => seq.push(a.action.clone()),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        seq,
+        ["A", "rules.refused", "A", "rules.reloaded", "B"],
+        "{seq:?}"
+    );
+    let refused = events
+        .iter()
+        .find_map(|e| match &e.event.body {
+            Body::Audit(a) if a.action == "rules.refused" => Some(a.detail.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(refused.contains("TbNoSuchNode"), "{refused}");
+}
