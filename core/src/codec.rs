@@ -5,8 +5,17 @@
 
 use crate::Event;
 
-/// The format written by this build.
-pub const FORMAT_VERSION: u8 = 1;
+/// The format written by this build. Version 1 had no route (every event
+/// went to every uplink); it is still read.
+pub const FORMAT_VERSION: u8 = 2;
+
+/// Version 1 records.
+#[derive(serde::Deserialize)]
+struct EventV1 {
+    device: String,
+    ts: crate::Timestamp,
+    body: crate::Body,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -34,10 +43,14 @@ pub fn encode(ev: &Event) -> Result<Vec<u8>, CodecError> {
 
 pub fn decode(bytes: &[u8]) -> Result<Event, CodecError> {
     let (&version, rest) = bytes.split_first().ok_or(CodecError::Empty)?;
-    if version != FORMAT_VERSION {
-        return Err(CodecError::UnknownVersion(version));
+    match version {
+        FORMAT_VERSION => Ok(postcard::from_bytes(rest)?),
+        1 => {
+            let v1: EventV1 = postcard::from_bytes(rest)?;
+            Ok(Event::new(v1.device, v1.ts, v1.body))
+        }
+        other => Err(CodecError::UnknownVersion(other)),
     }
-    Ok(postcard::from_bytes(rest)?)
 }
 
 #[cfg(test)]
@@ -70,9 +83,43 @@ mod tests {
         }
 
         #[test]
+        fn routes_round_trip(names in proptest::collection::vec("[a-z]{1,6}", 0..3), local in any::<bool>()) {
+            let mut ev = Event::new("d", Timestamp::synced(1), Body::Telemetry(vec![]));
+            ev.route = if local { crate::Route::Local } else { crate::Route::Only(names) };
+            prop_assert_eq!(decode(&encode(&ev).unwrap()).unwrap(), ev);
+        }
+
+        #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ignored = decode(&bytes);
         }
+    }
+
+    #[test]
+    fn version_1_records_still_read_with_every_uplink() {
+        #[derive(serde::Serialize)]
+        struct V1<'a> {
+            device: &'a str,
+            ts: Timestamp,
+            body: &'a Body,
+        }
+        let body = Body::Telemetry(vec![Point::good("t", Value::I64(3))]);
+        let mut bytes = vec![1u8];
+        bytes.extend(
+            postcard::to_allocvec(&V1 {
+                device: "old",
+                ts: Timestamp::synced(5),
+                body: &body,
+            })
+            .unwrap(),
+        );
+        let ev = decode(&bytes).unwrap();
+        assert_eq!(ev, Event::new("old", Timestamp::synced(5), body));
+        assert_eq!(ev.route, crate::Route::All);
+        assert!(matches!(
+            decode(&[3, 0]),
+            Err(CodecError::UnknownVersion(3))
+        ));
     }
 
     #[test]

@@ -23,6 +23,31 @@ pub struct Event {
     pub device: String,
     pub ts: Timestamp,
     pub body: Body,
+    /// Which uplinks send it (set by rule chains; all by default).
+    pub route: Route,
+}
+
+/// Where an event goes upstream.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Route {
+    /// Every uplink.
+    #[default]
+    All,
+    /// Only the uplinks named.
+    Only(Vec<String>),
+    /// No uplink: kept in the gateway's log only.
+    Local,
+}
+
+impl Route {
+    /// Whether the uplink `name` sends events with this route.
+    pub fn allows(&self, name: &str) -> bool {
+        match self {
+            Route::All => true,
+            Route::Only(names) => names.iter().any(|n| n == name),
+            Route::Local => false,
+        }
+    }
 }
 
 impl Event {
@@ -31,6 +56,7 @@ impl Event {
             device: device.into(),
             ts,
             body,
+            route: Route::All,
         }
     }
 

@@ -17,6 +17,6 @@ mod time;
 
 pub use event::{
     Alarm, AlarmSeverity, AlarmState, Audit, Body, DeviceStatus, Event, EventKind, Gap, Point,
-    Priority, Quality, Seq, Status, Value,
+    Priority, Quality, Route, Seq, Status, Value,
 };
 pub use time::{Clock, ClockPolicy, ClockQuality, FixedClock, SystemClock, Timestamp};

@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 
 use outpost_core::{
-    Alarm, AlarmSeverity, AlarmState, Body, ClockQuality, Event, Point, Quality, Timestamp, Value,
+    Alarm, AlarmSeverity, AlarmState, Body, ClockQuality, Event, Point, Quality, Route, Timestamp,
+    Value,
 };
 use serde_json::{Map, Value as Json};
 
@@ -19,6 +20,8 @@ pub const ALARM: &str = "ALARM";
 pub const CONNECT: &str = "CONNECT_EVENT";
 pub const DISCONNECT: &str = "DISCONNECT_EVENT";
 pub const ACTIVITY: &str = "ACTIVITY_EVENT";
+/// The metadata key a route node sets.
+pub const ROUTE_KEY: &str = "outpost.route";
 
 /// One message travelling through a chain.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,20 +130,41 @@ impl Msg {
 
     /// The event to log for this message as telemetry.
     pub fn telemetry_event(&self) -> Event {
-        Event::new(
+        let mut ev = Event::new(
             self.originator.clone(),
             self.time(),
             Body::Telemetry(self.points()),
-        )
+        );
+        ev.route = self.route();
+        ev
     }
 
     /// The event to log for this message as attributes.
     pub fn attributes_event(&self) -> Event {
-        Event::new(
+        let mut ev = Event::new(
             self.originator.clone(),
             self.time(),
             Body::Attributes(self.points()),
-        )
+        );
+        ev.route = self.route();
+        ev
+    }
+
+    /// Where the message's events go upstream: `metadata["outpost.route"]`
+    /// is `local` (no uplink) or a comma-separated list of uplink names;
+    /// absent, every uplink.
+    pub fn route(&self) -> Route {
+        match self.metadata.get(ROUTE_KEY).map(|r| r.trim()) {
+            None | Some("") => Route::All,
+            Some("local") => Route::Local,
+            Some(names) => Route::Only(
+                names
+                    .split(',')
+                    .map(|n| n.trim().to_string())
+                    .filter(|n| !n.is_empty())
+                    .collect(),
+            ),
+        }
     }
 
     /// A numeric field of `msg`.
@@ -207,25 +231,26 @@ pub fn parse_severity(s: &str) -> Option<AlarmSeverity> {
     })
 }
 
-/// An alarm event for `originator`.
+/// An alarm event for the originator of `m`, at its time, on its route.
 pub fn alarm_event(
-    originator: &str,
-    ts: Timestamp,
+    m: &Msg,
     name: &str,
     severity: AlarmSeverity,
     state: AlarmState,
     details: &Json,
 ) -> Event {
-    Event::new(
-        originator,
-        ts,
+    let mut ev = Event::new(
+        m.originator.clone(),
+        m.time(),
         Body::Alarm(Alarm {
             name: name.to_string(),
             severity,
             state,
             details: details.to_string(),
         }),
-    )
+    );
+    ev.route = m.route();
+    ev
 }
 
 /// A timestamp for tests and benches.

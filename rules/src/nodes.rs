@@ -41,6 +41,7 @@ pub const SUPPORTED: &[&str] = &[
     "outpost.RateOfChange",
     "outpost.Threshold",
     "outpost.Write",
+    "outpost.Route",
 ];
 
 /// Builds a node of `type_name` from its configuration. `Ok(None)`: the
@@ -144,6 +145,18 @@ pub fn build(
             min_interval_ms: optional_seconds(cfg, "minIntervalSeconds")?.unwrap_or(0),
             last: None,
         }),
+        "outpost.Route" => {
+            let local = cfg.get("local").and_then(Json::as_bool).unwrap_or(false);
+            let uplinks = strings(cfg, "uplinks")?;
+            if local != uplinks.is_empty() {
+                return Err("uplinks, local: give either uplinks = [names] or local = true".into());
+            }
+            Box::new(RouteNode(if local {
+                "local".to_string()
+            } else {
+                uplinks.join(",")
+            }))
+        }
         _ => return Err(format!("unsupported node type {type_name}")),
     })
 }
@@ -569,8 +582,7 @@ impl Node for CreateAlarm {
         let is_new = cx.alarm(&key).is_none();
         cx.set_alarm(key, Some(self.severity));
         cx.emit(msg::alarm_event(
-            &m.originator,
-            m.time(),
+            &m,
             &self.alarm_type,
             self.severity,
             AlarmState::Active,
@@ -611,8 +623,7 @@ impl Node for ClearAlarm {
         };
         cx.set_alarm(key, None);
         cx.emit(msg::alarm_event(
-            &m.originator,
-            m.time(),
+            &m,
             &self.alarm_type,
             severity,
             AlarmState::Cleared,
@@ -1038,8 +1049,7 @@ impl Node for Threshold {
         if !active && beyond {
             self.active.insert(m.originator.clone(), true);
             cx.emit(msg::alarm_event(
-                &m.originator,
-                m.time(),
+                &m,
                 &self.alarm,
                 self.severity,
                 AlarmState::Active,
@@ -1057,8 +1067,7 @@ impl Node for Threshold {
         } else if active && back {
             self.active.insert(m.originator.clone(), false);
             cx.emit(msg::alarm_event(
-                &m.originator,
-                m.time(),
+                &m,
                 &self.alarm,
                 self.severity,
                 AlarmState::Cleared,
@@ -1074,6 +1083,19 @@ impl Node for Threshold {
             );
             cx.tell("Cleared", out);
         }
+        cx.tell("Success", m);
+    }
+}
+
+/// Sets where the events saved from this message go: the named uplinks
+/// only, or none (`local`). Success.
+#[derive(Debug)]
+struct RouteNode(String);
+
+impl Node for RouteNode {
+    fn on_msg(&mut self, mut m: Msg, cx: &mut Cx<'_>) {
+        m.metadata
+            .insert(msg::ROUTE_KEY.to_string(), self.0.clone());
         cx.tell("Success", m);
     }
 }
@@ -1259,6 +1281,43 @@ mod tests {
         assert_eq!(h.writes.len(), 2);
         assert_eq!(h.writes[0].device, "relay");
         assert_eq!(h.writes[0].value, outpost_core::Value::Bool(true));
+    }
+
+    #[test]
+    fn route_marks_the_events_saved_from_the_message() {
+        let host = Arc::new(ScriptHost::new(1 << 20, Duration::from_millis(50)).unwrap());
+        let mut route = build(
+            "outpost.Route",
+            &json!({"uplinks": ["cloud", "backup"]}),
+            &host,
+        )
+        .unwrap();
+        let mut local = build("outpost.Route", &json!({"local": true}), &host).unwrap();
+        assert!(build("outpost.Route", &json!({}), &host)
+            .unwrap_err()
+            .starts_with("uplinks, local"));
+        let mut h = Harness::new("outpost.OnChange", json!({}));
+        let m = Msg::new(
+            "d",
+            msg::POST_TELEMETRY,
+            json!({"v": 1}),
+            Timestamp::synced(0),
+        );
+        let mut cx = h.cx(0);
+        route.on_msg(m.clone(), &mut cx);
+        local.on_msg(m, &mut cx);
+        let routes: Vec<outpost_core::Route> = cx
+            .routed
+            .iter()
+            .map(|(_, m)| m.telemetry_event().route)
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                outpost_core::Route::Only(vec!["cloud".into(), "backup".into()]),
+                outpost_core::Route::Local
+            ]
+        );
     }
 
     #[test]

@@ -1078,3 +1078,86 @@ fn nats_cfg_inflight(url: &str, inflight: u16) -> NatsUplink {
     );
     toml::from_str(&toml).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_send_events_to_their_uplinks_only_and_cursors_pass_the_rest() {
+    use outpost_core::Route;
+    let broker = Mosquitto::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), "a");
+    log.set_cursors(vec!["a".into(), "b".into()]).await.unwrap();
+    let seen: Arc<Mutex<BTreeMap<String, Vec<u64>>>> = Arc::default();
+    let stop = CancellationToken::new();
+    {
+        let (seen, port, stop) = (seen.clone(), broker.port, stop.clone());
+        tokio::spawn(async move {
+            let o = rumqttc::MqttOptions::new("route-sub", "127.0.0.1", port);
+            let (c, mut el) = rumqttc::AsyncClient::new(o, 100);
+            c.subscribe("#", rumqttc::QoS::AtLeastOnce).await.unwrap();
+            loop {
+                let ev = tokio::select! {
+                    () = stop.cancelled() => return,
+                    ev = el.poll() => ev,
+                };
+                if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) = ev {
+                    let arr: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+                    let prefix = p.topic.split('/').next().unwrap().to_string();
+                    let mut s = seen.lock().unwrap();
+                    for e in arr.as_array().unwrap() {
+                        s.entry(prefix.clone())
+                            .or_default()
+                            .push(e["seq"].as_u64().unwrap());
+                    }
+                }
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let routed = |v: i64, route: Route| {
+        let mut e = reading("d", v);
+        e.route = route;
+        e
+    };
+    let only = |n: &str| Route::Only(vec![n.to_string()]);
+    // A backlog before the workers start (read from the log) ...
+    log.append(vec![
+        routed(1, Route::All),
+        routed(2, only("a")),
+        routed(3, Route::Local),
+        routed(4, only("b")),
+        routed(5, Route::Local),
+    ])
+    .await
+    .unwrap();
+    let mut workers = Vec::new();
+    let mut statuses = Vec::new();
+    for name in ["a", "b"] {
+        let mut cfg = mqtt_cfg(&broker.url(), 4, 65536);
+        cfg.topic = format!("{name}/{{device}}/{{kind}}");
+        let (st, w) = start_worker(spec(name, Protocol::Mqtt(cfg)), &log, &stop);
+        statuses.push(st);
+        workers.push(w);
+    }
+    for st in &statuses {
+        wait_cursor(st, 5, Duration::from_secs(10)).await;
+    }
+    // ... and events committed while caught up (taken from the broadcast).
+    log.append(vec![routed(6, only("a")), routed(7, Route::Local)])
+        .await
+        .unwrap();
+    log.append(vec![routed(8, Route::All)]).await.unwrap();
+    log.append(vec![routed(9, Route::Local)]).await.unwrap();
+    for st in &statuses {
+        wait_cursor(st, 9, Duration::from_secs(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    for w in workers {
+        let _ = w.await;
+    }
+    let cursors: Vec<u64> = statuses.iter().map(|s| s.lock().unwrap().cursor).collect();
+    assert_eq!(cursors, [9, 9], "both cursors pass the events not theirs");
+    let s = seen.lock().unwrap();
+    assert_eq!(s.get("a").cloned().unwrap_or_default(), [1, 2, 6, 8]);
+    assert_eq!(s.get("b").cloned().unwrap_or_default(), [1, 4, 8]);
+}

@@ -48,6 +48,8 @@ pub(super) struct Feed {
     /// The last seq the backlog has read.
     next: u64,
     live_lane: bool,
+    /// The uplink's name: events routed elsewhere are skipped (and passed).
+    uplink: String,
     /// Seq ranges taken by the live lane and not yet passed by the
     /// backlog; ascending and disjoint.
     live: VecDeque<(u64, u64)>,
@@ -65,10 +67,11 @@ impl Feed {
     /// is reached only when the live lane keeps missing broadcasts).
     pub const MAX_RANGES: usize = 1024;
 
-    pub fn new(cursor: u64, live_lane: bool) -> Self {
+    pub fn new(cursor: u64, live_lane: bool, uplink: &str) -> Self {
         Self {
             next: cursor,
             live_lane,
+            uplink: uplink.to_string(),
             live: VecDeque::new(),
             caught_up: false,
         }
@@ -90,11 +93,9 @@ impl Feed {
             return Ok(None);
         };
         self.next = last;
-        if !self.live.is_empty() {
-            events.retain(|e| !self.taken(e.seq.0));
-            while self.live.front().is_some_and(|&(_, hi)| hi <= last) {
-                self.live.pop_front();
-            }
+        events.retain(|e| e.event.route.allows(&self.uplink) && !self.taken(e.seq.0));
+        while self.live.front().is_some_and(|&(_, hi)| hi <= last) {
+            self.live.pop_front();
         }
         Ok(Some((events, last)))
     }
@@ -103,14 +104,21 @@ impl Feed {
     /// taken as backlog without reading the log again (the uplink is
     /// caught up). Anything else — a gap, a missed batch — sends the next
     /// [`Feed::backlog`] to the log.
-    pub fn follow(&mut self, batch: &Committed) -> Option<Vec<StoredEvent>> {
+    /// Returns the events for this uplink and the last seq taken (as
+    /// [`Feed::backlog`] does).
+    pub fn follow(&mut self, batch: &Committed) -> Option<(Vec<StoredEvent>, u64)> {
         let (first, last) = (batch.first()?.seq.0, batch.last()?.seq.0);
         if !self.caught_up || first != self.next + 1 {
             self.caught_up = false;
             return None;
         }
         self.next = last;
-        Some(batch.to_vec())
+        let events = batch
+            .iter()
+            .filter(|e| e.event.route.allows(&self.uplink))
+            .cloned()
+            .collect();
+        Some((events, last))
     }
 
     /// Forget being caught up (missed broadcasts, or as a safety net).
@@ -130,12 +138,14 @@ impl Feed {
         if !self.live_lane || !room || last <= self.next.saturating_add(Self::LAG) {
             return None;
         }
+        let lo = batch.iter().find(|e| e.seq.0 > self.next)?.seq.0;
+        // The whole range is taken (the backlog skips it), but only events
+        // routed to this uplink are sent.
         let events: Vec<StoredEvent> = batch
             .iter()
-            .filter(|e| e.seq.0 > self.next)
+            .filter(|e| e.seq.0 >= lo && e.event.route.allows(&self.uplink))
             .cloned()
             .collect();
-        let lo = events.first()?.seq.0;
         let full = self.live.len() >= Self::MAX_RANGES;
         match self.live.back_mut() {
             Some((_, hi)) if *hi + 1 >= lo => *hi = (*hi).max(last),
@@ -176,7 +186,7 @@ mod tests {
 
     #[test]
     fn live_only_when_far_behind_and_only_unread_events() {
-        let mut f = Feed::new(10, true);
+        let mut f = Feed::new(10, true, "up");
         assert!(f.live(&batch(11..=20), true).is_none(), "not behind");
         let far = Feed::LAG + 100;
         assert!(f.live(&batch(far..=far + 4), false).is_none(), "no room");
@@ -186,16 +196,19 @@ mod tests {
         // Adjacent batches merge into one range.
         assert!(f.live(&batch(far + 5..=far + 9), true).is_some());
         assert_eq!(f.live.len(), 1);
-        let mut off = Feed::new(10, false);
+        let mut off = Feed::new(10, false, "up");
         assert!(off.live(&batch(far..=far + 4), true).is_none(), "lane off");
     }
 
     #[test]
     fn follows_only_contiguous_batches_once_caught_up() {
-        let mut f = Feed::new(10, false);
+        let mut f = Feed::new(10, false, "up");
         assert!(f.follow(&batch(11..=12)).is_none(), "not caught up yet");
         f.caught_up = true;
-        assert_eq!(f.follow(&batch(11..=12)).map(|v| v.len()), Some(2));
+        assert_eq!(
+            f.follow(&batch(11..=12)).map(|(v, upto)| (v.len(), upto)),
+            Some((2, 12))
+        );
         assert_eq!(f.next, 12);
         assert!(f.follow(&batch(14..=15)).is_none(), "a gap (seq 13)");
         assert!(!f.caught_up, "so the next backlog call reads the log");
@@ -203,7 +216,7 @@ mod tests {
 
     #[test]
     fn the_range_set_is_bounded() {
-        let mut f = Feed::new(0, true);
+        let mut f = Feed::new(0, true, "up");
         let mut s = Feed::LAG + 10;
         for _ in 0..Feed::MAX_RANGES {
             assert!(f.live(&batch(s..=s), true).is_some());

@@ -156,7 +156,7 @@ pub(super) async fn session(
     tracing::info!(uplink = %spec.name, url = %m.url, cursor, "MQTT uplink connected.");
 
     let mut live = log.subscribe();
-    let mut feed = Feed::new(cursor, spec.live_lane);
+    let mut feed = Feed::new(cursor, spec.live_lane, &spec.name);
     let mut window: Window<u16> = Window::new(usize::from(m.max_inflight));
     let mut pending: VecDeque<Item<Message>> = VecDeque::new();
     // Live messages waiting at the front of `pending`.
@@ -261,9 +261,13 @@ pub(super) async fn session(
             }
             r = live.recv(), if feed.live_lane() || (window.has_room() && pending.is_empty()) => match r {
                 Ok(batch) => {
-                    if let Some(events) = feed.follow(&batch) {
+                    if let Some((events, upto)) = feed.follow(&batch) {
                         let msgs = shaper.messages(&events, false);
+                        let covered = msgs.last().map(|m| m.last_seq);
                         pending.extend(msgs.into_iter().map(|item| Item::Publish { item, live: false }));
+                        if covered != Some(upto) {
+                            pending.push_back(Item::Passed(upto));
+                        }
                     } else if let Some(events) = feed.live(&batch, pending_live < live_room) {
                         // Ahead of the queued backlog, behind earlier live messages.
                         let msgs = shaper.messages(&events, true);

@@ -141,7 +141,7 @@ pub(super) async fn session(
     let _waiter = AbortOnDrop(waiter);
 
     let mut live = log.subscribe();
-    let mut feed = Feed::new(cursor, spec.live_lane);
+    let mut feed = Feed::new(cursor, spec.live_lane, &spec.name);
     let mut inflight = 0usize;
     let mut pending: VecDeque<Item<StoredEvent>> = VecDeque::new();
     let mut pending_live = 0usize;
@@ -257,8 +257,12 @@ pub(super) async fn session(
             },
             r = live.recv(), if feed.live_lane() || (inflight < max && pending.is_empty()) => match r {
                 Ok(batch) => {
-                    if let Some(events) = feed.follow(&batch) {
+                    if let Some((events, upto)) = feed.follow(&batch) {
+                        let covered = events.last().map(|e| e.seq.0);
                         pending.extend(events.into_iter().map(|item| Item::Publish { item, live: false }));
+                        if covered != Some(upto) {
+                            pending.push_back(Item::Passed(upto));
+                        }
                     } else if let Some(events) = feed.live(&batch, pending_live < live_room) {
                         // Ahead of the queued backlog, behind earlier live events.
                         for (i, item) in events.into_iter().enumerate() {
