@@ -256,9 +256,22 @@ impl Serialize for TbValues<'_> {
                 quality: false,
             }
             .serialize(s),
+            Body::Alarm(a) => {
+                // ThingsBoard's alarm shape, under the key "alarm".
+                let details = serde_json::from_str::<Json>(&a.details)
+                    .unwrap_or_else(|_| Json::String(a.details.clone()));
+                let alarm = json!({
+                    "type": a.name,
+                    "severity": format!("{:?}", a.severity).to_uppercase(),
+                    "status": if a.state == outpost_core::AlarmState::Active { "ACTIVE_UNACK" } else { "CLEARED_UNACK" },
+                    "details": details,
+                });
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("alarm", &alarm)?;
+                m.end()
+            }
             other => {
                 let key = match other {
-                    Body::Alarm(_) => "alarm",
                     Body::Status(_) => "status",
                     Body::Audit(_) => "audit",
                     Body::Gap(_) => "gap",
@@ -590,6 +603,30 @@ mod tests {
         assert_eq!(
             j,
             json!([{"ts": 1004, "values": {"t": 9}}, {"ts": 1005, "values": {"t": 10}}])
+        );
+    }
+
+    #[test]
+    fn thingsboard_alarms_take_thingsboards_alarm_shape() {
+        let ev = StoredEvent {
+            seq: Seq(1),
+            event: Event::new(
+                "boiler",
+                Timestamp::synced(9),
+                Body::Alarm(outpost_core::Alarm {
+                    name: "Overheat".into(),
+                    severity: outpost_core::AlarmSeverity::Critical,
+                    state: outpost_core::AlarmState::Cleared,
+                    details: r#"{"t": 70}"#.into(),
+                }),
+            ),
+        };
+        let msgs = thingsboard(&[ev], 65536);
+        let j: Json = serde_json::from_slice(&msgs[0].payload).unwrap();
+        assert_eq!(
+            j,
+            json!({"boiler": [{"ts": 9, "values": {"alarm": {"type": "Overheat", "severity": "CRITICAL",
+                                                          "status": "CLEARED_UNACK", "details": {"t": 70}}}}]})
         );
     }
 }
