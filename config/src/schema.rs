@@ -293,6 +293,10 @@ pub struct Rules {
     /// paths are relative to the configuration file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chains: Vec<std::path::PathBuf>,
+    /// `[[rules.chain]]`: chains written here, in the same node types
+    /// (after the files; the first is the root when there are no files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<InlineChain>,
     /// Default: `false`. Load node types Outpost does not run as
     /// pass-through nodes instead of refusing the chain.
     #[serde(default)]
@@ -309,11 +313,56 @@ impl Default for Rules {
     fn default() -> Self {
         Self {
             chains: Vec::new(),
+            chain: Vec::new(),
             pass_unsupported: false,
             script_memory: default_script_memory(),
             script_timeout: default_script_timeout(),
         }
     }
+}
+
+/// `[[rules.chain]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InlineChain {
+    /// Required. Other chains call it by this name.
+    pub name: String,
+    /// `[[rules.chain.node]]`; the first receives the messages.
+    #[serde(default)]
+    pub node: Vec<InlineNode>,
+    /// `[[rules.chain.connection]]`.
+    #[serde(default)]
+    pub connection: Vec<InlineConnection>,
+}
+
+/// `[[rules.chain.node]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InlineNode {
+    /// Required. Unique in the chain; connections name it.
+    pub name: String,
+    /// Required. A node type, e.g. `outpost.Deadband` or a ThingsBoard class name.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The node's configuration, as in a ThingsBoard export.
+    #[serde(default)]
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `[[rules.chain.connection]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InlineConnection {
+    /// Required. Node names.
+    pub from: String,
+    pub to: String,
+    /// Default: `Success`.
+    #[serde(default = "success")]
+    pub relation: String,
+}
+
+fn success() -> String {
+    "Success".to_string()
 }
 
 fn default_script_memory() -> ByteSize {

@@ -123,7 +123,7 @@ impl Stage for ChainStage {
 /// relative to `base` (the configuration file's directory). Every problem
 /// is returned, one line each.
 pub fn build(cfg: &Rules, base: &Path) -> Result<Box<dyn Stage>, Vec<String>> {
-    if cfg.chains.is_empty() {
+    if cfg.chains.is_empty() && cfg.chain.is_empty() {
         return Ok(Box::new(PassThrough));
     }
     let mut sources = Vec::new();
@@ -138,6 +138,12 @@ pub fn build(cfg: &Rules, base: &Path) -> Result<Box<dyn Stage>, Vec<String>> {
             Err(e) => errors.push(format!("{}: {e}", path.display())),
         }
     }
+    for (i, c) in cfg.chain.iter().enumerate() {
+        match inline_source(i, c) {
+            Ok(src) => sources.push(src),
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -148,6 +154,54 @@ pub fn build(cfg: &Rules, base: &Path) -> Result<Box<dyn Stage>, Vec<String>> {
     };
     let engine = tb::load(&sources, &opts)?;
     Ok(Box::new(ChainStage::new(engine)))
+}
+
+/// A `[[rules.chain]]` table as a ThingsBoard-format export (connections
+/// by node name become indexes).
+fn inline_source(i: usize, c: &outpost_config::InlineChain) -> Result<tb::Source, Vec<String>> {
+    let at = format!("rules.chain[{i}] ({:?})", c.name);
+    let index = |name: &str| c.node.iter().position(|n| n.name == name);
+    let mut errors = Vec::new();
+    for (j, n) in c.node.iter().enumerate() {
+        if c.node[..j].iter().any(|m| m.name == n.name) {
+            errors.push(format!("{at}.node[{j}].name: {:?} is used twice", n.name));
+        }
+    }
+    let mut connections = Vec::new();
+    for (j, k) in c.connection.iter().enumerate() {
+        match (index(&k.from), index(&k.to)) {
+            (Some(f), Some(t)) => connections.push(serde_json::json!({
+                "fromIndex": f, "toIndex": t, "type": k.relation
+            })),
+            (f, _) => {
+                let (key, name) = if f.is_none() {
+                    ("from", &k.from)
+                } else {
+                    ("to", &k.to)
+                };
+                errors.push(format!(
+                    "{at}.connection[{j}].{key}: no node named {name:?}"
+                ));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let nodes: Vec<serde_json::Value> = c
+        .node
+        .iter()
+        .map(|n| serde_json::json!({"type": n.kind, "name": n.name, "configuration": n.config}))
+        .collect();
+    let first = if nodes.is_empty() { None } else { Some(0) };
+    let export = serde_json::json!({
+        "ruleChain": {"name": c.name},
+        "metadata": {"firstNodeIndex": first, "nodes": nodes, "connections": connections}
+    });
+    Ok(tb::Source {
+        origin: at,
+        json: export.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -181,5 +235,69 @@ mod tests {
             })
             .collect();
         assert_eq!(vals, vec![Value::I64(0), Value::I64(1), Value::I64(2)]);
+    }
+
+    #[test]
+    fn chains_written_in_toml() {
+        let cfg = outpost_config::parse(
+            r#"
+[gateway]
+id = "gw"
+
+[[rules.chain]]
+name = "edge"
+
+[[rules.chain.node]]
+name = "only changes"
+type = "outpost.Deadband"
+config = { keys = ["t"], absolute = 0.5 }
+
+[[rules.chain.node]]
+name = "save"
+type = "org.thingsboard.rule.engine.telemetry.TbMsgTimeseriesNode"
+
+[[rules.chain.connection]]
+from = "only changes"
+to = "save"
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        let mut stage = build(&cfg.rules, Path::new(".")).unwrap();
+        let mut out = Vec::new();
+        for (ms, v) in [(0, 20.0), (1, 20.2), (2, 21.0)] {
+            let now = Timestamp::synced(ms);
+            let ev = Event::new(
+                "d",
+                now,
+                Body::Telemetry(vec![Point::good("t", Value::F64(v))]),
+            );
+            stage.on_event(now, ev, &mut out);
+        }
+        let vals: Vec<_> = out
+            .iter()
+            .map(|e| match &e.body {
+                Body::Telemetry(p) => p[0].value.clone(),
+                _ => Value::Bool(false),
+            })
+            .collect();
+        assert_eq!(vals, [Value::F64(20.0), Value::F64(21.0)]);
+    }
+
+    #[test]
+    fn toml_chain_errors_name_the_key() {
+        let cfg = outpost_config::parse(
+            "[gateway]\nid = \"gw\"\n[[rules.chain]]\nname = \"edge\"\n\
+             [[rules.chain.node]]\nname = \"a\"\ntype = \"outpost.Deadband\"\n\
+             [[rules.chain.node]]\nname = \"b\"\ntype = \"outpost.Nope\"\n\
+             [[rules.chain.connection]]\nfrom = \"a\"\nto = \"c\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let errors = build(&cfg.rules, Path::new(".")).unwrap_err();
+        assert_eq!(
+            errors,
+            ["rules.chain[0] (\"edge\").connection[0].to: no node named \"c\""]
+        );
     }
 }
