@@ -10,23 +10,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use outpost_config::Durability;
-use outpost_core::{Body, Timestamp};
-use outpost_sync::log::{Limits, Store, StoreOptions};
+use outpost_core::Body;
 
 const BIN: &str = env!("CARGO_BIN_EXE_outpostd");
 
-fn read_log(path: &Path) -> Vec<outpost_sync::StoredEvent> {
-    let opts = StoreOptions {
-        durability: Durability::Normal,
-        limits: Limits::UNLIMITED,
-        max_page_count: None,
-        reserve_bytes: 0,
-    };
-    let (mut store, report) = Store::open(path, opts, Timestamp::synced(0)).unwrap();
-    assert!(report.recovered.is_none());
-    store.read_all().unwrap()
-}
+use outpost_tests::read_log;
 
 fn sigterm(pid: u32) {
     let ok = Command::new("kill")

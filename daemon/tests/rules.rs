@@ -10,9 +10,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use outpost_config::Durability;
-use outpost_core::{AlarmState, Body, Timestamp, Value};
-use outpost_sync::log::{Limits, Store, StoreOptions};
+use outpost_core::{AlarmState, Body, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_outpostd");
 
@@ -55,15 +53,7 @@ fn a_threshold_alarm_writes_to_a_modbus_device() {
     let cfg_path = dir.path().join("outpost.toml");
     std::fs::write(&cfg_path, cfg).unwrap();
     let data = dir.path().join("data");
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&cfg_path)
-        .arg("--data-dir")
-        .arg(&data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = outpost_tests::start_outpostd(BIN, &cfg_path, &data, Stdio::null());
     // Wait for the write to reach the device.
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(15)
@@ -89,14 +79,7 @@ fn a_threshold_alarm_writes_to_a_modbus_device() {
     );
     assert_eq!(writes[0].address, 1);
 
-    let opts = StoreOptions {
-        durability: Durability::Normal,
-        limits: Limits::UNLIMITED,
-        max_page_count: None,
-        reserve_bytes: 0,
-    };
-    let (mut store, _) = Store::open(&data.join("events.db"), opts, Timestamp::synced(0)).unwrap();
-    let events = store.read_all().unwrap();
+    let events = outpost_tests::read_log(&data.join("events.db"));
     let alarms: Vec<_> = events
         .iter()
         .filter_map(|e| match &e.event.body {
@@ -202,15 +185,7 @@ fn sighup_reloads_the_chains_and_refuses_a_set_that_does_not_load() {
     )
     .unwrap();
     let data = dir.path().join("data");
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(&data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = outpost_tests::start_outpostd(BIN, &cfg, &data, Stdio::null());
     let hup = |pid: u32| {
         let ok = Command::new("kill")
             .args(["-HUP", &pid.to_string()])
@@ -236,14 +211,7 @@ fn sighup_reloads_the_chains_and_refuses_a_set_that_does_not_load() {
         .status();
     assert!(child.wait().unwrap().success());
 
-    let opts = StoreOptions {
-        durability: Durability::Normal,
-        limits: Limits::UNLIMITED,
-        max_page_count: None,
-        reserve_bytes: 0,
-    };
-    let (mut store, _) = Store::open(&data.join("events.db"), opts, Timestamp::synced(0)).unwrap();
-    let events = store.read_all().unwrap();
+    let events = outpost_tests::read_log(&data.join("events.db"));
     // The sequence of marks and reload audits, in log order.
     let mut seq: Vec<String> = Vec::new();
     for e in &events {

@@ -33,15 +33,7 @@ fn config(url: &str, with_device: bool) -> String {
 }
 
 fn start_daemon(cfg: &std::path::Path, data: &std::path::Path) -> std::process::Child {
-    Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(cfg)
-        .arg("--data-dir")
-        .arg(data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    outpost_tests::start_outpostd(BIN, cfg, data, Stdio::null())
 }
 
 #[test]

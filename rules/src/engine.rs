@@ -61,7 +61,26 @@ pub struct Cx<'a> {
     pub(crate) script_ns: u64,
 }
 
-impl Cx<'_> {
+impl<'a> Cx<'a> {
+    pub(crate) fn new(
+        now: Timestamp,
+        state: &'a State,
+        alarms: &'a mut BTreeMap<String, AlarmSeverity>,
+        events: &'a mut Vec<Event>,
+        writes: &'a mut Vec<WriteRequest>,
+    ) -> Self {
+        Self {
+            now,
+            state,
+            alarms,
+            routed: Vec::new(),
+            events,
+            writes,
+            error: None,
+            script_ns: 0,
+        }
+    }
+
     /// Sends `msg` on the relation `rel` (e.g. "Success", "True").
     pub fn tell(&mut self, rel: &str, msg: Msg) {
         self.routed.push((rel.to_string(), msg));
@@ -219,16 +238,7 @@ impl Engine {
                     let Kind::Normal(node) = &mut slot.kind else {
                         continue;
                     };
-                    let mut cx = Cx {
-                        now,
-                        state,
-                        alarms,
-                        routed: Vec::new(),
-                        events,
-                        writes,
-                        error: None,
-                        script_ns: 0,
-                    };
+                    let mut cx = Cx::new(now, state, alarms, events, writes);
                     node.on_tick(&mut cx);
                     note_error(&mut slot.counters, cx.error.take());
                     cx.routed
@@ -293,16 +303,7 @@ impl Engine {
             }
             match &mut slot.kind {
                 Kind::Normal(node) => {
-                    let mut cx = Cx {
-                        now,
-                        state,
-                        alarms,
-                        routed: Vec::new(),
-                        events,
-                        writes,
-                        error: None,
-                        script_ns: 0,
-                    };
+                    let mut cx = Cx::new(now, state, alarms, events, writes);
                     node.on_msg(w.msg, &mut cx);
                     slot.counters.script_ns += cx.script_ns;
                     note_error(&mut slot.counters, cx.error.take());

@@ -210,6 +210,16 @@ mod tests {
 
     use super::*;
 
+    /// The first point's value of each telemetry event.
+    fn first_values(out: &[Event]) -> Vec<Value> {
+        out.iter()
+            .filter_map(|e| match &e.body {
+                Body::Telemetry(p) => p.first().map(|p| p.value.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn pass_through_keeps_events_and_order() {
         let mut stage = match build(&Rules::default(), Path::new(".")) {
@@ -227,13 +237,7 @@ mod tests {
             stage.on_event(now, ev, &mut out);
         }
         stage.on_tick(now, &mut out);
-        let vals: Vec<_> = out
-            .iter()
-            .map(|e| match &e.body {
-                Body::Telemetry(p) => p[0].value.clone(),
-                _ => Value::Bool(false),
-            })
-            .collect();
+        let vals = first_values(&out);
         assert_eq!(vals, vec![Value::I64(0), Value::I64(1), Value::I64(2)]);
     }
 
@@ -274,13 +278,7 @@ to = "save"
             );
             stage.on_event(now, ev, &mut out);
         }
-        let vals: Vec<_> = out
-            .iter()
-            .map(|e| match &e.body {
-                Body::Telemetry(p) => p[0].value.clone(),
-                _ => Value::Bool(false),
-            })
-            .collect();
+        let vals = first_values(&out);
         assert_eq!(vals, [Value::F64(20.0), Value::F64(21.0)]);
     }
 

@@ -1173,16 +1173,13 @@ mod tests {
         }
 
         fn cx(&mut self, ms: i64) -> Cx<'_> {
-            Cx {
-                now: Timestamp::synced(ms),
-                state: &self.state,
-                alarms: &mut self.alarms,
-                routed: Vec::new(),
-                events: &mut self.events,
-                writes: &mut self.writes,
-                error: None,
-                script_ns: 0,
-            }
+            Cx::new(
+                Timestamp::synced(ms),
+                &self.state,
+                &mut self.alarms,
+                &mut self.events,
+                &mut self.writes,
+            )
         }
 
         fn send(&mut self, ms: i64, data: Json) -> Vec<(String, Json)> {

@@ -652,3 +652,35 @@ impl Default for TestCa {
         Self::new()
     }
 }
+
+/// Starts `outpostd run --config CFG --data-dir DATA` (`bin`: the test's
+/// `CARGO_BIN_EXE_outpostd`), its stdout as asked, stderr discarded.
+pub fn start_outpostd(bin: &str, cfg: &Path, data: &Path, stdout: Stdio) -> Child {
+    Command::new(bin)
+        .args(["run", "--config"])
+        .arg(cfg)
+        .arg("--data-dir")
+        .arg(data)
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting outpostd")
+}
+
+/// Every event in the log at `path` (the daemon stopped), oldest first.
+pub fn read_log(path: &Path) -> Vec<outpost_sync::StoredEvent> {
+    let opts = outpost_sync::log::StoreOptions {
+        durability: outpost_config::Durability::Normal,
+        limits: outpost_sync::log::Limits::UNLIMITED,
+        max_page_count: None,
+        reserve_bytes: 0,
+    };
+    let (mut store, report) =
+        outpost_sync::log::Store::open(path, opts, outpost_core::Timestamp::synced(0))
+            .expect("opening the log");
+    assert!(
+        report.recovered.is_none(),
+        "the log was moved aside: {report:?}"
+    );
+    store.read_all().expect("reading the log")
+}
