@@ -3,7 +3,8 @@
 //!
 //! `cargo bench -p outpost-daemon --bench scenario` runs the default
 //! scenario (10 × 20 @ 1 s); `SCENARIO=heavy` runs 50 × 100 @ 100 ms.
-//! `OUTAGE_S` sets the outage (default 10 s). Prints one JSON object:
+//! `OUTAGE_S` sets the outage (default 10 s); `OUTPOSTD_BIN` runs another
+//! build of the daemon (default: this bench's build, at opt-level 3). Prints one JSON object:
 //! daemon RSS and CPU, delivered data points/s, latency read → broker
 //! (p50/p99), events expected/delivered/missing/duplicated, reconnect time,
 //! drain time and rate. Needs the peers `./tests/run` installs.
@@ -22,7 +23,11 @@ use std::time::{Duration, Instant};
 use outpost_tests::{ModbusPeer, Mosquitto};
 use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_outpostd");
+/// The daemon under test: the bench build, or `OUTPOSTD_BIN` (e.g. the
+/// shipped `target/release/outpostd`, built with `opt-level = "z"`).
+fn bin() -> String {
+    std::env::var("OUTPOSTD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_outpostd").to_string())
+}
 
 #[derive(Default)]
 struct Seen {
@@ -138,7 +143,7 @@ fn main() {
         });
     }
     std::thread::sleep(Duration::from_millis(500));
-    let mut daemon = Command::new(BIN)
+    let mut daemon = Command::new(bin())
         .args(["run", "--config"])
         .arg(&cfg_path)
         .arg("--data-dir")

@@ -251,14 +251,19 @@ impl DevicePoller {
             return Ok(());
         };
         let period = group.period;
-        let mut reads: Vec<Read> = group.reads.clone();
-        let mut results: Vec<(usize, Value, Quality)> = Vec::new();
+        // Taken for the poll (a refused merged read may be split in place)
+        // and always put back.
+        let mut reads: Vec<Read> = match self.groups.get_mut(g) {
+            Some(group) => std::mem::take(&mut group.reads),
+            None => return Ok(()),
+        };
+        let tags_in_group: usize = reads.iter().map(|r| r.tags.len()).sum();
+        let mut results: Vec<(usize, Value, Quality)> = Vec::with_capacity(tags_in_group);
         let mut answered = false;
         let mut faults: Vec<String> = Vec::new();
-        let mut replanned = false;
         let mut k = 0;
         while k < reads.len() {
-            let read = reads[k].clone();
+            let read = &reads[k];
             let req = Request::Read {
                 table: read.table,
                 address: read.address,
@@ -268,14 +273,14 @@ impl DevicePoller {
                 Ok(Ok(resp)) => {
                     answered = true;
                     for &t in &read.tags {
-                        let v = self.decode(t, &read, &resp);
+                        let v = self.decode(t, read, &resp);
                         results.push((t, v, Quality::Good));
                     }
                 }
                 Ok(Err(exc)) => {
                     answered = true;
                     if exc == Exception::ILLEGAL_DATA_ADDRESS {
-                        if let Some(parts) = plan::split(&read, &self.spans, self.limits) {
+                        if let Some(parts) = plan::split(read, &self.spans, self.limits) {
                             tracing::info!(
                                 device = %self.name,
                                 address = read.address,
@@ -284,7 +289,6 @@ impl DevicePoller {
                                 "The device refused a merged read; splitting it."
                             );
                             reads.splice(k..=k, parts);
-                            replanned = true;
                             continue;
                         }
                     }
@@ -292,7 +296,12 @@ impl DevicePoller {
                         results.push((t, Value::Bool(false), Quality::bad(exc.to_string())));
                     }
                 }
-                Err(Fault::Io(e)) => return Err(LinkDown(e.to_string())),
+                Err(Fault::Io(e)) => {
+                    if let Some(group) = self.groups.get_mut(g) {
+                        group.reads = reads;
+                    }
+                    return Err(LinkDown(e.to_string()));
+                }
                 Err(f) => {
                     // A garbled frame from our unit shows the device is there
                     // and the line is noisy; silence or bytes that never
@@ -314,9 +323,7 @@ impl DevicePoller {
         }
         let now = Instant::now();
         if let Some(group) = self.groups.get_mut(g) {
-            if replanned {
-                group.reads = reads;
-            }
+            group.reads = reads;
             group.due += period;
             if group.due < now {
                 // Late (the bus was busy, or the poll outlasted its period):
@@ -413,7 +420,7 @@ impl DevicePoller {
 
     /// Applies each tag's report rule; returns the points to send.
     fn report(&mut self, results: Vec<(usize, Value, Quality)>, now: Instant) -> Vec<Point> {
-        let mut points = Vec::new();
+        let mut points = Vec::with_capacity(results.len());
         for (t, v, q) in results {
             let tag = &self.tags[t];
             // A bad reading carries the last good value, if there was one.

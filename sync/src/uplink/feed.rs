@@ -25,6 +25,7 @@
 //!   from the cursor, so events acknowledged on the live lane may be sent
 //!   again (NATS removes them by message id; MQTT is at-least-once).
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use outpost_core::Seq;
@@ -106,19 +107,21 @@ impl Feed {
     /// [`Feed::backlog`] to the log.
     /// Returns the events for this uplink and the last seq taken (as
     /// [`Feed::backlog`] does).
-    pub fn follow(&mut self, batch: &Committed) -> Option<(Vec<StoredEvent>, u64)> {
+    /// The batch is borrowed when every event in it is for this uplink (the
+    /// usual case: no copy of the events).
+    pub fn follow<'b>(&mut self, batch: &'b Committed) -> Option<(Cow<'b, [StoredEvent]>, u64)> {
         let (first, last) = (batch.first()?.seq.0, batch.last()?.seq.0);
         if !self.caught_up || first != self.next + 1 {
             self.caught_up = false;
             return None;
         }
         self.next = last;
-        let events = batch
-            .iter()
-            .filter(|e| e.event.route.allows(&self.uplink))
-            .cloned()
-            .collect();
-        Some((events, last))
+        let mine = |e: &StoredEvent| e.event.route.allows(&self.uplink);
+        if batch.iter().all(mine) {
+            return Some((Cow::Borrowed(batch.as_slice()), last));
+        }
+        let events = batch.iter().filter(|e| mine(e)).cloned().collect();
+        Some((Cow::Owned(events), last))
     }
 
     /// Forget being caught up (missed broadcasts, or as a safety net).

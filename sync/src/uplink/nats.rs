@@ -259,7 +259,7 @@ pub(super) async fn session(
                 Ok(batch) => {
                     if let Some((events, upto)) = feed.follow(&batch) {
                         let covered = events.last().map(|e| e.seq.0);
-                        pending.extend(events.into_iter().map(|item| Item::Publish { item, live: false }));
+                        pending.extend(events.into_owned().into_iter().map(|item| Item::Publish { item, live: false }));
                         if covered != Some(upto) {
                             pending.push_back(Item::Passed(upto));
                         }
