@@ -44,6 +44,65 @@ pub(super) enum Item<T> {
     Passed(u64),
 }
 
+/// What a session has queued, in publish order: live items first (in
+/// arrival order), then the backlog with its markers.
+#[derive(Debug)]
+pub(super) struct Queue<T> {
+    items: VecDeque<Item<T>>,
+    /// How many items at the front are live.
+    live: usize,
+}
+
+impl<T> Queue<T> {
+    pub fn new() -> Self {
+        Self {
+            items: VecDeque::new(),
+            live: 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Live items waiting.
+    pub fn live_len(&self) -> usize {
+        self.live
+    }
+
+    /// Backlog items that read up to seq `upto`, at the back; then a
+    /// [`Item::Passed`] marker if the last of them (`last_seq`) ends before
+    /// `upto` (what followed went elsewhere).
+    pub fn backlog(&mut self, items: Vec<T>, last_seq: impl Fn(&T) -> u64, upto: u64) {
+        let covered = items.last().map(&last_seq);
+        self.items.extend(
+            items
+                .into_iter()
+                .map(|item| Item::Publish { item, live: false }),
+        );
+        if covered != Some(upto) {
+            self.items.push_back(Item::Passed(upto));
+        }
+    }
+
+    /// Live items: ahead of the queued backlog, behind earlier live items.
+    pub fn live(&mut self, items: Vec<T>) {
+        for item in items {
+            self.items
+                .insert(self.live, Item::Publish { item, live: true });
+            self.live += 1;
+        }
+    }
+
+    pub fn pop(&mut self) -> Option<Item<T>> {
+        let next = self.items.pop_front();
+        if matches!(next, Some(Item::Publish { live: true, .. })) {
+            self.live -= 1;
+        }
+        next
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct Feed {
     /// The last seq the backlog has read.
@@ -201,6 +260,25 @@ mod tests {
         assert_eq!(f.live.len(), 1);
         let mut off = Feed::new(10, false, "up");
         assert!(off.live(&batch(far..=far + 4), true).is_none(), "lane off");
+    }
+
+    #[test]
+    fn the_queue_puts_live_items_first_and_marks_skipped_backlog() {
+        let mut q: Queue<u64> = Queue::new();
+        q.backlog(vec![1, 2], |s| *s, 3); // 3 went live: a marker
+        q.live(vec![10]);
+        q.live(vec![11, 12]);
+        q.backlog(vec![4], |s| *s, 4);
+        assert_eq!(q.live_len(), 3);
+        let mut order = Vec::new();
+        while let Some(i) = q.pop() {
+            order.push(match i {
+                Item::Publish { item, live } => format!("{item}{}", if live { "L" } else { "" }),
+                Item::Passed(s) => format!("P{s}"),
+            });
+        }
+        assert_eq!(order, ["10L", "11L", "12L", "1", "2", "P3", "4"]);
+        assert_eq!(q.live_len(), 0);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! before a session ends; after a kill -9, up to 50 ms of messages the
 //! broker had acknowledged are published again (at-least-once).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::feed::{Feed, Item};
+use super::feed::{Feed, Item, Queue};
 use super::format::{self, Message};
 use super::window::Window;
 use super::{update, SharedStatus, UplinkError, UplinkSpec};
@@ -158,9 +158,7 @@ pub(super) async fn session(
     let mut live = log.subscribe();
     let mut feed = Feed::new(cursor, spec.live_lane, &spec.name);
     let mut window: Window<u16> = Window::new(usize::from(m.max_inflight));
-    let mut pending: VecDeque<Item<Message>> = VecDeque::new();
-    // Live messages waiting at the front of `pending`.
-    let mut pending_live = 0usize;
+    let mut pending: Queue<Message> = Queue::new();
     let mut shaper = Shaper {
         tb,
         gateway: &spec.gateway,
@@ -180,17 +178,9 @@ pub(super) async fn session(
                 let Some((events, upto)) = feed.backlog(log, spec.read_batch).await? else {
                     break;
                 };
-                let msgs = shaper.messages(&events, false);
-                let covered = msgs.last().map(|m| m.last_seq);
-                pending.extend(
-                    msgs.into_iter()
-                        .map(|item| Item::Publish { item, live: false }),
-                );
-                if covered != Some(upto) {
-                    pending.push_back(Item::Passed(upto));
-                }
+                pending.backlog(shaper.messages(&events, false), |m| m.last_seq, upto);
             }
-            let msg = match pending.pop_front() {
+            let (msg, live) = match pending.pop() {
                 None => break,
                 Some(Item::Passed(seq)) => {
                     if let Some((upto, n)) = window.push_passed(seq) {
@@ -199,14 +189,8 @@ pub(super) async fn session(
                     }
                     continue;
                 }
-                Some(Item::Publish { item, live }) => {
-                    if live {
-                        pending_live -= 1;
-                    }
-                    (item, live)
-                }
+                Some(Item::Publish { item, live }) => (item, live),
             };
-            let (msg, live) = msg;
             client
                 .try_publish(msg.topic, QoS::AtLeastOnce, false, msg.payload)
                 .map_err(|e| UplinkError::Link(format!("publishing: {e}")))?;
@@ -262,19 +246,9 @@ pub(super) async fn session(
             r = live.recv(), if feed.live_lane() || (window.has_room() && pending.is_empty()) => match r {
                 Ok(batch) => {
                     if let Some((events, upto)) = feed.follow(&batch) {
-                        let msgs = shaper.messages(&events, false);
-                        let covered = msgs.last().map(|m| m.last_seq);
-                        pending.extend(msgs.into_iter().map(|item| Item::Publish { item, live: false }));
-                        if covered != Some(upto) {
-                            pending.push_back(Item::Passed(upto));
-                        }
-                    } else if let Some(events) = feed.live(&batch, pending_live < live_room) {
-                        // Ahead of the queued backlog, behind earlier live messages.
-                        let msgs = shaper.messages(&events, true);
-                        for (i, item) in msgs.into_iter().enumerate() {
-                            pending.insert(pending_live + i, Item::Publish { item, live: true });
-                        }
-                        pending_live = pending.iter().take_while(|i| matches!(i, Item::Publish { live: true, .. })).count();
+                        pending.backlog(shaper.messages(&events, false), |m| m.last_seq, upto);
+                    } else if let Some(events) = feed.live(&batch, pending.live_len() < live_room) {
+                        pending.live(shaper.messages(&events, true));
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),

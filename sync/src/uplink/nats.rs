@@ -5,7 +5,6 @@
 //! delivery is exactly-once within it. Publish acks are awaited in order by
 //! a helper task, so publishing stays pipelined up to `max_inflight`.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use async_nats::jetstream::context::PublishAckFuture;
@@ -15,7 +14,7 @@ use outpost_core::Seq;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::feed::{Feed, Item};
+use super::feed::{Feed, Item, Queue};
 use super::format;
 use super::{update, SharedStatus, UplinkError, UplinkSpec};
 use crate::log::{EventLog, StoredEvent};
@@ -143,8 +142,7 @@ pub(super) async fn session(
     let mut live = log.subscribe();
     let mut feed = Feed::new(cursor, spec.live_lane, &spec.name);
     let mut inflight = 0usize;
-    let mut pending: VecDeque<Item<StoredEvent>> = VecDeque::new();
-    let mut pending_live = 0usize;
+    let mut pending: Queue<StoredEvent> = Queue::new();
     let live_room = max * 4;
     loop {
         while inflight < max {
@@ -153,17 +151,9 @@ pub(super) async fn session(
                 else {
                     break;
                 };
-                let covered = events.last().map(|e| e.seq.0);
-                pending.extend(
-                    events
-                        .into_iter()
-                        .map(|item| Item::Publish { item, live: false }),
-                );
-                if covered != Some(upto) {
-                    pending.push_back(Item::Passed(upto));
-                }
+                pending.backlog(events, |e| e.seq.0, upto);
             }
-            let Some(next) = pending.pop_front() else {
+            let Some(next) = pending.pop() else {
                 break;
             };
             let (ev, live) = match next {
@@ -179,9 +169,6 @@ pub(super) async fn session(
                 }
                 Item::Publish { item, live } => (item, live),
             };
-            if live {
-                pending_live -= 1;
-            }
             let msg = format::nats(&n.subject_prefix, &spec.gateway, &ev);
             let mut headers = HeaderMap::new();
             headers.insert(
@@ -258,20 +245,9 @@ pub(super) async fn session(
             r = live.recv(), if feed.live_lane() || (inflight < max && pending.is_empty()) => match r {
                 Ok(batch) => {
                     if let Some((events, upto)) = feed.follow(&batch) {
-                        let covered = events.last().map(|e| e.seq.0);
-                        pending.extend(events.into_owned().into_iter().map(|item| Item::Publish { item, live: false }));
-                        if covered != Some(upto) {
-                            pending.push_back(Item::Passed(upto));
-                        }
-                    } else if let Some(events) = feed.live(&batch, pending_live < live_room) {
-                        // Ahead of the queued backlog, behind earlier live events.
-                        for (i, item) in events.into_iter().enumerate() {
-                            pending.insert(pending_live + i, Item::Publish { item, live: true });
-                        }
-                        pending_live = pending
-                            .iter()
-                            .take_while(|i| matches!(i, Item::Publish { live: true, .. }))
-                            .count();
+                        pending.backlog(events.into_owned(), |e| e.seq.0, upto);
+                    } else if let Some(events) = feed.live(&batch, pending.live_len() < live_room) {
+                        pending.live(events);
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
