@@ -165,6 +165,20 @@ async fn mqtt_subscriber(port: u16, topic: &str, seen: Arc<Mutex<Seen>>, stop: C
     }
 }
 
+/// A subscriber on `topic` recording what it sees, until `stop`.
+fn subscribe(
+    port: u16,
+    topic: &'static str,
+    stop: &CancellationToken,
+) -> (Arc<Mutex<Seen>>, tokio::task::JoinHandle<()>) {
+    let seen = Arc::new(Mutex::new(Seen {
+        per_device_order_ok: true,
+        ..Seen::default()
+    }));
+    let sub = tokio::spawn(mqtt_subscriber(port, topic, seen.clone(), stop.clone()));
+    (seen, sub)
+}
+
 async fn wait_all(seen: &Arc<Mutex<Seen>>, total: u64, limit: Duration) {
     let start = tokio::time::Instant::now();
     while start.elapsed() < limit {
@@ -180,17 +194,8 @@ async fn mqtt_delivers_everything_across_broker_restarts() {
     let mut broker = Mosquitto::start("");
     let dir = tempfile::tempdir().unwrap();
     let log = open_log(dir.path(), "cloud");
-    let seen = Arc::new(Mutex::new(Seen {
-        per_device_order_ok: true,
-        ..Seen::default()
-    }));
     let stop = CancellationToken::new();
-    let sub = tokio::spawn(mqtt_subscriber(
-        broker.port,
-        "gw1/#",
-        seen.clone(),
-        stop.clone(),
-    ));
+    let (seen, sub) = subscribe(broker.port, "gw1/#", &stop);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let inflight = 4u16;
     let (status, worker) = start_worker(
@@ -732,17 +737,8 @@ async fn a_half_open_link_is_detected_and_re_established() {
     let (port, cutoff) = proxy(broker.port).await;
     let dir = tempfile::tempdir().unwrap();
     let log = open_log(dir.path(), "cloud");
-    let seen = Arc::new(Mutex::new(Seen {
-        per_device_order_ok: true,
-        ..Seen::default()
-    }));
     let stop = CancellationToken::new();
-    let sub = tokio::spawn(mqtt_subscriber(
-        broker.port,
-        "gw1/#",
-        seen.clone(),
-        stop.clone(),
-    ));
+    let (seen, sub) = subscribe(broker.port, "gw1/#", &stop);
     // keep_alive 2 s, ack_timeout 3 s.
     let (status, worker) = start_worker(
         spec(
@@ -1030,9 +1026,8 @@ async fn the_live_lane_sends_fresh_events_while_the_backlog_drains() {
         let url = broker.url();
         let port = broker.port;
         async move {
-            let seen = Arc::new(Mutex::new(Seen::default()));
             let stop = CancellationToken::new();
-            let sub = tokio::spawn(mqtt_subscriber(port, topic, seen.clone(), stop.clone()));
+            let (seen, sub) = subscribe(port, topic, &stop);
             tokio::time::sleep(Duration::from_millis(300)).await;
             let mut cfg = mqtt_cfg(&url, 1, 300);
             cfg.topic = format!("{}/{{device}}/{{kind}}", topic.trim_end_matches("/#"));
