@@ -359,25 +359,26 @@ impl Engine {
         };
         let mut next = Vec::new();
         for (rel, msg) in routed {
-            *slot.counters.out.entry(rel.clone()).or_default() += 1;
-            let targets: Vec<usize> = slot
-                .out
-                .iter()
-                .filter(|(r, _)| *r == rel)
-                .map(|(_, t)| *t)
-                .collect();
-            if targets.is_empty() {
+            match slot.counters.out.get_mut(&rel) {
+                Some(n) => *n += 1,
+                None => {
+                    slot.counters.out.insert(rel.clone(), 1);
+                }
+            }
+            // The last target takes the message, the others a copy.
+            let mut left = slot.out.iter().filter(|(r, _)| *r == rel).count();
+            if left == 0 {
                 slot.counters.dropped += 1;
                 continue;
             }
-            let last = targets.len() - 1;
             let mut msg = Some(msg);
-            for (i, t) in targets.into_iter().enumerate() {
-                let m = if i == last { msg.take() } else { msg.clone() };
+            for (_, t) in slot.out.iter().filter(|(r, _)| *r == rel) {
+                left -= 1;
+                let m = if left == 0 { msg.take() } else { msg.clone() };
                 if let Some(m) = m {
                     next.push(Work {
                         chain: c,
-                        node: t,
+                        node: *t,
                         msg: m,
                         ret: ret.to_vec(),
                         hops,
