@@ -84,15 +84,23 @@ pub fn main(args: RunArgs) -> ExitCode {
 
 /// Logs to stdout (journald picks them up under systemd). `RUST_LOG` takes
 /// `level` or `target=level` directives separated by commas, e.g.
-/// `info,outpost_sync=debug`; a malformed value falls back to `info`.
+/// `info,outpost_sync=debug`; a malformed value falls back to `info`. By
+/// default the NATS client's own log is off: the uplink reports link state
+/// itself, and the client logs each closed session as an error
+/// (`RUST_LOG=info,async_nats=debug` shows it).
 fn init_tracing() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let spec = std::env::var("RUST_LOG").unwrap_or_default();
+    let default = || {
+        Targets::new()
+            .with_default(tracing::Level::INFO)
+            .with_target("async_nats", tracing::level_filters::LevelFilter::OFF)
+    };
     let (filter, bad) = match spec.parse::<Targets>() {
         Ok(t) if !spec.trim().is_empty() => (t, None),
-        Ok(_) => (Targets::new().with_default(tracing::Level::INFO), None),
-        Err(e) => (Targets::new().with_default(tracing::Level::INFO), Some(e)),
+        Ok(_) => (default(), None),
+        Err(e) => (default(), Some(e)),
     };
     let fmt = tracing_subscriber::fmt::layer()
         .with_target(false)

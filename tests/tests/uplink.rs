@@ -338,6 +338,45 @@ async fn nats_delivers_exactly_once_across_server_restarts() {
     );
 }
 
+/// The NATS client must not resume a session on a new connection by itself
+/// (publishes lost with the old socket would then be overtaken by queued
+/// ones): a server restart ends the session even when nothing is in flight,
+/// and the worker's next session carries on from the cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_restart_ends_the_session() {
+    let mut server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), "js");
+    let stop = CancellationToken::new();
+    let (status, worker) = start_worker(
+        spec("js", Protocol::Nats(nats_cfg(&server.url(), true))),
+        &log,
+        &stop,
+    );
+    log.append(vec![reading("a", 1)]).await.unwrap();
+    wait_cursor(&status, 1, Duration::from_secs(20)).await;
+    assert_eq!(status.lock().unwrap().reconnects, 0);
+    tokio::task::block_in_place(|| {
+        server.stop();
+        std::thread::sleep(Duration::from_millis(300));
+        server.restart();
+    });
+    let start = tokio::time::Instant::now();
+    while status.lock().unwrap().reconnects == 0 && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        status.lock().unwrap().reconnects >= 1,
+        "the session outlived its connection"
+    );
+    log.append(vec![reading("a", 2)]).await.unwrap();
+    wait_cursor(&status, 2, Duration::from_secs(20)).await;
+    stop.cancel();
+    let _ = worker.await;
+    let got = read_stream(&server.url(), "OUTPOST").await;
+    assert_eq!(got.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![1, 2]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_stream_is_a_clear_error() {
     let server = NatsServer::start();

@@ -19,30 +19,128 @@ use super::format;
 use super::{update, SharedStatus, UplinkError, UplinkSpec};
 use crate::log::{EventLog, StoredEvent};
 
-async fn connect(n: &NatsUplink) -> Result<async_nats::Client, UplinkError> {
-    let mut o = ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(10))
-        .ping_interval(Duration::from_secs(10))
-        .name("outpostd");
-    if let Some(t) = super::secret(n.token.as_ref(), n.token_file.as_deref())? {
-        o = o.token(t);
+/// What the client presents when it authenticates, read once per session.
+#[derive(Default)]
+struct Credentials {
+    token: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    /// The user JWT of a creds file; sent with a signature by `key`.
+    jwt: Option<String>,
+    /// Signs the server's nonce: the NKey seed, or the creds file's seed.
+    key: Option<nkeys::KeyPair>,
+}
+
+impl Credentials {
+    fn read(n: &NatsUplink) -> Result<Self, UplinkError> {
+        let mut c = Self {
+            token: super::secret(n.token.as_ref(), n.token_file.as_deref())?,
+            ..Self::default()
+        };
+        if let Some(user) = &n.user {
+            c.user = Some(user.clone());
+            c.password = Some(
+                super::secret(n.password.as_ref(), n.password_file.as_deref())?.unwrap_or_default(),
+            );
+        }
+        if let Some(f) = &n.nkey_file {
+            let seed = read_file(f)?;
+            c.key = Some(nkeys::KeyPair::from_seed(seed.trim()).map_err(|e| {
+                UplinkError::Config(format!("{}: not an NKey seed: {e}", f.display()))
+            })?);
+        }
+        if let Some(f) = &n.creds_file {
+            let (jwt, seed) = parse_creds(&read_file(f)?)
+                .map_err(|e| UplinkError::Config(format!("{}: {e}", f.display())))?;
+            c.key = Some(nkeys::KeyPair::from_seed(&seed).map_err(|e| {
+                UplinkError::Config(format!("{}: the user seed is not valid: {e}", f.display()))
+            })?);
+            c.jwt = Some(jwt);
+        }
+        Ok(c)
     }
-    if let Some(user) = &n.user {
-        let pass =
-            super::secret(n.password.as_ref(), n.password_file.as_deref())?.unwrap_or_default();
-        o = o.user_and_password(user.clone(), pass);
+
+    /// The CONNECT fields for one server nonce.
+    fn auth(&self, nonce: &[u8]) -> Result<async_nats::Auth, async_nats::AuthError> {
+        let mut a = async_nats::Auth::new();
+        a.token.clone_from(&self.token);
+        a.username.clone_from(&self.user);
+        a.password.clone_from(&self.password);
+        a.jwt.clone_from(&self.jwt);
+        if let Some(key) = &self.key {
+            if self.jwt.is_none() {
+                a.nkey = Some(key.public_key());
+            }
+            a.signature = Some(key.sign(nonce).map_err(async_nats::AuthError::new)?);
+        }
+        Ok(a)
     }
-    if let Some(f) = &n.nkey_file {
-        let seed = std::fs::read_to_string(f)
-            .map_err(|e| UplinkError::Config(format!("reading {}: {e}", f.display())))?;
-        o = o.nkey(seed.trim().to_string());
-    }
-    if let Some(f) = &n.creds_file {
-        o = o
-            .credentials_file(f)
-            .await
-            .map_err(|e| UplinkError::Config(format!("reading {}: {e}", f.display())))?;
-    }
+}
+
+fn read_file(f: &std::path::Path) -> Result<String, UplinkError> {
+    std::fs::read_to_string(f)
+        .map_err(|e| UplinkError::Config(format!("reading {}: {e}", f.display())))
+}
+
+/// The user JWT and seed of a NATS creds file: each is the first non-empty
+/// line after its `-----BEGIN ...-----` marker.
+fn parse_creds(text: &str) -> Result<(String, String), String> {
+    let after = |marker: &str| {
+        let mut lines = text.lines().map(str::trim);
+        lines.find(|l| l.starts_with("-----BEGIN") && l.contains(marker))?;
+        lines
+            .find(|l| !l.is_empty())
+            .filter(|l| !l.starts_with("---"))
+            .map(str::to_string)
+    };
+    let jwt = after("USER JWT").ok_or("no user JWT (a -----BEGIN NATS USER JWT----- block)")?;
+    let seed = after("NKEY SEED").ok_or("no user seed (a -----BEGIN USER NKEY SEED----- block)")?;
+    Ok((jwt, seed))
+}
+
+/// Opens one connection for one session.
+///
+/// The client must not reconnect by itself: publishes written to a socket
+/// that dies are lost, while publishes still queued in the client would go
+/// out on the new connection and be stored ahead of them, breaking the order
+/// per device. So the credentials are handed out once (the auth callback
+/// refuses any later handshake) and at most one reconnect attempt is allowed,
+/// which then fails: the client closes, its queued publishes are dropped, and
+/// the worker opens a new session that resends from the cursor. `lost` is
+/// cancelled when the connection goes.
+async fn connect(
+    n: &NatsUplink,
+    lost: &CancellationToken,
+) -> Result<async_nats::Client, UplinkError> {
+    let creds = std::sync::Arc::new(Credentials::read(n)?);
+    let used = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let on_event = lost.clone();
+    let mut o = ConnectOptions::with_auth_callback(move |nonce| {
+        let (creds, used) = (creds.clone(), used.clone());
+        async move {
+            if used.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return Err(async_nats::AuthError::new(
+                    "each session uses one connection; outpostd opens a new session",
+                ));
+            }
+            creds.auth(&nonce)
+        }
+    })
+    .max_reconnects(Some(1))
+    .event_callback(move |event| {
+        let on_event = on_event.clone();
+        async move {
+            if matches!(
+                event,
+                async_nats::Event::Disconnected | async_nats::Event::Closed
+            ) {
+                on_event.cancel();
+            }
+        }
+    })
+    .connection_timeout(Duration::from_secs(10))
+    .ping_interval(Duration::from_secs(10))
+    .name("outpostd");
     if n.url.starts_with("tls://") {
         o = o.require_tls(true);
         if let Some(ca) = &n.tls.ca_file {
@@ -100,7 +198,8 @@ pub(super) async fn session(
     stop: &CancellationToken,
     status: &SharedStatus,
 ) -> Result<(), UplinkError> {
-    let client = connect(n).await?;
+    let lost = CancellationToken::new();
+    let client = connect(n, &lost).await?;
     let js = async_nats::jetstream::new(client.clone());
     ensure_stream(&js, spec, n).await?;
     let cursor = log.cursor(&spec.name).await?.map_or(0, |s| s.0);
@@ -195,6 +294,7 @@ pub(super) async fn session(
         tokio::select! {
             biased;
             () = stop.cancelled() => return Ok(()),
+            () = lost.cancelled() => return Err(UplinkError::Link(format!("the connection to {} was lost", n.url))),
             done = done_rx.recv() => {
                 // Dones come in publish order: take all that are there.
                 let mut upto = None;
@@ -269,5 +369,60 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn creds_file_gives_jwt_and_seed() {
+        let text = "-----BEGIN NATS USER JWT-----\n\
+                    eyJhbGciOiJlZDI1NTE5LW5rZXkifQ.e30.c2ln\n\
+                    ------END NATS USER JWT------\n\n\
+                    ************************* IMPORTANT *************************\n\
+                    NKEY Seed printed below can be used to sign and prove identity.\n\n\
+                    -----BEGIN USER NKEY SEED-----\n\
+                    SUAIBDPBAUTWCWBKIO6XHQNINK5FWJW4OHLXC3HQ2KFE4PEJUA44CNHTC4\n\
+                    ------END USER NKEY SEED------\n";
+        let (jwt, seed) = parse_creds(text).unwrap();
+        assert_eq!(jwt, "eyJhbGciOiJlZDI1NTE5LW5rZXkifQ.e30.c2ln");
+        assert_eq!(
+            seed,
+            "SUAIBDPBAUTWCWBKIO6XHQNINK5FWJW4OHLXC3HQ2KFE4PEJUA44CNHTC4"
+        );
+    }
+
+    #[test]
+    fn creds_file_without_a_block_is_refused() {
+        let e = parse_creds("-----BEGIN USER NKEY SEED-----\nSUAX\n").unwrap_err();
+        assert!(e.contains("no user JWT"), "{e}");
+        let e = parse_creds("-----BEGIN NATS USER JWT-----\n------END NATS USER JWT------\n")
+            .unwrap_err();
+        assert!(e.contains("no user JWT"), "{e}");
+        let e = parse_creds("-----BEGIN NATS USER JWT-----\nabc\n").unwrap_err();
+        assert!(e.contains("no user seed"), "{e}");
+    }
+
+    #[test]
+    fn credentials_are_signed_per_nonce() {
+        let kp = nkeys::KeyPair::new_user();
+        let c = Credentials {
+            key: Some(nkeys::KeyPair::from_seed(&kp.seed().unwrap()).unwrap()),
+            ..Credentials::default()
+        };
+        let a = c.auth(b"nonce-1").unwrap();
+        assert_eq!(a.nkey.as_deref(), Some(kp.public_key().as_str()));
+        kp.verify(b"nonce-1", &a.signature.unwrap()).unwrap();
+        // With a JWT the public key is not sent: the JWT names the user.
+        let c = Credentials {
+            jwt: Some("j".into()),
+            ..c
+        };
+        let a = c.auth(b"nonce-2").unwrap();
+        assert_eq!((a.nkey, a.jwt.as_deref()), (None, Some("j")));
+        kp.verify(b"nonce-2", &a.signature.unwrap()).unwrap();
     }
 }
