@@ -927,7 +927,7 @@ async fn nats_2_9_compatibility_delivery_and_deduplication() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_token_user_password_and_nkey_authentication() {
+async fn nats_token_user_password_nkey_and_creds_authentication() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "s3cret-token\n").unwrap();
@@ -959,6 +959,16 @@ async fn nats_token_user_password_and_nkey_authentication() {
             ),
             format!("nkey_file = \"{}\"\n", seed_file.display()),
         ),
+        {
+            let (server_auth, creds) = operator_mode(&user);
+            let creds_file = dir.path().join("user.creds");
+            std::fs::write(&creds_file, creds).unwrap();
+            (
+                "creds",
+                server_auth,
+                format!("creds_file = \"{}\"\n", creds_file.display()),
+            )
+        },
     ];
     for (what, server_auth, client_auth) in cases {
         let server = NatsServer::start_conf(&server_auth);
@@ -984,6 +994,102 @@ async fn nats_token_user_password_and_nkey_authentication() {
             err.contains("authoriz") || err.contains("auth"),
             "{what}: unclear error: {err}"
         );
+    }
+}
+
+/// nats-server in operator mode (decentralised JWT auth, the way NGS-style
+/// deployments hand out `.creds` files): an operator, an account with
+/// JetStream enabled, and `user` issued by the account. Returns the server
+/// configuration and the user's creds file text.
+fn operator_mode(user: &nkeys::KeyPair) -> (String, String) {
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let op_jwt = jwt(
+        &operator,
+        &operator.public_key(),
+        serde_json::json!({"type": "operator", "version": 2}),
+    );
+    let acc_jwt = jwt(
+        &operator,
+        &account.public_key(),
+        serde_json::json!({"type": "account", "version": 2, "limits": {
+            "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+            "wildcards": true, "conn": -1, "leaf": -1,
+            "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1}}),
+    );
+    // JetStream needs a system account.
+    let system = nkeys::KeyPair::new_account();
+    let sys_jwt = jwt(
+        &operator,
+        &system.public_key(),
+        serde_json::json!({"type": "account", "version": 2}),
+    );
+    let user_jwt = jwt(
+        &account,
+        &user.public_key(),
+        serde_json::json!({"type": "user", "version": 2, "pub": {}, "sub": {},
+            "subs": -1, "data": -1, "payload": -1}),
+    );
+    let conf = format!(
+        "operator: {op_jwt}\nsystem_account: {sys}\nresolver: MEMORY\n\
+         resolver_preload: {{\n  {acc}: {acc_jwt}\n  {sys}: {sys_jwt}\n}}\n",
+        acc = account.public_key(),
+        sys = system.public_key(),
+    );
+    let creds = format!(
+        "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+        user.seed().unwrap()
+    );
+    (conf, creds)
+}
+
+/// A NATS v2 JWT: `subject`'s claims signed by `issuer`.
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, nats: serde_json::Value) -> String {
+    let header = b64url(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = serde_json::json!({
+        "jti": format!("T{}", subject.len() * 7919 + nats.to_string().len()),
+        "iat": 1_764_000_000,
+        "iss": issuer.public_key(),
+        "name": "test",
+        "sub": subject,
+        "nats": nats,
+    });
+    let body = b64url(claims.to_string().as_bytes());
+    let signed = format!("{header}.{body}");
+    let sig = issuer.sign(signed.as_bytes()).unwrap();
+    format!("{signed}.{}", b64url(&sig))
+}
+
+/// Base64url without padding (RFC 4648 section 5).
+fn b64url(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(char::from(A[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
+}
+
+#[test]
+fn b64url_matches_rfc_4648_vectors() {
+    let cases: [(&[u8], &str); 5] = [
+        (b"f", "Zg"),
+        (b"fo", "Zm8"),
+        (b"foo", "Zm9v"),
+        (b"foob", "Zm9vYg"),
+        (&[0xfb, 0xff], "-_8"),
+    ];
+    for (input, want) in cases {
+        assert_eq!(b64url(input), want);
     }
 }
 
