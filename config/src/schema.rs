@@ -435,6 +435,9 @@ pub struct MqttUplink {
     /// this. Default: `15s`.
     #[serde(default = "default_keep_alive")]
     pub keep_alive: Duration,
+    /// MQTT protocol version: `"3.1.1"` or `"5"`. Default: `"3.1.1"`.
+    #[serde(default)]
+    pub protocol: MqttProtocol,
     /// Start each connection with a clean session. Default: `true`.
     #[serde(default = "yes")]
     pub clean_session: bool,
@@ -460,6 +463,19 @@ pub enum MqttMode {
     Generic,
     /// `v1/gateway/connect`, `v1/gateway/telemetry`, `v1/gateway/attributes`, RPC.
     Thingsboard,
+}
+
+/// The MQTT protocol version an uplink speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum MqttProtocol {
+    /// MQTT 3.1.1 (protocol level 4).
+    #[default]
+    #[serde(rename = "3.1.1")]
+    V311,
+    /// MQTT 5: a refused publish (PUBACK reason code) is an error instead of
+    /// a silent drop.
+    #[serde(rename = "5")]
+    V5,
 }
 
 fn default_topic() -> String {

@@ -352,3 +352,29 @@ fn the_frame_gap_follows_the_baud_rate() {
     assert_eq!(bus(9600).frame_gap().as_micros(), 4010);
     assert_eq!(bus(115_200).frame_gap().as_micros(), 1750);
 }
+
+#[test]
+fn mqtt_protocol_versions() {
+    let uplink = |extra: &str| {
+        format!("{GOOD}\n[[uplink]]\nname = \"c\"\n[uplink.mqtt]\nurl = \"mqtt://x:1883\"\n{extra}")
+    };
+    let version = |extra: &str| {
+        let cfg = parse(&uplink(extra), "t.toml").unwrap();
+        cfg.uplinks[0].mqtt.as_ref().map(|m| m.protocol)
+    };
+    assert_eq!(
+        version("protocol = \"5\"\n"),
+        Some(crate::schema::MqttProtocol::V5)
+    );
+    assert_eq!(version(""), Some(crate::schema::MqttProtocol::V311));
+    assert_eq!(
+        version("protocol = \"3.1.1\"\n"),
+        Some(crate::schema::MqttProtocol::V311)
+    );
+
+    let e = one(&uplink("protocol = \"5\"\nkeep_alive = \"2s\"\n"));
+    assert_eq!(e.key_path, "uplink[0].mqtt.keep_alive");
+    assert!(e.message.contains("at least 5s"), "{}", e.message);
+    let e = one(&uplink("protocol = \"4\"\n"));
+    assert_eq!(e.key_path, "uplink[0].mqtt.protocol");
+}

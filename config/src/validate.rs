@@ -187,7 +187,12 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
                     "must be between 1KiB and 256MiB",
                 ));
             }
-            if m.keep_alive.as_millis() < 1000 {
+            if m.protocol == crate::schema::MqttProtocol::V5 && m.keep_alive.as_millis() < 5000 {
+                out.push(problem(
+                    format!("{at}.mqtt.keep_alive"),
+                    "must be at least 5s with protocol = \"5\" (the MQTT 5 client's minimum)",
+                ));
+            } else if m.keep_alive.as_millis() < 1000 {
                 out.push(problem(
                     format!("{at}.mqtt.keep_alive"),
                     "must be at least 1s",

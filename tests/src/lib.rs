@@ -464,6 +464,15 @@ impl Mosquitto {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
 
+    /// Makes the broker read its ACL and password files again (SIGHUP).
+    pub fn reload(&self) {
+        if let Some(c) = &self.process.child {
+            let _ = Command::new("kill")
+                .args(["-HUP", &c.id().to_string()])
+                .status();
+        }
+    }
+
     /// The broker's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use outpost_config::{Durability, MqttMode, MqttUplink, NatsUplink};
+use outpost_config::{Durability, MqttMode, MqttProtocol, MqttUplink, NatsUplink};
 use outpost_core::{Body, Event, FixedClock, Point, Timestamp, Value};
 use outpost_sync::log::{Limits, LogOptions, StoreOptions};
 use outpost_sync::uplink::{Protocol, SharedStatus, UplinkSpec};
@@ -191,6 +191,15 @@ async fn wait_all(seen: &Arc<Mutex<Seen>>, total: u64, limit: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_delivers_everything_across_broker_restarts() {
+    mqtt_across_restarts(MqttProtocol::V311).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_delivers_everything_across_broker_restarts() {
+    mqtt_across_restarts(MqttProtocol::V5).await;
+}
+
+async fn mqtt_across_restarts(protocol: MqttProtocol) {
     let mut broker = Mosquitto::start("");
     let dir = tempfile::tempdir().unwrap();
     let log = open_log(dir.path(), "cloud");
@@ -201,7 +210,11 @@ async fn mqtt_delivers_everything_across_broker_restarts() {
     let (status, worker) = start_worker(
         spec(
             "cloud",
-            Protocol::Mqtt(mqtt_cfg(&broker.url(), inflight, 2048)),
+            Protocol::Mqtt(MqttUplink {
+                protocol,
+                keep_alive: outpost_config::Duration::from_secs(5),
+                ..mqtt_cfg(&broker.url(), inflight, 2048)
+            }),
         ),
         &log,
         &stop,
@@ -256,9 +269,78 @@ async fn mqtt_delivers_everything_across_broker_restarts() {
     assert!(s.per_device_order_ok, "order per device was broken");
     assert!(st.reconnects >= restarts as u64, "{st:?}");
     eprintln!(
-        "mqtt: {total} events, {dups} duplicates (bound {bound}), {} reconnects",
+        "mqtt {protocol:?}: {total} events, {dups} duplicates (bound {bound}), {} reconnects",
         st.reconnects
     );
+}
+
+/// MQTT 5 makes a refused publish visible (PUBACK reason code): the uplink
+/// reports it and keeps the events, and delivers them once the broker takes
+/// them. Over 3.1.1 the same broker acknowledges and drops them, which is
+/// why the protocol is worth choosing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_a_refused_publish_is_reported_and_nothing_is_lost() {
+    let acl_dir = tempfile::tempdir().unwrap();
+    let acl = acl_dir.path().join("acl");
+    std::fs::write(&acl, "topic readwrite elsewhere/#\n").unwrap();
+    let broker = Mosquitto::start(&format!("acl_file {}\n", acl.display()));
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+
+    // 3.1.1: acknowledged, so the cursor moves, and the broker drops them.
+    let log = open_log(dir.path(), "v3");
+    log.append(vec![reading("a", 1), reading("b", 2)])
+        .await
+        .unwrap();
+    let (status, worker) = start_worker(
+        spec("v3", Protocol::Mqtt(mqtt_cfg(&broker.url(), 4, 2048))),
+        &log,
+        &stop,
+    );
+    wait_cursor(&status, 2, Duration::from_secs(10)).await;
+    assert_eq!(status.lock().unwrap().cursor, 2, "3.1.1: PUBACKed");
+    stop.cancel();
+    let _ = worker.await;
+    drop(log);
+
+    // 5: refused, reported, kept.
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), "v5");
+    log.append(vec![reading("a", 1), reading("b", 2)])
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let (seen, sub) = subscribe(broker.port, "gw1/#", &stop);
+    let cfg = MqttUplink {
+        protocol: MqttProtocol::V5,
+        keep_alive: outpost_config::Duration::from_secs(5),
+        ..mqtt_cfg(&broker.url(), 4, 2048)
+    };
+    let (status, worker) = start_worker(spec("v5", Protocol::Mqtt(cfg)), &log, &stop);
+    let start = tokio::time::Instant::now();
+    while status.lock().unwrap().last_error.is_none() && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let st = status.lock().unwrap().clone();
+    let err = st.last_error.clone().unwrap_or_default();
+    assert!(
+        err.contains("refused") && err.contains("NotAuthorized"),
+        "{st:?}"
+    );
+    assert_eq!(st.cursor, 0, "nothing counted as delivered: {st:?}");
+    eprintln!("mqtt 5: {err}");
+
+    // The broker is put right; the same events go through, once each.
+    std::fs::write(&acl, "topic readwrite gw1/#\n").unwrap();
+    broker.reload();
+    wait_all(&seen, 2, Duration::from_secs(20)).await;
+    wait_cursor(&status, 2, Duration::from_secs(10)).await;
+    stop.cancel();
+    let _ = worker.await;
+    let _ = sub.await;
+    let s = seen.lock().unwrap();
+    assert_eq!(s.seqs.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(status.lock().unwrap().cursor, 2);
 }
 
 async fn read_stream(url: &str, stream: &str) -> Vec<(u64, String)> {
@@ -598,6 +680,15 @@ async fn a_long_outage_drops_oldest_telemetry_keeps_alarms_and_reports_the_gap()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thingsboard_rpc_writes_a_modbus_register_and_replies() {
+    thingsboard_rpc(MqttProtocol::V311).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thingsboard_rpc_over_mqtt5() {
+    thingsboard_rpc(MqttProtocol::V5).await;
+}
+
+async fn thingsboard_rpc(protocol: MqttProtocol) {
     use outpost_drivers::command::Router;
     let plc = outpost_tests::ModbusPeer::tcp(
         &serde_json::json!({"devices": [{"id": 1, "holding": [{"addr": 0, "registers": [0]}]}]}),
@@ -637,6 +728,8 @@ async fn thingsboard_rpc_writes_a_modbus_register_and_replies() {
     let log = open_log(dir.path(), "tb");
     let mut mcfg = mqtt_cfg(&broker.url(), 8, 65536);
     mcfg.mode = MqttMode::Thingsboard;
+    mcfg.protocol = protocol;
+    mcfg.keep_alive = outpost_config::Duration::from_secs(5);
     let r = router.clone();
     let handler: outpost_sync::uplink::RpcHandler = Arc::new(move |device, tag, value| {
         let r = r.clone();

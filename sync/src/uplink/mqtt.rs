@@ -1,4 +1,8 @@
-//! MQTT sessions (rumqttc, QoS 1).
+//! MQTT sessions (rumqttc, QoS 1), over MQTT 3.1.1 or 5.
+//!
+//! Both versions feed the same session through [`Note`]s; MQTT 5 adds
+//! [`Note::Refused`]: a PUBACK with a failure reason code ends the session
+//! without moving the cursor, so a refused event is never counted as sent.
 //!
 //! The event loop runs in its own task and forwards what the session needs
 //! (packet ids of sent publishes, PUBACKs, RPC requests, the end of the
@@ -13,9 +17,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use outpost_config::{MqttMode, MqttUplink};
+use outpost_config::{MqttMode, MqttProtocol, MqttUplink};
 use outpost_core::Seq;
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::v5::mqttbytes::QoS as V5QoS;
+use rumqttc::{Event, Outgoing, Packet, QoS};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -30,11 +35,49 @@ enum Note {
     Connected,
     Sent(u16),
     Acked(u16),
+    /// MQTT 5: the broker refused a publish (PUBACK reason code ≥ 0x80).
+    Refused(u16, String),
     Rpc(Vec<u8>),
     Down(String),
 }
 
-fn options(spec: &UplinkSpec, m: &MqttUplink) -> Result<MqttOptions, UplinkError> {
+/// One session's client, for the configured protocol version.
+#[derive(Clone)]
+enum Client {
+    V311(rumqttc::AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
+impl Client {
+    /// Queues a QoS 1 publish (never waits: the request channel holds the
+    /// whole window).
+    fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), String> {
+        match self {
+            Client::V311(c) => c
+                .try_publish(topic, QoS::AtLeastOnce, false, payload)
+                .map_err(|e| e.to_string()),
+            Client::V5(c) => c
+                .try_publish(topic, V5QoS::AtLeastOnce, false, payload)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    fn subscribe(&self, topic: &str) -> Result<(), String> {
+        match self {
+            Client::V311(c) => c
+                .try_subscribe(topic, QoS::AtLeastOnce)
+                .map_err(|e| e.to_string()),
+            Client::V5(c) => c
+                .try_subscribe(topic, V5QoS::AtLeastOnce)
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+const V5_MIN_KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// Where the broker is: (TLS, host, port).
+fn endpoint(m: &MqttUplink) -> Result<(bool, String, u16), UplinkError> {
     let (tls, rest) = if let Some(r) = m.url.strip_prefix("mqtts://") {
         (true, r)
     } else if let Some(r) = m.url.strip_prefix("mqtt://") {
@@ -42,43 +85,138 @@ fn options(spec: &UplinkSpec, m: &MqttUplink) -> Result<MqttOptions, UplinkError
     } else {
         return Err(UplinkError::Config(format!("unsupported URL {}", m.url)));
     };
-    let (host, port) = match rest.trim_end_matches('/').rsplit_once(':') {
-        Some((h, p)) => (
+    let rest = rest.trim_end_matches('/');
+    match rest.rsplit_once(':') {
+        Some((h, p)) => Ok((
+            tls,
             h.to_string(),
             p.parse()
                 .map_err(|_| UplinkError::Config(format!("bad port in {}", m.url)))?,
-        ),
-        None => (
-            rest.trim_end_matches('/').to_string(),
-            if tls { 8883 } else { 1883 },
-        ),
-    };
+        )),
+        None => Ok((tls, rest.to_string(), if tls { 8883 } else { 1883 })),
+    }
+}
+
+/// Opens the session's client and starts the pump of its event loop.
+fn open(
+    spec: &UplinkSpec,
+    m: &MqttUplink,
+    tx: mpsc::Sender<Note>,
+    stop: CancellationToken,
+) -> Result<(Client, tokio::task::JoinHandle<()>), UplinkError> {
+    let (tls, host, port) = endpoint(m)?;
     let id = m.client_id.clone().unwrap_or_else(|| spec.gateway.clone());
-    let mut o = MqttOptions::new(id, host, port);
-    o.set_keep_alive(m.keep_alive.get().max(Duration::from_secs(1)));
-    o.set_clean_session(m.clean_session);
-    o.set_inflight(m.max_inflight.max(1));
+    let keep_alive = m.keep_alive.get().max(Duration::from_secs(1));
     let max = usize::try_from(m.max_payload.0)
         .unwrap_or(usize::MAX)
         .saturating_add(1024);
-    o.set_max_packet_size(max.max(64 * 1024), max);
-    o.set_request_channel_capacity(usize::from(m.max_inflight) * 2 + 16);
-    if let Some(user) = &m.username {
-        let pass =
-            super::secret(m.password.as_ref(), m.password_file.as_deref())?.unwrap_or_default();
-        o.set_credentials(user.clone(), pass);
-    }
-    if tls {
+    let requests = usize::from(m.max_inflight) * 2 + 16;
+    let login = match &m.username {
+        Some(user) => Some((
+            user.clone(),
+            super::secret(m.password.as_ref(), m.password_file.as_deref())?.unwrap_or_default(),
+        )),
+        None => None,
+    };
+    let transport = if tls {
         let config = super::tls::client_config(&m.tls).map_err(UplinkError::Config)?;
-        o.set_transport(rumqttc::Transport::tls_with_config(
+        Some(rumqttc::Transport::tls_with_config(
             rumqttc::TlsConfiguration::Rustls(Arc::new(config)),
-        ));
+        ))
+    } else {
+        None
+    };
+    Ok(match m.protocol {
+        MqttProtocol::V311 => {
+            let mut o = rumqttc::MqttOptions::new(id, host, port);
+            o.set_keep_alive(keep_alive);
+            o.set_clean_session(m.clean_session);
+            o.set_inflight(m.max_inflight.max(1));
+            o.set_max_packet_size(max.max(64 * 1024), max);
+            o.set_request_channel_capacity(requests);
+            if let Some((user, pass)) = login {
+                o.set_credentials(user, pass);
+            }
+            if let Some(t) = transport {
+                o.set_transport(t);
+            }
+            let (client, el) = rumqttc::AsyncClient::new(o, requests);
+            (Client::V311(client), pump(el, tx, stop))
+        }
+        MqttProtocol::V5 => {
+            let mut o = rumqttc::v5::MqttOptions::new(id, host, port);
+            // The v5 client panics below 5 s; the config check refuses it.
+            o.set_keep_alive(keep_alive.max(V5_MIN_KEEP_ALIVE));
+            o.set_clean_start(m.clean_session);
+            if !m.clean_session {
+                // As in 3.1.1, a kept session does not expire.
+                o.set_session_expiry_interval(Some(u32::MAX));
+            }
+            o.set_outgoing_inflight_upper_limit(m.max_inflight.max(1));
+            o.set_max_packet_size(Some(u32::try_from(max.max(64 * 1024)).unwrap_or(u32::MAX)));
+            o.set_request_channel_capacity(requests);
+            if let Some((user, pass)) = login {
+                o.set_credentials(user, pass);
+            }
+            if let Some(t) = transport {
+                o.set_transport(t);
+            }
+            let (client, el) = rumqttc::v5::AsyncClient::new(o, requests);
+            (Client::V5(client), pump(el, tx, stop))
+        }
+    })
+}
+
+/// An event loop of either protocol version, reduced to what a session needs.
+trait Events: Send + 'static {
+    /// The next event (`None`: one the session does not need); `Err` when
+    /// the connection is gone.
+    fn next(&mut self) -> impl std::future::Future<Output = Result<Option<Note>, String>> + Send;
+}
+
+impl Events for rumqttc::EventLoop {
+    async fn next(&mut self) -> Result<Option<Note>, String> {
+        Ok(match self.poll().await.map_err(|e| e.to_string())? {
+            Event::Incoming(Packet::ConnAck(_)) => Some(Note::Connected),
+            Event::Outgoing(Outgoing::Publish(pkid)) => Some(Note::Sent(pkid)),
+            Event::Incoming(Packet::PubAck(a)) => Some(Note::Acked(a.pkid)),
+            Event::Incoming(Packet::Publish(p)) if p.topic == format::TB_RPC => {
+                Some(Note::Rpc(p.payload.to_vec()))
+            }
+            _ => None,
+        })
     }
-    Ok(o)
+}
+
+impl Events for rumqttc::v5::EventLoop {
+    async fn next(&mut self) -> Result<Option<Note>, String> {
+        use rumqttc::v5::mqttbytes::v5::{Packet as P, PubAckReason};
+        use rumqttc::v5::Event as E;
+        Ok(match self.poll().await.map_err(|e| e.to_string())? {
+            E::Incoming(P::ConnAck(_)) => Some(Note::Connected),
+            E::Outgoing(Outgoing::Publish(pkid)) => Some(Note::Sent(pkid)),
+            E::Incoming(P::PubAck(a)) => match a.reason {
+                PubAckReason::Success | PubAckReason::NoMatchingSubscribers => {
+                    Some(Note::Acked(a.pkid))
+                }
+                reason => {
+                    let why = a
+                        .properties
+                        .and_then(|p| p.reason_string)
+                        .map_or_else(String::new, |r| format!(" ({r})"));
+                    Some(Note::Refused(a.pkid, format!("{reason:?}{why}")))
+                }
+            },
+            E::Incoming(P::Publish(p)) if p.topic == format::TB_RPC.as_bytes() => {
+                Some(Note::Rpc(p.payload.to_vec()))
+            }
+            _ => None,
+        })
+    }
 }
 
 fn pump(
-    mut el: rumqttc::EventLoop,
+    mut el: impl Events,
     tx: mpsc::Sender<Note>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
@@ -87,18 +225,13 @@ fn pump(
             let ev = tokio::select! {
                 biased;
                 () = stop.cancelled() => return,
-                ev = el.poll() => ev,
+                ev = el.next() => ev,
             };
             let note = match ev {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => Note::Connected,
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Note::Sent(pkid),
-                Ok(Event::Incoming(Packet::PubAck(a))) => Note::Acked(a.pkid),
-                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == format::TB_RPC => {
-                    Note::Rpc(p.payload.to_vec())
-                }
-                Ok(_) => continue,
+                Ok(Some(note)) => note,
+                Ok(None) => continue,
                 Err(e) => {
-                    let _gone = tx.send(Note::Down(e.to_string())).await;
+                    let _gone = tx.send(Note::Down(e)).await;
                     return;
                 }
             };
@@ -117,11 +250,10 @@ pub(super) async fn session(
     stop: &CancellationToken,
     status: &SharedStatus,
 ) -> Result<(), UplinkError> {
-    let opts = options(spec, m)?;
-    let (client, el) = AsyncClient::new(opts, usize::from(m.max_inflight) * 2 + 16);
     let (tx, mut rx) = mpsc::channel(usize::from(m.max_inflight) * 2 + 16);
     let pump_stop = stop.child_token();
-    let _pump = PumpGuard(pump(el, tx, pump_stop.clone()), pump_stop);
+    let (client, pump) = open(spec, m, tx, pump_stop.clone())?;
+    let _pump = PumpGuard(pump, pump_stop);
 
     // Connected first (or the connection's error).
     match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
@@ -145,8 +277,8 @@ pub(super) async fn session(
     let tb = m.mode == MqttMode::Thingsboard;
     if tb {
         client
-            .try_subscribe(format::TB_RPC, QoS::AtLeastOnce)
-            .map_err(|e| UplinkError::Link(e.to_string()))?;
+            .subscribe(format::TB_RPC)
+            .map_err(UplinkError::Link)?;
     }
     let cursor = log.cursor(&spec.name).await?.map_or(0, |s| s.0);
     update(status, |s| {
@@ -192,7 +324,7 @@ pub(super) async fn session(
                 Some(Item::Publish { item, live }) => (item, live),
             };
             client
-                .try_publish(msg.topic, QoS::AtLeastOnce, false, msg.payload)
+                .publish(msg.topic, msg.payload)
                 .map_err(|e| UplinkError::Link(format!("publishing: {e}")))?;
             window.push(None, msg.last_seq, msg.events, live);
             update(status, |s| {
@@ -228,6 +360,12 @@ pub(super) async fn session(
                 }
                 Some(Note::Rpc(body)) => rpc(spec, &client, body),
                 Some(Note::Connected) => {}
+                Some(Note::Refused(pkid, why)) => {
+                    save(log, spec, status, &mut confirmed, &mut unsaved, window.len()).await?;
+                    return Err(UplinkError::Link(format!(
+                        "the broker refused publish {pkid}: {why}; it is published again after the back-off"
+                    )));
+                }
                 Some(Note::Down(e)) => {
                     save(log, spec, status, &mut confirmed, &mut unsaved, window.len()).await?;
                     return Err(UplinkError::Link(e));
@@ -341,7 +479,7 @@ impl Drop for PumpGuard {
 /// `set_<tag>` with the value as params) write through the driver; the reply
 /// `{"device", "id", "data": {"success": bool, "error"?}}` goes to
 /// `v1/gateway/rpc`.
-fn rpc(spec: &UplinkSpec, client: &AsyncClient, body: Vec<u8>) {
+fn rpc(spec: &UplinkSpec, client: &Client, body: Vec<u8>) {
     let spec = spec.clone();
     let client = client.clone();
     tokio::spawn(async move {
@@ -377,12 +515,7 @@ fn rpc(spec: &UplinkSpec, client: &AsyncClient, body: Vec<u8>) {
             Err(e) => json!({"success": false, "error": e}),
         };
         let reply = json!({"device": device, "id": id, "data": data});
-        if let Err(e) = client.try_publish(
-            format::TB_RPC,
-            QoS::AtLeastOnce,
-            false,
-            reply.to_string().into_bytes(),
-        ) {
+        if let Err(e) = client.publish(format::TB_RPC.into(), reply.to_string().into_bytes()) {
             tracing::warn!(error = %e, "Cannot publish an RPC reply.");
         }
     });
