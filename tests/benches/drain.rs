@@ -109,6 +109,9 @@ fn main() {
         let mqtt: outpost_config::MqttUplink =
             toml::from_str(&format!("url = \"{}\"\n", broker.url())).unwrap();
         run("mqtt", Protocol::Mqtt(mqtt), n).await;
+        let mqtt5: outpost_config::MqttUplink =
+            toml::from_str(&format!("url = \"{}\"\nprotocol = \"5\"\n", broker.url())).unwrap();
+        run("mqtt5", Protocol::Mqtt(mqtt5), n).await;
         let js: outpost_config::NatsUplink =
             toml::from_str(&format!("url = \"{}\"\ncreate_stream = true\n", nats.url())).unwrap();
         run("nats", Protocol::Nats(js), n).await;
