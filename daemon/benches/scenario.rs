@@ -154,16 +154,28 @@ fn main() {
         .spawn()
         .unwrap();
     let pid = daemon.id();
+    // RSS every 250 ms for the whole run, so averages are over time (the
+    // phases poll at different rates below).
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                v.push((Instant::now(), outpost_tests::proc_rss_kb(pid)));
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            v
+        })
+    };
     std::thread::sleep(Duration::from_secs(5)); // warm-up
 
     // Steady state.
     let (_, cpu0) = proc_stat(pid);
     let p0 = seen.lock().unwrap().points;
     let t0 = Instant::now();
-    let mut rss = Vec::new();
     while t0.elapsed() < steady {
         std::thread::sleep(Duration::from_secs(1));
-        rss.push(proc_stat(pid).0);
     }
     let secs = t0.elapsed().as_secs_f64();
     let (_, cpu1) = proc_stat(pid);
@@ -183,7 +195,6 @@ fn main() {
     let down = Instant::now();
     while down.elapsed() < outage {
         std::thread::sleep(Duration::from_millis(500));
-        rss.push(proc_stat(pid).0);
     }
     seen.lock().unwrap().first_after = None;
     broker.restart();
@@ -208,10 +219,21 @@ fn main() {
             break;
         }
         drop(s);
-        rss.push(proc_stat(pid).0);
     }
     let drained_events = seen.lock().unwrap().seqs.len() - before_drain;
     std::thread::sleep(Duration::from_secs(3));
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let rss_samples = sampler.join().unwrap();
+    let rss: Vec<u64> = rss_samples
+        .iter()
+        .map(|(_, kb)| *kb)
+        .filter(|kb| *kb > 0)
+        .collect();
+    let steady_rss: Vec<u64> = rss_samples
+        .iter()
+        .filter(|(at, _)| *at >= t0 && *at < down)
+        .map(|(_, kb)| *kb)
+        .collect();
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
@@ -223,6 +245,7 @@ fn main() {
     let missing = (1..=max).filter(|q| !s.seqs.contains_key(q)).count();
     let dups: u32 = s.seqs.values().map(|c| c - 1).sum();
     let avg_rss = rss.iter().sum::<u64>() / rss.len().max(1) as u64;
+    let steady_avg_rss = steady_rss.iter().sum::<u64>() / steady_rss.len().max(1) as u64;
     let drain_s = drained.map_or(f64::NAN, |d| d.as_secs_f64());
     println!(
         "{}",
@@ -230,6 +253,7 @@ fn main() {
             "scenario": if heavy { "heavy" } else { "default" },
             "devices": k, "registers": n, "period_ms": period_ms,
             "rss_kb_avg": avg_rss, "rss_kb_max": rss.iter().max(),
+            "rss_kb_steady_avg": steady_avg_rss,
             "cpu_percent_steady": ((cpu1 - cpu0) / secs * 100.0 * 10.0).round() / 10.0,
             "delivered_points_per_s": points_s.round(),
             "asked_points_per_s": f64::from(k) * f64::from(n) * 1000.0 / period_ms as f64,

@@ -185,6 +185,7 @@ enum Command {
     Read {
         after: Seq,
         max: usize,
+        max_bytes: usize,
         reply: oneshot::Sender<Result<Vec<StoredEvent>, LogError>>,
     },
     Ack {
@@ -301,8 +302,27 @@ impl EventLog {
     /// # Errors
     /// When the database fails.
     pub async fn read(&self, after: Seq, max: usize) -> Result<Vec<StoredEvent>, LogError> {
-        self.call(|reply| Command::Read { after, max, reply })
-            .await?
+        self.read_bounded(after, max, usize::MAX).await
+    }
+
+    /// As [`EventLog::read`], stopping once `max_bytes` of stored events
+    /// are read (at least one event is returned).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn read_bounded(
+        &self,
+        after: Seq,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEvent>, LogError> {
+        self.call(|reply| Command::Read {
+            after,
+            max,
+            max_bytes,
+            reply,
+        })
+        .await?
     }
 
     /// Acknowledges every event up to `upto` for the consumer `cursor`.
@@ -505,8 +525,13 @@ impl Writer {
     fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Append { events, reply } => self.commit(vec![(events, reply)]),
-            Command::Read { after, max, reply } => {
-                let _ignored = reply.send(self.store.read(after, max));
+            Command::Read {
+                after,
+                max,
+                max_bytes,
+                reply,
+            } => {
+                let _ignored = reply.send(self.store.read_bounded(after, max, max_bytes));
             }
             Command::Ack {
                 cursor,

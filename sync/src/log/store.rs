@@ -571,6 +571,21 @@ impl Store {
     /// # Errors
     /// When the database fails.
     pub fn read(&mut self, after: Seq, max: usize) -> Result<Vec<StoredEvent>, LogError> {
+        self.read_bounded(after, max, usize::MAX)
+    }
+
+    /// As [`Store::read`], and it stops after the row that brings the stored
+    /// bytes read to `max_bytes` (at least one row is always returned), so a
+    /// reader's memory follows the data's size, not its row count.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub fn read_bounded(
+        &mut self,
+        after: Seq,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEvent>, LogError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")
@@ -580,9 +595,14 @@ impl Store {
             .map_err(sql_err("reading"))?;
         let mut out = Vec::with_capacity(max.min(1024));
         let mut corrupt = 0;
-        while let Some(r) = q.next().map_err(sql_err("reading"))? {
+        let mut bytes = 0usize;
+        while bytes < max_bytes {
+            let Some(r) = q.next().map_err(sql_err("reading"))? else {
+                break;
+            };
             let seq: i64 = r.get(0).map_err(sql_err("reading seq"))?;
             let body = r.get_ref(1).map_err(sql_err("reading body"))?;
+            bytes = bytes.saturating_add(body.as_blob().map_or(0, <[u8]>::len));
             let decoded = body
                 .as_blob()
                 .map_err(|e| e.to_string())

@@ -322,6 +322,32 @@ proptest! {
 // ---------------------------------------------------------------------------
 
 #[test]
+fn bounded_reads_stop_at_the_byte_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Timestamp::synced(T0);
+    let (mut store, _) = Store::open(
+        &dir.path().join("events.db"),
+        opts(Limits::UNLIMITED, Durability::Full),
+        now,
+    )
+    .unwrap();
+    let events: Vec<Event> = (0..10).map(|v| reading("d", v, T0)).collect();
+    store.append(&events, now).unwrap();
+    let one = outpost_core::codec::encode(&events[0]).unwrap().len();
+    // The row that reaches the budget is the last one read.
+    let got = store.read_bounded(Seq(0), 100, 3 * one).unwrap();
+    assert_eq!(
+        got.iter().map(|e| e.seq.0).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    // At least one row, however small the budget.
+    assert_eq!(store.read_bounded(Seq(4), 100, 1).unwrap().len(), 1);
+    // The count still applies; unbounded reads are unchanged.
+    assert_eq!(store.read_bounded(Seq(0), 2, usize::MAX).unwrap().len(), 2);
+    assert_eq!(store.read(Seq(0), 100).unwrap().len(), 10);
+}
+
+#[test]
 fn seqs_are_never_reused_after_everything_is_reclaimed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.db");

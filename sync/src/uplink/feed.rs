@@ -32,6 +32,12 @@ use outpost_core::Seq;
 
 use crate::log::{Committed, EventLog, LogError, StoredEvent};
 
+/// Stored bytes read from the log at a time (besides the event count):
+/// large events (a device with hundreds of tags) come in fewer per read, so
+/// a draining uplink holds about this much decoded data, whatever the size
+/// of its events.
+const READ_BYTES: usize = 128 * 1024;
+
 /// What a session queues for publishing, in order.
 #[derive(Debug)]
 pub(super) enum Item<T> {
@@ -147,7 +153,7 @@ impl Feed {
         if self.caught_up {
             return Ok(None);
         }
-        let mut events = log.read(Seq(self.next), max).await?;
+        let mut events = log.read_bounded(Seq(self.next), max, READ_BYTES).await?;
         let Some(last) = events.last().map(|e| e.seq.0) else {
             self.caught_up = true;
             return Ok(None);
