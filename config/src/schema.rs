@@ -567,7 +567,7 @@ fn default_nats_inflight() -> u16 {
     256
 }
 
-/// `[web]`: the technician's web page.
+/// `[web]`: the technician's web page and the local HTTP API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Web {
@@ -577,10 +577,33 @@ pub struct Web {
     /// Address and port to listen on. Default: `127.0.0.1:8080`.
     #[serde(default = "default_web_bind")]
     pub bind: SocketAddr,
+    /// HTTPS (`true`) or plain HTTP (`false`). Default: `true`, with a
+    /// self-signed certificate made on first start and kept in the data
+    /// directory, unless `cert` and `key` name one.
+    #[serde(default = "yes")]
+    pub tls: bool,
+    /// PEM certificate chain to serve instead of the generated one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// How long a login lasts without activity. Default: `8h`.
+    #[serde(default = "default_session_ttl")]
+    pub session_ttl: Duration,
+    /// The admin's password as an argon2 hash (PHC string, `$argon2id$…`),
+    /// for gateways provisioned with one; without it, the first start prints
+    /// a one-time setup token and the first visit sets the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_password_hash: Option<String>,
 }
 
 fn default_web_bind() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_session_ttl() -> Duration {
+    Duration::from_secs(8 * 3600)
 }
 
 impl Default for Web {
@@ -588,6 +611,11 @@ impl Default for Web {
         Self {
             enabled: true,
             bind: default_web_bind(),
+            tls: true,
+            cert: None,
+            key: None,
+            session_ttl: default_session_ttl(),
+            admin_password_hash: None,
         }
     }
 }

@@ -275,6 +275,31 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
         }
     }
 
+    let web = &cfg.web;
+    if web.cert.is_some() != web.key.is_some() {
+        let missing = if web.cert.is_some() { "key" } else { "cert" };
+        out.push(problem(
+            format!("web.{missing}"),
+            "`cert` and `key` go together: set both or neither",
+        ));
+    }
+    if !web.tls && web.cert.is_some() {
+        out.push(problem(
+            "web.cert",
+            "a certificate is set but `tls = false`: remove it or serve HTTPS",
+        ));
+    }
+    if web.session_ttl.as_millis() < 60_000 || web.session_ttl.as_millis() > 30 * 86_400_000 {
+        out.push(problem("web.session_ttl", "must be between 1m and 30d"));
+    }
+    if let Some(h) = &web.admin_password_hash {
+        if !h.starts_with("$argon2") {
+            out.push(problem(
+                "web.admin_password_hash",
+                "must be an argon2 hash in PHC form (`$argon2id$v=19$m=…`), never the password itself",
+            ));
+        }
+    }
     if let Some(key) = &cfg.remote.fleet_public_key {
         if key.len() != 64 || !key.chars().all(|c| c.is_ascii_hexdigit()) {
             out.push(problem(

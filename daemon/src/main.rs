@@ -5,6 +5,7 @@ mod pipeline;
 mod run;
 mod supervisor;
 mod views;
+mod web;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

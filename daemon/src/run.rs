@@ -243,7 +243,11 @@ async fn run(
     let metrics = outpost_drivers::metrics::Metrics::default();
     let mut router = outpost_drivers::command::Router::default();
     let mut drivers = Vec::new();
+    let mut configured = Vec::new();
     for spec in specs {
+        for d in &spec.devices {
+            configured.push((d.clone(), spec.describe()));
+        }
         tracing::info!(
             driver = %spec.name,
             devices = ?spec.devices,
@@ -319,7 +323,6 @@ async fn run(
             status,
         )));
     }
-    let _router = router;
     drop(driver_tx);
     tracing::info!(
         devices = drivers.len(),
@@ -342,6 +345,29 @@ async fn run(
             }
         }
     }
+    let latest = Arc::new(std::sync::RwLock::new(views::Latest::default()));
+    let web = if cfg.web.enabled {
+        start_web(
+            &cfg,
+            &dir,
+            WebParts {
+                clock: clock.clone(),
+                log: log.clone(),
+                latest: latest.clone(),
+                uplinks: uplink_status.clone(),
+                drivers: metrics.clone(),
+                writes: router.clone(),
+                devices: configured,
+                units: units.clone(),
+                source: source.clone(),
+            },
+            root.child_token(),
+        )
+        .await
+    } else {
+        None
+    };
+    let summary_latest = latest.clone();
     let summary_metrics = metrics.clone();
     let summary_uplinks = uplink_status.clone();
     let summary_clock = clock.clone();
@@ -349,7 +375,7 @@ async fn run(
     let summary_stop = root.child_token();
     let summary_log = log.clone();
     let summary = tokio::spawn(async move {
-        let mut latest = views::Latest::default();
+        let latest = summary_latest;
         let mut every = tokio::time::interval(SUMMARY_EVERY);
         every.tick().await;
         loop {
@@ -357,7 +383,11 @@ async fn run(
                 biased;
                 () = summary_stop.cancelled() => break,
                 msg = live.recv() => match msg {
-                    Ok(batch) => latest.apply(&batch),
+                    Ok(batch) => {
+                        if let Ok(mut l) = latest.write() {
+                            l.apply(&batch);
+                        }
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         tracing::debug!(missed = n, "Live view lagged; it catches up with the next events.");
                     }
@@ -366,7 +396,8 @@ async fn run(
                 _ = every.tick() => {
                     // Bursts (a drain, a reconnect) leave free memory behind.
                     crate::memory::trim();
-                    for line in latest.summary(&units) {
+                    let lines = latest.read().map(|l| l.summary(&units)).unwrap_or_default();
+                    for line in lines {
                         tracing::info!("{line}");
                     }
                     for (device, m) in summary_metrics.snapshot() {
@@ -448,6 +479,15 @@ async fn run(
         let _joined = u.await;
     }
     let _summary_done = summary.await;
+    if let Some(task) = web {
+        // Open pages (live-update streams) are closed, not waited for.
+        if tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .is_err()
+        {
+            tracing::debug!("The web server did not stop within 2 s.");
+        }
+    }
     let stats_rx = log.stats();
     log.close().await;
     let stats = stats_rx.borrow().clone();
@@ -458,6 +498,85 @@ async fn run(
         "outpostd stopped."
     );
     Ok(())
+}
+
+/// What the web server shows, from the running daemon.
+struct WebParts {
+    clock: Arc<dyn Clock>,
+    log: EventLog,
+    latest: Arc<std::sync::RwLock<views::Latest>>,
+    uplinks: Vec<(String, SharedStatus)>,
+    drivers: outpost_drivers::metrics::Metrics,
+    writes: outpost_drivers::command::Router,
+    devices: Vec<(String, String)>,
+    units: BTreeMap<(String, String), String>,
+    source: String,
+}
+
+/// Starts the web page; one that cannot start is logged and the gateway
+/// runs on without it.
+async fn start_web(
+    cfg: &Config,
+    dir: &Path,
+    p: WebParts,
+    stop: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let web_dir = dir.join("web");
+    let (auth, token) = match crate::web::auth::Auth::open(
+        &web_dir,
+        cfg.web.session_ttl.get(),
+        cfg.web.admin_password_hash.as_deref(),
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "The web page's users cannot be loaded; the web page is off.");
+            return None;
+        }
+    };
+    let shared = Arc::new(crate::web::Shared {
+        gateway: cfg.gateway.id.clone(),
+        clock: p.clock,
+        started: std::time::Instant::now(),
+        log: p.log,
+        latest: p.latest,
+        uplinks: p.uplinks,
+        drivers: p.drivers,
+        devices: p.devices,
+        writes: p.writes,
+        auth,
+        data_dir: dir.to_path_buf(),
+        units: p.units,
+        secure_cookies: cfg.web.tls,
+        history: std::sync::Mutex::new(std::collections::VecDeque::new()),
+        config_source: p.source,
+    });
+    match crate::web::serve(shared, &cfg.web, stop).await {
+        Ok((addr, task)) => {
+            let scheme = if cfg.web.tls { "https" } else { "http" };
+            let host = if addr.ip().is_unspecified() {
+                format!("localhost:{}", addr.port())
+            } else {
+                addr.to_string()
+            };
+            tracing::info!(url = %format!("{scheme}://{host}/"), "Web page listening.");
+            if let Some(token) = token {
+                tracing::warn!(
+                    url = %format!("{scheme}://{host}/setup"),
+                    setup_token = %token,
+                    "No web password is set yet: open the setup page and enter this one-time token (also in {}).",
+                    web_dir.join("setup-token").display()
+                );
+            }
+            Some(task)
+        }
+        Err(e) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "The web page cannot start; the gateway runs on without it."
+            );
+            None
+        }
+    }
 }
 
 fn absolute(p: &Path) -> PathBuf {

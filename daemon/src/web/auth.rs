@@ -1,0 +1,740 @@
+//! Who may use the web page and the API: users with argon2 password hashes,
+//! roles, login sessions, CSRF tokens and login lock-out.
+//!
+//! Invariants:
+//! - There is no default password. Until an admin exists, the only way in is
+//!   the one-time setup token printed at start (or a hash provisioned in the
+//!   configuration), and it is consumed by the first successful setup.
+//! - Passwords are stored only as argon2id hashes, in `web/users.json` in the
+//!   data directory (mode 0600, replaced atomically). Hashing runs on the
+//!   blocking pool, one at a time, so a burst of logins cannot take the
+//!   gateway's memory (each hash takes 19 MiB for a moment).
+//! - Sessions live in memory (a restart logs everyone out), at most
+//!   [`MAX_SESSIONS`]; each has its own CSRF token, which every
+//!   state-changing request must carry (form field or `X-CSRF-Token`).
+//! - After [`LOCK_AFTER`] failed logins in a row a user name is locked for
+//!   [`LOCK_FOR`], even for the right password; a client address with
+//!   [`IP_LOCK_AFTER`] failures is locked too. Both maps are bounded.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use serde::{Deserialize, Serialize};
+
+/// Consecutive failed logins that lock a user name.
+pub const LOCK_AFTER: u32 = 10;
+/// Failed logins from one address (any user names) that lock the address.
+pub const IP_LOCK_AFTER: u32 = 30;
+/// How long a lock lasts.
+pub const LOCK_FOR: Duration = Duration::from_secs(15 * 60);
+/// Open sessions kept; the oldest is ended when a new one would exceed it.
+pub const MAX_SESSIONS: usize = 256;
+/// Tracked user names and addresses with recent failures.
+const MAX_TRACKED: usize = 1024;
+pub const MIN_PASSWORD: usize = 8;
+const MAX_PASSWORD: usize = 256;
+
+/// What a user may do. Each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Sees everything except secrets.
+    Viewer,
+    /// Also writes to devices, commissions them and exports data.
+    Technician,
+    /// Also changes the configuration and the users.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Technician => "technician",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "viewer" => Some(Role::Viewer),
+            "technician" => Some(Role::Technician),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct User {
+    name: String,
+    role: Role,
+    hash: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct UsersFile {
+    users: Vec<User>,
+}
+
+/// A logged-in user, as a request sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user: String,
+    pub role: Role,
+    pub csrf: String,
+    pub expires: Instant,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("wrong user name or password")]
+    Wrong,
+    #[error("too many failed logins: locked for {0} more minute(s)")]
+    Locked(u64),
+    #[error("the setup token is wrong")]
+    BadToken,
+    #[error("the gateway is already set up; log in instead")]
+    AlreadySetUp,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot save the users: {0}")]
+    Storage(String),
+}
+
+#[derive(Debug, Default)]
+struct Failures {
+    count: u32,
+    last: Option<Instant>,
+    locked_until: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub struct Auth {
+    path: PathBuf,
+    users: Mutex<BTreeMap<String, User>>,
+    setup_token: Mutex<Option<String>>,
+    sessions: Mutex<HashMap<String, Session>>,
+    by_user: Mutex<HashMap<String, Failures>>,
+    by_ip: Mutex<HashMap<IpAddr, Failures>>,
+    ttl: Duration,
+    /// One password hash at a time.
+    hashing: tokio::sync::Semaphore,
+}
+
+impl Auth {
+    /// Loads the users from `dir/users.json`. With none, takes the
+    /// provisioned admin hash if there is one, else makes a setup token
+    /// (written to `dir/setup-token` too) and returns it for printing.
+    pub fn open(
+        dir: &Path,
+        ttl: Duration,
+        provisioned: Option<&str>,
+    ) -> Result<(Auth, Option<String>), AuthError> {
+        std::fs::create_dir_all(dir).map_err(|e| storage(dir, &e))?;
+        let path = dir.join("users.json");
+        let users: BTreeMap<String, User> = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<UsersFile>(&bytes)
+                .map_err(|e| AuthError::Storage(format!("{}: {e}", path.display())))?
+                .users
+                .into_iter()
+                .map(|u| (u.name.clone(), u))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(storage(&path, &e)),
+        };
+        let auth = Auth {
+            path,
+            users: Mutex::new(users),
+            setup_token: Mutex::new(None),
+            sessions: Mutex::new(HashMap::new()),
+            by_user: Mutex::new(HashMap::new()),
+            by_ip: Mutex::new(HashMap::new()),
+            ttl,
+            hashing: tokio::sync::Semaphore::new(1),
+        };
+        let token_file = dir.join("setup-token");
+        if auth.has_users() {
+            let _gone = std::fs::remove_file(&token_file);
+            return Ok((auth, None));
+        }
+        if let Some(hash) = provisioned {
+            argon2::PasswordHash::new(hash)
+                .map_err(|e| AuthError::Invalid(format!("the provisioned hash: {e}")))?;
+            auth.store_user(User {
+                name: "admin".into(),
+                role: Role::Admin,
+                hash: hash.to_string(),
+            })?;
+            return Ok((auth, None));
+        }
+        let token = setup_token()?;
+        write_private(&token_file, format!("{token}\n").as_bytes())
+            .map_err(|e| storage(&token_file, &e))?;
+        if let Ok(mut t) = auth.setup_token.lock() {
+            *t = Some(token.clone());
+        }
+        Ok((auth, Some(token)))
+    }
+
+    pub fn has_users(&self) -> bool {
+        self.users.lock().is_ok_and(|u| !u.is_empty())
+    }
+
+    /// First-boot setup: with the right token, creates the admin and logs
+    /// them in.
+    pub async fn setup(
+        &self,
+        token: &str,
+        user: &str,
+        password: &str,
+    ) -> Result<(String, Session), AuthError> {
+        if self.has_users() {
+            return Err(AuthError::AlreadySetUp);
+        }
+        let expected = self.setup_token.lock().ok().and_then(|t| t.clone());
+        let given = normalise_token(token);
+        match expected {
+            Some(t) if constant_time_eq(t.as_bytes(), given.as_bytes()) => {}
+            _ => return Err(AuthError::BadToken),
+        }
+        check_name(user)?;
+        check_password(password)?;
+        let hash = self.hash(password).await?;
+        self.store_user(User {
+            name: user.to_string(),
+            role: Role::Admin,
+            hash,
+        })?;
+        if let Ok(mut t) = self.setup_token.lock() {
+            *t = None;
+        }
+        if let Some(dir) = self.path.parent() {
+            let _gone = std::fs::remove_file(dir.join("setup-token"));
+        }
+        self.start_session(user, Role::Admin)
+    }
+
+    /// Checks a login; on success returns the new session's token.
+    pub async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        from: IpAddr,
+    ) -> Result<(String, Session), AuthError> {
+        let now = Instant::now();
+        if let Some(left) = self.locked(user, from, now) {
+            return Err(AuthError::Locked(left.as_secs().div_ceil(60)));
+        }
+        let stored = self.users.lock().ok().and_then(|u| u.get(user).cloned());
+        let ok = match &stored {
+            Some(u) => self.verify(password, &u.hash).await,
+            None => {
+                // The same work for an unknown name, so timing does not
+                // tell which names exist.
+                let _same_work: Result<String, AuthError> = self.hash(password).await;
+                false
+            }
+        };
+        match stored {
+            Some(u) if ok => {
+                self.forget_failures(user, from);
+                self.start_session(&u.name, u.role)
+            }
+            _ => match self.fail(user, from, Instant::now()) {
+                Some(left) => Err(AuthError::Locked(left.as_secs().div_ceil(60))),
+                None => Err(AuthError::Wrong),
+            },
+        }
+    }
+
+    /// The session of a cookie value, if it is open.
+    pub fn session(&self, token: &str) -> Option<Session> {
+        let mut sessions = self.sessions.lock().ok()?;
+        let s = sessions.get(token)?.clone();
+        if s.expires <= Instant::now() {
+            sessions.remove(token);
+            return None;
+        }
+        // A user removed or demoted since the login gets the new state.
+        let role = self
+            .users
+            .lock()
+            .ok()
+            .and_then(|u| u.get(&s.user).map(|u| u.role));
+        match role {
+            Some(r) if r == s.role => Some(s),
+            Some(r) => {
+                let s = Session { role: r, ..s };
+                sessions.insert(token.to_string(), s.clone());
+                Some(s)
+            }
+            None => {
+                sessions.remove(token);
+                None
+            }
+        }
+    }
+
+    pub fn logout(&self, token: &str) {
+        if let Ok(mut s) = self.sessions.lock() {
+            s.remove(token);
+        }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Users and their roles (never the hashes).
+    pub fn users(&self) -> Vec<(String, Role)> {
+        self.users
+            .lock()
+            .map(|u| u.values().map(|u| (u.name.clone(), u.role)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Adds a user or replaces one's password and role.
+    pub async fn set_user(&self, name: &str, role: Role, password: &str) -> Result<(), AuthError> {
+        check_name(name)?;
+        check_password(password)?;
+        let hash = self.hash(password).await?;
+        self.store_user(User {
+            name: name.to_string(),
+            role,
+            hash,
+        })
+    }
+
+    /// Removes a user; the last admin cannot be removed.
+    pub fn remove_user(&self, name: &str) -> Result<(), AuthError> {
+        let mut users = self
+            .users
+            .lock()
+            .map_err(|_| AuthError::Storage("the user table is poisoned".into()))?;
+        let Some(u) = users.get(name) else {
+            return Err(AuthError::Invalid(format!("no user \"{name}\"")));
+        };
+        let admins = users.values().filter(|u| u.role == Role::Admin).count();
+        if u.role == Role::Admin && admins == 1 {
+            return Err(AuthError::Invalid(
+                "the last admin cannot be removed".into(),
+            ));
+        }
+        let mut next = users.clone();
+        next.remove(name);
+        save(&self.path, &next)?;
+        *users = next;
+        Ok(())
+    }
+
+    fn store_user(&self, user: User) -> Result<(), AuthError> {
+        let mut users = self
+            .users
+            .lock()
+            .map_err(|_| AuthError::Storage("the user table is poisoned".into()))?;
+        let mut next = users.clone();
+        next.insert(user.name.clone(), user);
+        save(&self.path, &next)?;
+        *users = next;
+        Ok(())
+    }
+
+    fn start_session(&self, user: &str, role: Role) -> Result<(String, Session), AuthError> {
+        let token = random_hex()?;
+        let session = Session {
+            user: user.to_string(),
+            role,
+            csrf: random_hex()?,
+            expires: Instant::now() + self.ttl,
+        };
+        if let Ok(mut s) = self.sessions.lock() {
+            let now = Instant::now();
+            s.retain(|_, v| v.expires > now);
+            if s.len() >= MAX_SESSIONS {
+                if let Some(oldest) = s
+                    .iter()
+                    .min_by_key(|(_, v)| v.expires)
+                    .map(|(k, _)| k.clone())
+                {
+                    s.remove(&oldest);
+                }
+            }
+            s.insert(token.clone(), session.clone());
+        }
+        Ok((token, session))
+    }
+
+    async fn hash(&self, password: &str) -> Result<String, AuthError> {
+        let _one = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| AuthError::Storage("closed".into()))?;
+        let pw = password.to_string();
+        let salt = random_bytes::<16>()?;
+        tokio::task::spawn_blocking(move || {
+            argon2::Argon2::default()
+                .hash_password_with_salt(pw.as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .map_err(|e| AuthError::Storage(format!("hashing: {e}")))
+        })
+        .await
+        .map_err(|e| AuthError::Storage(e.to_string()))?
+    }
+
+    async fn verify(&self, password: &str, hash: &str) -> bool {
+        let Ok(_one) = self.hashing.acquire().await else {
+            return false;
+        };
+        let (pw, hash) = (password.to_string(), hash.to_string());
+        tokio::task::spawn_blocking(move || {
+            argon2::Argon2::default()
+                .verify_password(pw.as_bytes(), hash.as_str())
+                .is_ok()
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// Time left on a lock of `user` or `from`.
+    fn locked(&self, user: &str, from: IpAddr, now: Instant) -> Option<Duration> {
+        let left = |f: &Failures| {
+            f.locked_until
+                .filter(|t| *t > now)
+                .map(|t| t.duration_since(now))
+        };
+        let u = self
+            .by_user
+            .lock()
+            .ok()
+            .and_then(|m| m.get(user).and_then(left));
+        let i = self
+            .by_ip
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&from).and_then(left));
+        u.max(i)
+    }
+
+    /// Records a failure; returns the lock's length if this one locks.
+    fn fail(&self, user: &str, from: IpAddr, now: Instant) -> Option<Duration> {
+        let mut locked = None;
+        if let Ok(mut m) = self.by_user.lock() {
+            if bump(&mut m, user.to_string(), now, LOCK_AFTER) {
+                locked = Some(LOCK_FOR);
+            }
+        }
+        if let Ok(mut m) = self.by_ip.lock() {
+            if bump(&mut m, from, now, IP_LOCK_AFTER) {
+                locked = Some(LOCK_FOR);
+            }
+        }
+        locked
+    }
+
+    fn forget_failures(&self, user: &str, from: IpAddr) {
+        if let Ok(mut m) = self.by_user.lock() {
+            m.remove(user);
+        }
+        if let Ok(mut m) = self.by_ip.lock() {
+            m.remove(&from);
+        }
+    }
+}
+
+/// Counts one failure of `key`; true when it reaches `limit` (locked now).
+fn bump<K: std::hash::Hash + Eq + Clone>(
+    m: &mut HashMap<K, Failures>,
+    key: K,
+    now: Instant,
+    limit: u32,
+) -> bool {
+    if m.len() >= MAX_TRACKED && !m.contains_key(&key) {
+        m.retain(|_, f| f.last.is_some_and(|t| now.duration_since(t) < LOCK_FOR));
+        if m.len() >= MAX_TRACKED {
+            if let Some(oldest) = m.iter().min_by_key(|(_, f)| f.last).map(|(k, _)| k.clone()) {
+                m.remove(&oldest);
+            }
+        }
+    }
+    let f = m.entry(key).or_default();
+    // A lock that has run out, or failures long ago, start afresh.
+    if f.locked_until.is_some_and(|t| t <= now)
+        || f.last.is_some_and(|t| now.duration_since(t) >= LOCK_FOR)
+    {
+        *f = Failures::default();
+    }
+    f.count += 1;
+    f.last = Some(now);
+    if f.count >= limit {
+        f.locked_until = Some(now + LOCK_FOR);
+        true
+    } else {
+        false
+    }
+}
+
+fn check_name(name: &str) -> Result<(), AuthError> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(AuthError::Invalid(
+            "a user name is 1 to 64 letters, digits, `-`, `_` or `.`".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_password(pw: &str) -> Result<(), AuthError> {
+    let n = pw.chars().count();
+    if n < MIN_PASSWORD || pw.len() > MAX_PASSWORD {
+        return Err(AuthError::Invalid(format!(
+            "a password is {MIN_PASSWORD} to {MAX_PASSWORD} characters"
+        )));
+    }
+    Ok(())
+}
+
+fn save(path: &Path, users: &BTreeMap<String, User>) -> Result<(), AuthError> {
+    let file = UsersFile {
+        users: users.values().cloned().collect(),
+    };
+    let bytes = serde_json::to_vec_pretty(&file).map_err(|e| AuthError::Storage(e.to_string()))?;
+    write_private(path, &bytes).map_err(|e| storage(path, &e))
+}
+
+fn storage(path: &Path, e: &std::io::Error) -> AuthError {
+    AuthError::Storage(format!("{}: {e}", path.display()))
+}
+
+/// Writes a file only its owner can read: to a temporary name, synced, then
+/// renamed over the old one, so a power cut leaves the old or the new.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _synced = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// Bytes from the system's random source. Its failure is an error, never
+/// a weak token.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], AuthError> {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; N];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| AuthError::Storage("the system random source failed".into()))?;
+    Ok(b)
+}
+
+/// 32 random bytes as 64 hex digits.
+pub fn random_hex() -> Result<String, AuthError> {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(64);
+    for b in random_bytes::<32>()? {
+        let _infallible = write!(s, "{b:02x}");
+    }
+    Ok(s)
+}
+
+/// 12 characters from an alphabet without look-alikes, as `XXXX-XXXX-XXXX`.
+fn setup_token() -> Result<String, AuthError> {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+    let bytes = random_bytes::<12>()?;
+    let mut s = String::with_capacity(14);
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 && i % 4 == 0 {
+            s.push('-');
+        }
+        let c = ALPHABET[usize::from(*b) % ALPHABET.len()];
+        s.push(char::from(c));
+    }
+    Ok(s)
+}
+
+/// Upper case, without spaces; dashes kept where the user typed them or not.
+fn normalise_token(t: &str) -> String {
+    let clean: String = t
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    let mut s = String::with_capacity(14);
+    for (i, c) in clean.chars().enumerate() {
+        if i > 0 && i % 4 == 0 {
+            s.push('-');
+        }
+        s.push(c);
+    }
+    s
+}
+
+/// Compares without an early exit, so timing does not reveal a prefix.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    fn fresh() -> (tempfile::TempDir, Auth, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, token) = Auth::open(dir.path(), Duration::from_secs(60), None).unwrap();
+        (dir, auth, token.unwrap())
+    }
+
+    #[tokio::test]
+    async fn setup_needs_the_token_and_happens_once() {
+        let (dir, auth, token) = fresh();
+        assert!(!auth.has_users());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("setup-token")).unwrap(),
+            format!("{token}\n")
+        );
+        assert_eq!(
+            auth.setup("WRONG-TOKEN-0000", "admin", "long enough").await,
+            Err(AuthError::BadToken)
+        );
+        assert!(matches!(
+            auth.setup(&token, "admin", "short").await,
+            Err(AuthError::Invalid(_))
+        ));
+        // Typed in lower case without dashes is the same token.
+        let typed = token.replace('-', "").to_lowercase();
+        let (cookie, s) = auth.setup(&typed, "admin", "long enough").await.unwrap();
+        assert_eq!(s.role, Role::Admin);
+        assert_eq!(auth.session(&cookie).map(|s| s.user), Some("admin".into()));
+        assert_eq!(
+            auth.setup(&token, "other", "long enough").await,
+            Err(AuthError::AlreadySetUp)
+        );
+        assert!(!dir.path().join("setup-token").exists());
+        // Stored as a hash, and read back by the next start.
+        let file = std::fs::read_to_string(dir.path().join("users.json")).unwrap();
+        assert!(file.contains("$argon2id$"), "{file}");
+        assert!(!file.contains("long enough"));
+        let (again, token) = Auth::open(dir.path(), Duration::from_secs(60), None).unwrap();
+        assert!(token.is_none());
+        assert!(again.login("admin", "long enough", IP).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn ten_failures_lock_the_name_even_for_the_right_password() {
+        let (_dir, auth, token) = fresh();
+        auth.setup(&token, "admin", "right password").await.unwrap();
+        for i in 1..LOCK_AFTER {
+            assert_eq!(
+                auth.login("admin", "wrong", IP).await,
+                Err(AuthError::Wrong),
+                "attempt {i}"
+            );
+        }
+        assert_eq!(
+            auth.login("admin", "wrong", IP).await,
+            Err(AuthError::Locked(15))
+        );
+        assert!(matches!(
+            auth.login("admin", "right password", IP).await,
+            Err(AuthError::Locked(_))
+        ));
+    }
+
+    #[test]
+    fn a_lock_runs_out_and_counting_starts_again() {
+        let mut m = HashMap::new();
+        let t0 = Instant::now();
+        for _ in 1..3 {
+            assert!(!bump(&mut m, "a", t0, 3));
+        }
+        assert!(bump(&mut m, "a", t0, 3));
+        let later = t0 + LOCK_FOR + Duration::from_secs(1);
+        assert!(!bump(&mut m, "a", later, 3));
+        assert_eq!(m["a"].count, 1);
+    }
+
+    #[test]
+    fn the_failure_table_is_bounded() {
+        let mut m = HashMap::new();
+        let t0 = Instant::now();
+        for i in 0..(MAX_TRACKED + 50) {
+            bump(&mut m, i, t0 + Duration::from_millis(i as u64), 10);
+        }
+        assert!(m.len() <= MAX_TRACKED);
+    }
+
+    #[tokio::test]
+    async fn the_last_admin_stays_and_removed_users_lose_their_sessions() {
+        let (_dir, auth, token) = fresh();
+        auth.setup(&token, "admin", "right password").await.unwrap();
+        assert!(matches!(
+            auth.remove_user("admin"),
+            Err(AuthError::Invalid(_))
+        ));
+        auth.set_user("tech", Role::Technician, "tech password")
+            .await
+            .unwrap();
+        let (cookie, _) = auth.login("tech", "tech password", IP).await.unwrap();
+        assert_eq!(
+            auth.session(&cookie).map(|s| s.role),
+            Some(Role::Technician)
+        );
+        auth.remove_user("tech").unwrap();
+        assert_eq!(auth.session(&cookie), None);
+    }
+
+    #[tokio::test]
+    async fn a_provisioned_hash_is_the_admin_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let salt = random_bytes::<16>().unwrap();
+        let hash = argon2::Argon2::default()
+            .hash_password_with_salt(b"provisioned pw", &salt)
+            .unwrap()
+            .to_string();
+        let (auth, token) = Auth::open(dir.path(), Duration::from_secs(60), Some(&hash)).unwrap();
+        assert!(token.is_none());
+        assert!(auth.login("admin", "provisioned pw", IP).await.is_ok());
+        let bad = Auth::open(
+            tempfile::tempdir().unwrap().path(),
+            Duration::from_secs(60),
+            Some("$argon2id$nonsense"),
+        );
+        assert!(matches!(bad, Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn tokens_compare_in_constant_time_and_normalise() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert_eq!(normalise_token("abcd efgh-jkmn"), "ABCD-EFGH-JKMN");
+        let t = setup_token().unwrap();
+        assert_eq!(t.len(), 14);
+        assert_eq!(normalise_token(&t), t);
+    }
+}

@@ -1,0 +1,270 @@
+//! The technician's web page, the local JSON API (`/api/v1`), Prometheus
+//! metrics (`/metrics`) and health checks (`/healthz`, `/readyz`).
+//!
+//! Everything shown comes from the live views and counters the daemon
+//! keeps anyway (projections of committed events, uplink and driver
+//! status), never from scanning the log, so a page costs the same whatever
+//! the backlog. Pages are server-rendered HTML (askama, compiled into the
+//! binary) and work without JavaScript; a little plain JavaScript adds live
+//! updates.
+//!
+//! Invariants:
+//! - Every page and API route except the login, setup, health and metrics
+//!   routes needs a session; every state-changing request needs the
+//!   session's CSRF token (see [`auth`]).
+//! - Responses carry a strict Content-Security-Policy: scripts and styles
+//!   only from this server, no frames.
+//! - A web server that cannot start (port taken, bad certificate) is logged
+//!   and the gateway keeps collecting: the page is not the data path.
+
+mod api;
+pub mod auth;
+mod listen;
+mod metrics;
+mod model;
+mod pages;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use outpost_core::Clock;
+use outpost_drivers::command::Router as Writes;
+use outpost_drivers::metrics::Metrics;
+use outpost_sync::uplink::SharedStatus;
+use outpost_sync::EventLog;
+use tokio_util::sync::CancellationToken;
+
+use crate::views::Latest;
+pub use listen::Peer;
+
+/// How often the rate history takes a sample.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+/// Samples kept: one hour.
+const SAMPLES: usize = 720;
+
+/// What the web server reads. Built once by the daemon.
+#[derive(Debug)]
+pub struct Shared {
+    pub gateway: String,
+    pub clock: Arc<dyn Clock>,
+    pub started: Instant,
+    pub log: EventLog,
+    pub latest: Arc<RwLock<Latest>>,
+    pub uplinks: Vec<(String, SharedStatus)>,
+    pub drivers: Metrics,
+    /// Configured devices: (name, driver description).
+    pub devices: Vec<(String, String)>,
+    pub writes: Writes,
+    pub auth: auth::Auth,
+    pub data_dir: PathBuf,
+    /// Unit of each (device, tag), where configured.
+    pub units: BTreeMap<(String, String), String>,
+    /// Whether cookies get the `Secure` flag (served over HTTPS).
+    pub secure_cookies: bool,
+    pub history: Mutex<VecDeque<Sample>>,
+    /// Where the configuration came from, for the overview.
+    pub config_source: String,
+}
+
+/// Counters at one moment, for rates and the overview's charts.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub at: Instant,
+    pub appended: u64,
+    /// Per uplink, in `Shared::uplinks` order: (events acknowledged, backlog).
+    pub uplinks: Vec<(u64, u64)>,
+}
+
+impl Shared {
+    /// Takes a sample of the counters into the history.
+    pub fn sample(&self) {
+        let stats = self.log.stats().borrow().clone();
+        let head = stats.next_seq.saturating_sub(1);
+        let uplinks = self
+            .uplinks
+            .iter()
+            .map(|(_, st)| {
+                st.lock()
+                    .map(|u| (u.events_acked, head.saturating_sub(u.cursor)))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let s = Sample {
+            at: Instant::now(),
+            appended: stats.appended_total,
+            uplinks,
+        };
+        if let Ok(mut h) = self.history.lock() {
+            if h.len() >= SAMPLES {
+                h.pop_front();
+            }
+            h.push_back(s);
+        }
+    }
+
+    /// Appends an audit event (who did what); a log that refuses it is
+    /// reported, not fatal.
+    pub async fn audit(&self, action: &str, actor: &str, detail: String) {
+        let ev = outpost_core::Event::new(
+            "",
+            self.clock.now(),
+            outpost_core::Body::Audit(outpost_core::Audit {
+                action: action.to_string(),
+                actor: actor.to_string(),
+                detail,
+            }),
+        );
+        if let Err(e) = self.log.append(vec![ev]).await {
+            tracing::warn!(action, error = %e.error, "Cannot log an audit event.");
+        }
+    }
+}
+
+/// Every route of the web page and the API.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(pages::overview))
+        .route("/devices", get(pages::devices))
+        .route("/devices/write", post(pages::write))
+        .route("/login", get(pages::login_form).post(pages::login))
+        .route("/logout", post(pages::logout))
+        .route("/setup", get(pages::setup_form).post(pages::setup))
+        .route("/users", get(pages::users).post(pages::user_change))
+        .route("/static/app.css", get(static_css))
+        .route("/static/app.js", get(static_js))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::scrape))
+        .nest("/api/v1", api::routes())
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(shared)
+}
+
+async fn security_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    r
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+async fn static_css() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        include_str!("../../static/app.css"),
+    )
+        .into_response()
+}
+
+async fn static_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        include_str!("../../static/app.js"),
+    )
+        .into_response()
+}
+
+/// Liveness: the process answers.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: the log accepts events (not full, not broken).
+async fn readyz(
+    axum::extract::State(s): axum::extract::State<Arc<Shared>>,
+) -> (StatusCode, String) {
+    let stats = s.log.stats().borrow().clone();
+    if stats.disk_full {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the event log's disk is full\n".into(),
+        );
+    }
+    (StatusCode::OK, "ready\n".into())
+}
+
+/// Serves the router on `bind` until `stop`. Returns once listening (or
+/// the reason it cannot).
+pub async fn serve(
+    shared: Arc<Shared>,
+    web: &outpost_config::Web,
+    stop: CancellationToken,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    use anyhow::Context;
+    let tls = if web.tls {
+        let dir = shared.data_dir.join("web");
+        let configured = web.cert.as_deref().zip(web.key.as_deref());
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        if !web.bind.ip().is_unspecified() && !web.bind.ip().is_loopback() {
+            names.push(web.bind.ip().to_string());
+        }
+        names.push(shared.gateway.clone());
+        let cfg = listen::tls_config(&dir, configured, names)
+            .map_err(|e| anyhow::anyhow!("the web page's certificate: {e}"))?;
+        Some(cfg)
+    } else {
+        None
+    };
+    let listener = tokio::net::TcpListener::bind(web.bind)
+        .await
+        .with_context(|| format!("listening on {}", web.bind))?;
+    let accepted = listen::Accepted::start(listener, tls, stop.clone())?;
+    let local = axum::serve::Listener::local_addr(&accepted)?;
+    let app = router(shared.clone()).into_make_service_with_connect_info::<Peer>();
+    let sampler = shared.clone();
+    let sampler_stop = stop.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(SAMPLE_EVERY);
+        loop {
+            tokio::select! {
+                () = sampler_stop.cancelled() => return,
+                _ = every.tick() => sampler.sample(),
+            }
+        }
+    });
+    let task = tokio::spawn(async move {
+        let served = axum::serve(accepted, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "The web server stopped.");
+        }
+    });
+    Ok((local, task))
+}
+
+#[cfg(test)]
+mod tests;

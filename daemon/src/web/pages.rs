@@ -1,0 +1,652 @@
+//! The HTML pages: first-boot setup, login, overview, devices (with the
+//! write confirmation), users. Forms post back with the session's CSRF
+//! token; the login and setup forms, which come before a session, carry a
+//! token that must match a `SameSite=Strict` cookie (double submit).
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Form;
+use serde::Deserialize;
+
+use super::auth::{random_hex, AuthError, Role, Session, MIN_PASSWORD};
+use super::{model, Peer, Shared};
+
+pub const SESSION_COOKIE: &str = "outpost_session";
+const FORM_COOKIE: &str = "outpost_form";
+
+/// The logged-in user, as the layout shows them.
+#[derive(Debug, Clone)]
+pub struct Me {
+    pub name: String,
+    pub role: &'static str,
+    pub csrf: String,
+    pub admin: bool,
+}
+
+/// A page request with an open session; without one, the browser is sent
+/// to the login (or, before the first admin exists, the setup) page.
+#[derive(Debug)]
+pub struct PageUser(pub Session);
+
+impl PageUser {
+    fn me(&self) -> Option<Me> {
+        Some(Me {
+            name: self.0.user.clone(),
+            role: self.0.role.as_str(),
+            csrf: self.0.csrf.clone(),
+            admin: self.0.role >= Role::Admin,
+        })
+    }
+
+    /// A form's CSRF token must be this session's.
+    fn check(&self, csrf: &str) -> Result<(), Forbidden> {
+        if super::auth::constant_time_eq(csrf.as_bytes(), self.0.csrf.as_bytes()) {
+            Ok(())
+        } else {
+            Err(Forbidden(
+                "the form's CSRF token is missing or wrong; reload the page".into(),
+            ))
+        }
+    }
+
+    fn require(&self, role: Role) -> Result<(), Forbidden> {
+        if self.0.role >= role {
+            Ok(())
+        } else {
+            Err(Forbidden(format!(
+                "this needs the {} role; you are {}",
+                role.as_str(),
+                self.0.role.as_str()
+            )))
+        }
+    }
+}
+
+impl FromRequestParts<Arc<Shared>> for PageUser {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, s: &Arc<Shared>) -> Result<Self, Response> {
+        if let Some(session) =
+            cookie(&parts.headers, SESSION_COOKIE).and_then(|t| s.auth.session(t))
+        {
+            return Ok(PageUser(session));
+        }
+        if s.auth.has_users() {
+            Err(Redirect::to("/login").into_response())
+        } else {
+            Err(Redirect::to("/setup").into_response())
+        }
+    }
+}
+
+/// The value of cookie `name` in the request.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn set_cookie(name: &str, value: &str, max_age: u64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    let v = format!("{name}={value}; Path=/; HttpOnly{secure}; SameSite=Strict; Max-Age={max_age}");
+    HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// A request refused with 403 and the reason.
+#[derive(Debug)]
+pub struct Forbidden(pub String);
+
+impl IntoResponse for Forbidden {
+    fn into_response(self) -> Response {
+        forbidden(&self.0)
+    }
+}
+
+fn forbidden(why: &str) -> Response {
+    (StatusCode::FORBIDDEN, format!("forbidden: {why}\n")).into_response()
+}
+
+fn render(t: &impl Template) -> Response {
+    match t.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "A page did not render.");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page did not render\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+fn client(peer: Option<&Peer>) -> std::net::IpAddr {
+    peer.map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |p| {
+        p.0.ip()
+    })
+}
+
+/// The client's address, when the server recorded it (not in router
+/// tests without sockets).
+#[derive(Debug)]
+pub struct Client(pub std::net::IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for Client {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<Peer>>()
+            .map(|c| &c.0);
+        Ok(Client(client(peer)))
+    }
+}
+
+// ---- formatting helpers used by the templates ----
+
+/// `3d 4h`, `2h 5m`, `4m 10s`, `12s`.
+pub fn duration(s: impl std::borrow::Borrow<u64>) -> String {
+    let s = *s.borrow();
+    let (d, h, m, sec) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {sec}s")
+    } else {
+        format!("{sec}s")
+    }
+}
+
+pub fn bytes(b: impl std::borrow::Borrow<u64>) -> String {
+    let b = *b.borrow();
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+pub fn rate(r: impl std::borrow::Borrow<f64>) -> String {
+    let r = *r.borrow();
+    if r >= 100.0 {
+        format!("{r:.0}/s")
+    } else {
+        format!("{r:.1}/s")
+    }
+}
+
+pub fn age(ms: impl std::borrow::Borrow<i64>) -> String {
+    let ms = *ms.borrow();
+    if ms < 1000 {
+        "now".into()
+    } else {
+        format!("{} ago", duration((ms / 1000) as u64))
+    }
+}
+
+// ---- first start and login ----
+
+#[derive(Template)]
+#[template(path = "setup.html")]
+struct SetupPage {
+    gateway: String,
+    me: Option<Me>,
+    page: &'static str,
+    csrf: String,
+    user: String,
+    error: Option<String>,
+    min_password: usize,
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    gateway: String,
+    me: Option<Me>,
+    page: &'static str,
+    csrf: String,
+    user: String,
+    error: Option<String>,
+}
+
+/// A page before login: with a fresh form token in its cookie.
+fn pre_session(s: &Shared, status: StatusCode, make: impl FnOnce(String) -> Response) -> Response {
+    let Ok(token) = random_hex() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no random source\n").into_response();
+    };
+    let mut r = make(token.clone());
+    *r.status_mut() = status;
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(FORM_COOKIE, &token, 3600, s.secure_cookies),
+    );
+    r
+}
+
+/// The double-submit check of the login and setup forms.
+fn form_token_ok(headers: &HeaderMap, field: &str) -> bool {
+    cookie(headers, FORM_COOKIE).is_some_and(|c| {
+        !c.is_empty() && super::auth::constant_time_eq(c.as_bytes(), field.as_bytes())
+    })
+}
+
+pub async fn setup_form(State(s): State<Arc<Shared>>) -> Response {
+    if s.auth.has_users() {
+        return Redirect::to("/login").into_response();
+    }
+    setup_page(&s, StatusCode::OK, String::from("admin"), None)
+}
+
+fn setup_page(s: &Shared, status: StatusCode, user: String, error: Option<String>) -> Response {
+    pre_session(s, status, |csrf| {
+        render(&SetupPage {
+            gateway: s.gateway.clone(),
+            me: None,
+            page: "setup",
+            csrf,
+            user,
+            error,
+            min_password: MIN_PASSWORD,
+        })
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SetupForm {
+    #[serde(default)]
+    csrf: String,
+    token: String,
+    user: String,
+    password: String,
+    confirm: String,
+}
+
+pub async fn setup(
+    State(s): State<Arc<Shared>>,
+    Client(ip): Client,
+    headers: HeaderMap,
+    Form(f): Form<SetupForm>,
+) -> Response {
+    if !form_token_ok(&headers, &f.csrf) {
+        return forbidden("the form's CSRF token is missing or wrong; reload the page");
+    }
+    if f.password != f.confirm {
+        return setup_page(
+            &s,
+            StatusCode::BAD_REQUEST,
+            f.user,
+            Some("the two passwords differ".into()),
+        );
+    }
+    match s.auth.setup(&f.token, &f.user, &f.password).await {
+        Ok((cookie, session)) => {
+            s.audit(
+                "web.setup",
+                &session.user,
+                format!("admin password set from {ip}"),
+            )
+            .await;
+            logged_in(&s, &cookie)
+        }
+        Err(AuthError::AlreadySetUp) => Redirect::to("/login").into_response(),
+        Err(e) => {
+            if e == AuthError::BadToken {
+                s.audit(
+                    "web.setup_refused",
+                    &f.user,
+                    format!("wrong setup token from {ip}"),
+                )
+                .await;
+            }
+            let status = match e {
+                AuthError::BadToken => StatusCode::FORBIDDEN,
+                AuthError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            setup_page(&s, status, f.user, Some(e.to_string()))
+        }
+    }
+}
+
+pub async fn login_form(State(s): State<Arc<Shared>>) -> Response {
+    if !s.auth.has_users() {
+        return Redirect::to("/setup").into_response();
+    }
+    login_page(&s, StatusCode::OK, String::new(), None)
+}
+
+fn login_page(s: &Shared, status: StatusCode, user: String, error: Option<String>) -> Response {
+    pre_session(s, status, |csrf| {
+        render(&LoginPage {
+            gateway: s.gateway.clone(),
+            me: None,
+            page: "login",
+            csrf,
+            user,
+            error,
+        })
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    csrf: String,
+    user: String,
+    password: String,
+}
+
+pub async fn login(
+    State(s): State<Arc<Shared>>,
+    Client(ip): Client,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    if !form_token_ok(&headers, &f.csrf) {
+        return forbidden("the form's CSRF token is missing or wrong; reload the page");
+    }
+    match s.auth.login(&f.user, &f.password, ip).await {
+        Ok((cookie, session)) => {
+            s.audit("web.login", &session.user, format!("from {ip}"))
+                .await;
+            logged_in(&s, &cookie)
+        }
+        Err(e) => {
+            let action = match e {
+                AuthError::Locked(_) => "web.login_locked",
+                _ => "web.login_failed",
+            };
+            s.audit(action, &f.user, format!("from {ip}: {e}")).await;
+            let status = match e {
+                AuthError::Locked(_) => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            login_page(&s, status, f.user, Some(e.to_string()))
+        }
+    }
+}
+
+fn logged_in(s: &Shared, cookie: &str) -> Response {
+    let mut r = Redirect::to("/").into_response();
+    let h = r.headers_mut();
+    h.append(
+        header::SET_COOKIE,
+        set_cookie(
+            SESSION_COOKIE,
+            cookie,
+            s.auth.ttl().as_secs(),
+            s.secure_cookies,
+        ),
+    );
+    h.append(
+        header::SET_COOKIE,
+        set_cookie(FORM_COOKIE, "", 0, s.secure_cookies),
+    );
+    r
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+pub async fn logout(
+    State(s): State<Arc<Shared>>,
+    user: PageUser,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = user.check(&f.csrf) {
+        return r.into_response();
+    }
+    if let Some(t) = cookie(&headers, SESSION_COOKIE) {
+        s.auth.logout(t);
+    }
+    s.audit("web.logout", &user.0.user, String::new()).await;
+    let mut r = Redirect::to("/login").into_response();
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(SESSION_COOKIE, "", 0, s.secure_cookies),
+    );
+    r
+}
+
+// ---- overview and devices ----
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct OverviewPage {
+    gateway: String,
+    me: Option<Me>,
+    page: &'static str,
+    o: model::Overview,
+}
+
+pub async fn overview(State(s): State<Arc<Shared>>, user: PageUser) -> Response {
+    let o = model::overview(&s).await;
+    render(&OverviewPage {
+        gateway: s.gateway.clone(),
+        me: user.me(),
+        page: "overview",
+        o,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "devices.html")]
+struct DevicesPage {
+    gateway: String,
+    me: Option<Me>,
+    page: &'static str,
+    devices: Vec<model::DeviceRow>,
+    can_write: bool,
+    csrf: String,
+    message: Option<String>,
+}
+
+fn devices_page(
+    s: &Shared,
+    user: &PageUser,
+    status: StatusCode,
+    message: Option<String>,
+) -> Response {
+    let mut r = render(&DevicesPage {
+        gateway: s.gateway.clone(),
+        me: user.me(),
+        page: "devices",
+        devices: model::devices(s),
+        can_write: user.0.role >= Role::Technician,
+        csrf: user.0.csrf.clone(),
+        message,
+    });
+    *r.status_mut() = status;
+    r
+}
+
+pub async fn devices(State(s): State<Arc<Shared>>, user: PageUser) -> Response {
+    devices_page(&s, &user, StatusCode::OK, None)
+}
+
+#[derive(Template)]
+#[template(path = "confirm_write.html")]
+struct ConfirmWrite {
+    gateway: String,
+    me: Option<Me>,
+    page: &'static str,
+    csrf: String,
+    device: String,
+    tag: String,
+    value: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WriteForm {
+    #[serde(default)]
+    csrf: String,
+    device: String,
+    tag: String,
+    value: String,
+    #[serde(default)]
+    confirm: Option<String>,
+}
+
+/// A write asks for confirmation first; the confirmed form writes through
+/// the driver's write path (checked, audited by the driver).
+pub async fn write(
+    State(s): State<Arc<Shared>>,
+    user: PageUser,
+    Form(f): Form<WriteForm>,
+) -> Response {
+    if let Err(r) = user
+        .check(&f.csrf)
+        .and_then(|()| user.require(Role::Technician))
+    {
+        return r.into_response();
+    }
+    if f.confirm.as_deref() != Some("yes") {
+        return render(&ConfirmWrite {
+            gateway: s.gateway.clone(),
+            me: user.me(),
+            page: "devices",
+            csrf: user.0.csrf.clone(),
+            device: f.device,
+            tag: f.tag,
+            value: f.value,
+        });
+    }
+    let value = super::api::parse_value(&f.value);
+    let actor = format!("web:{}", user.0.user);
+    match s.writes.write(&f.device, &f.tag, value, &actor).await {
+        Ok(()) => devices_page(
+            &s,
+            &user,
+            StatusCode::OK,
+            Some(format!("Wrote {} to {}/{}.", f.value, f.device, f.tag)),
+        ),
+        Err(e) => devices_page(
+            &s,
+            &user,
+            StatusCode::BAD_GATEWAY,
+            Some(format!(
+                "The write of {} to {}/{} failed: {e}",
+                f.value, f.device, f.tag
+            )),
+        ),
+    }
+}
+
+// ---- users (admin) ----
+
+#[derive(Template)]
+#[template(path = "users.html")]
+struct UsersPage {
+    gateway: String,
+    me: Option<Me>,
+    page: &'static str,
+    csrf: String,
+    users: Vec<(String, &'static str)>,
+    message: Option<String>,
+    error: Option<String>,
+}
+
+fn users_page(
+    s: &Shared,
+    user: &PageUser,
+    status: StatusCode,
+    message: Option<String>,
+    error: Option<String>,
+) -> Response {
+    let mut r = render(&UsersPage {
+        gateway: s.gateway.clone(),
+        me: user.me(),
+        page: "users",
+        csrf: user.0.csrf.clone(),
+        users: s
+            .auth
+            .users()
+            .into_iter()
+            .map(|(n, r)| (n, r.as_str()))
+            .collect(),
+        message,
+        error,
+    });
+    *r.status_mut() = status;
+    r
+}
+
+pub async fn users(State(s): State<Arc<Shared>>, user: PageUser) -> Response {
+    if let Err(r) = user.require(Role::Admin) {
+        return r.into_response();
+    }
+    users_page(&s, &user, StatusCode::OK, None, None)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UserForm {
+    #[serde(default)]
+    csrf: String,
+    action: String,
+    user: String,
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    password: String,
+}
+
+pub async fn user_change(
+    State(s): State<Arc<Shared>>,
+    user: PageUser,
+    Form(f): Form<UserForm>,
+) -> Response {
+    if let Err(r) = user.check(&f.csrf).and_then(|()| user.require(Role::Admin)) {
+        return r.into_response();
+    }
+    let done = match f.action.as_str() {
+        "set" => match Role::parse(&f.role) {
+            Some(role) => s
+                .auth
+                .set_user(&f.user, role, &f.password)
+                .await
+                .map(|()| format!("{} is now a {}.", f.user, role.as_str())),
+            None => Err(AuthError::Invalid(format!("no role \"{}\"", f.role))),
+        },
+        "remove" => s
+            .auth
+            .remove_user(&f.user)
+            .map(|()| format!("{} is removed.", f.user)),
+        other => Err(AuthError::Invalid(format!("no action \"{other}\""))),
+    };
+    match done {
+        Ok(msg) => {
+            s.audit("web.users", &user.0.user, msg.clone()).await;
+            users_page(&s, &user, StatusCode::OK, Some(msg), None)
+        }
+        Err(e) => users_page(
+            &s,
+            &user,
+            StatusCode::BAD_REQUEST,
+            None,
+            Some(e.to_string()),
+        ),
+    }
+}

@@ -1,0 +1,1 @@
+// Live updates come later; the pages work without this file.
