@@ -378,3 +378,39 @@ fn mqtt_protocol_versions() {
     let e = one(&uplink("protocol = \"4\"\n"));
     assert_eq!(e.key_path, "uplink[0].mqtt.protocol");
 }
+
+#[test]
+fn web_settings_are_checked_together() {
+    let base = "[gateway]\nid = \"gw\"\n";
+    let cfg = parse(base, "t.toml").unwrap();
+    assert!(cfg.web.tls, "HTTPS is the default");
+    assert_eq!(
+        cfg.web.session_ttl.get(),
+        std::time::Duration::from_secs(8 * 3600)
+    );
+    let cfg = parse(
+        &format!("{base}[web]\nbind = \"0.0.0.0:8443\"\ncert = \"/c.pem\"\nkey = \"/k.pem\"\nsession_ttl = \"30m\"\n"),
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(cfg.web.bind.port(), 8443);
+    let errs = errors(&format!(
+        "{base}[web]\ntls = false\ncert = \"/c.pem\"\nsession_ttl = \"10s\"\nadmin_password_hash = \"hunter2\"\n"
+    ));
+    let paths: Vec<&str> = errs.iter().map(|e| e.key_path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "web.key",
+            "web.cert",
+            "web.session_ttl",
+            "web.admin_password_hash"
+        ],
+        "{errs:?}"
+    );
+    assert!(errs.iter().all(|e| e.line > 0), "{errs:?}");
+    assert!(
+        !errs[3].message.contains("hunter2"),
+        "the password is echoed"
+    );
+}

@@ -114,7 +114,12 @@ pub async fn overview(s: &Shared) -> Overview {
                 .values()
                 .filter(|d| d.status == Some(outpost_core::DeviceStatus::Online))
                 .count();
-            (s.devices.len().max(l.devices.len()), online)
+            let unconfigured = l
+                .devices
+                .keys()
+                .filter(|n| !n.is_empty() && !s.devices.iter().any(|(c, _)| c == *n))
+                .count();
+            (s.devices.len() + unconfigured, online)
         })
         .unwrap_or((s.devices.len(), 0));
     Overview {

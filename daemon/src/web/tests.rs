@@ -1,1 +1,773 @@
+//! Router tests without sockets: every route, with and without a session,
+//! and the security rules (CSRF, lock-out, roles, escaping, cookie flags).
+//! The device behind a write is a fake driver inbox answering in-process.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use http_body_util::BodyExt;
+use outpost_core::{Body as EvBody, DeviceStatus, Event, FixedClock, Point, Seq, Timestamp, Value};
+use outpost_drivers::command::{Router as Writes, WriteCommand};
+use outpost_sync::log::StoredEvent;
+use outpost_sync::{EventLog, LogOptions};
+use tokio::sync::mpsc;
+use tower::ServiceExt;
+
+use super::auth::{Auth, LOCK_AFTER};
+use super::*;
+
+const NOW: i64 = 1_764_000_000_000;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    shared: Arc<Shared>,
+    token: String,
+    writes: mpsc::Receiver<WriteCommand>,
+}
+
+fn fixture(secure: bool) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(FixedClock::new(NOW));
+    let (log, _) = EventLog::open(
+        &dir.path().join("events.db"),
+        LogOptions::from_config(&outpost_config::demo().unwrap().gateway),
+        clock.clone(),
+    )
+    .unwrap();
+    let (auth, token) =
+        Auth::open(&dir.path().join("web"), Duration::from_secs(3600), None).unwrap();
+    let (tx, rx) = mpsc::channel(4);
+    let mut writes = Writes::default();
+    writes.add("pump", tx);
+    let status: outpost_sync::uplink::SharedStatus = Arc::default();
+    let shared = Arc::new(Shared {
+        gateway: "gw-test".into(),
+        clock,
+        started: std::time::Instant::now(),
+        log,
+        latest: Arc::default(),
+        uplinks: vec![("cloud".into(), status)],
+        drivers: outpost_drivers::metrics::Metrics::default(),
+        devices: vec![("pump".into(), "modbus tcp 127.0.0.1:502".into())],
+        writes,
+        auth,
+        data_dir: dir.path().to_path_buf(),
+        units: [(("pump".to_string(), "speed".to_string()), "rpm".to_string())].into(),
+        secure_cookies: secure,
+        history: std::sync::Mutex::default(),
+        config_source: "test".into(),
+    });
+    Fixture {
+        _dir: dir,
+        shared,
+        token: token.unwrap(),
+        writes: rx,
+    }
+}
+
+/// A reading of `device` into the live view.
+fn reading(shared: &Shared, device: &str, tag: &str, v: f64) {
+    let batch = Arc::new(vec![
+        StoredEvent {
+            seq: Seq(1),
+            event: Event::new(
+                device,
+                Timestamp::synced(NOW - 5000),
+                EvBody::Status(outpost_core::Status {
+                    status: DeviceStatus::Online,
+                    detail: String::new(),
+                }),
+            ),
+        },
+        StoredEvent {
+            seq: Seq(2),
+            event: Event::new(
+                device,
+                Timestamp::synced(NOW - 3000),
+                EvBody::Telemetry(vec![Point::good(tag, Value::F64(v))]),
+            ),
+        },
+    ]);
+    shared.latest.write().unwrap().apply(&batch);
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn location(&self) -> &str {
+        self.headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+    fn cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    }
+    /// `name=value` of a cookie this reply sets.
+    fn cookie(&self, name: &str) -> Option<String> {
+        self.cookies()
+            .iter()
+            .find(|c| c.starts_with(&format!("{name}=")))
+            .map(|c| c.split(';').next().unwrap().to_string())
+    }
+    /// The value of the hidden `csrf` field in the page.
+    fn csrf(&self) -> String {
+        let at = self
+            .body
+            .find("name=\"csrf\" value=\"")
+            .expect("no csrf field");
+        let rest = &self.body[at + 19..];
+        rest[..rest.find('"').unwrap()].to_string()
+    }
+}
+
+async fn call(app: &Router, method: &str, uri: &str, cookie: &str, form: Option<&str>) -> Reply {
+    call_with(app, method, uri, cookie, form, &[]).await
+}
+
+async fn call_with(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    cookie: &str,
+    body: Option<&str>,
+    extra: &[(&str, &str)],
+) -> Reply {
+    let mut b = Request::builder().method(method).uri(uri);
+    if !cookie.is_empty() {
+        b = b.header(header::COOKIE, cookie);
+    }
+    let is_json = extra.iter().any(|(k, _)| *k == "content-type");
+    if body.is_some() && !is_json {
+        b = b.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    }
+    for (k, v) in extra {
+        b = b.header(*k, *v);
+    }
+    let req = b
+        .body(body.map_or_else(Body::empty, |f| Body::from(f.to_string())))
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Goes through first start; returns the admin's session cookie.
+async fn set_up(app: &Router, token: &str) -> String {
+    let page = call(app, "GET", "/setup", "", None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let form_cookie = page.cookie("outpost_form").unwrap();
+    let body = format!(
+        "csrf={}&token={}&user=admin&password=correct+horse&confirm=correct+horse",
+        page.csrf(),
+        enc(token)
+    );
+    let r = call(app, "POST", "/setup", &form_cookie, Some(&body)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    r.cookie("outpost_session").unwrap()
+}
+
+async fn login(app: &Router, user: &str, password: &str) -> Reply {
+    let page = call(app, "GET", "/login", "", None).await;
+    let form_cookie = page.cookie("outpost_form").unwrap();
+    let body = format!(
+        "csrf={}&user={}&password={}",
+        page.csrf(),
+        enc(user),
+        enc(password)
+    );
+    call(app, "POST", "/login", &form_cookie, Some(&body)).await
+}
+
+/// The CSRF token of a session, from a page it renders.
+async fn session_csrf(app: &Router, cookie: &str) -> String {
+    call(app, "GET", "/devices", cookie, None).await.csrf()
+}
+
+async fn audit_actions(log: &EventLog) -> Vec<String> {
+    log.read(Seq(0), 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.event.body {
+            EvBody::Audit(a) => Some(a.action),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn before_setup_every_page_leads_to_setup_and_after_it_to_login() {
+    let f = fixture(true);
+    let app = router(f.shared.clone());
+    for page in ["/", "/devices", "/users", "/login"] {
+        let r = call(&app, "GET", page, "", None).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{page}");
+        assert_eq!(r.location(), "/setup", "{page}");
+    }
+    set_up(&app, &f.token).await;
+    for page in ["/", "/devices", "/users", "/setup"] {
+        let r = call(&app, "GET", page, "", None).await;
+        assert_eq!(r.location(), "/login", "{page}");
+    }
+    // An unknown or ended session is no session.
+    let r = call(&app, "GET", "/", "outpost_session=0123", None).await;
+    assert_eq!(r.location(), "/login");
+}
+
+#[tokio::test]
+async fn setup_checks_the_form_token_and_the_setup_token() {
+    let f = fixture(true);
+    let app = router(f.shared.clone());
+    let page = call(&app, "GET", "/setup", "", None).await;
+    let form_cookie = page.cookie("outpost_form").unwrap();
+    let good = |token: &str, csrf: &str| {
+        format!(
+            "csrf={csrf}&token={}&user=admin&password=correct+horse&confirm=correct+horse",
+            enc(token)
+        )
+    };
+    // Without the cookie that matches the form, refused.
+    let r = call(
+        &app,
+        "POST",
+        "/setup",
+        "",
+        Some(&good(&f.token, &page.csrf())),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = call(
+        &app,
+        "POST",
+        "/setup",
+        &form_cookie,
+        Some(&good(&f.token, "forged")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // A wrong setup token: refused, shown, audited, nobody created.
+    let r = call(
+        &app,
+        "POST",
+        "/setup",
+        &form_cookie,
+        Some(&good("AAAA-BBBB-CCCC", &page.csrf())),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.body.contains("the setup token is wrong"), "{}", r.body);
+    assert!(!f.shared.auth.has_users());
+    // Passwords that differ.
+    let body = format!(
+        "csrf={}&token={}&user=admin&password=correct+horse&confirm=other+horse",
+        page.csrf(),
+        enc(&f.token)
+    );
+    let r = call(&app, "POST", "/setup", &form_cookie, Some(&body)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("the two passwords differ"));
+    // The right one.
+    let r = call(
+        &app,
+        "POST",
+        "/setup",
+        &form_cookie,
+        Some(&good(&f.token, &page.csrf())),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.location(), "/");
+    assert!(f.shared.auth.has_users());
+    let actions = audit_actions(&f.shared.log).await;
+    assert!(
+        actions.contains(&"web.setup_refused".to_string()),
+        "{actions:?}"
+    );
+    assert!(actions.contains(&"web.setup".to_string()), "{actions:?}");
+}
+
+#[tokio::test]
+async fn session_cookies_are_http_only_secure_strict_and_expire() {
+    let f = fixture(true);
+    let app = router(f.shared.clone());
+    set_up(&app, &f.token).await;
+    let r = login(&app, "admin", "correct horse").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let c = r
+        .cookies()
+        .into_iter()
+        .find(|c| c.starts_with("outpost_session="))
+        .unwrap();
+    for flag in [
+        "HttpOnly",
+        "Secure",
+        "SameSite=Strict",
+        "Max-Age=3600",
+        "Path=/",
+    ] {
+        assert!(c.contains(flag), "{flag} missing in {c}");
+    }
+    // Served over plain HTTP (configured), the cookie cannot be Secure.
+    let f = fixture(false);
+    let app = router(f.shared.clone());
+    let page = call(&app, "GET", "/setup", "", None).await;
+    let c = page.cookies().join("; ");
+    assert!(
+        c.contains("HttpOnly") && c.contains("SameSite=Strict") && !c.contains("Secure"),
+        "{c}"
+    );
+}
+
+#[tokio::test]
+async fn ten_wrong_passwords_lock_the_login_and_every_attempt_is_audited() {
+    let f = fixture(true);
+    let app = router(f.shared.clone());
+    set_up(&app, &f.token).await;
+    for i in 1..LOCK_AFTER {
+        let r = login(&app, "admin", "wrong password").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "attempt {i}");
+        assert!(r.body.contains("wrong user name or password"));
+    }
+    let r = login(&app, "admin", "wrong password").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        r.body.contains("locked for 15 more minute(s)"),
+        "{}",
+        r.body
+    );
+    // Locked even for the right password.
+    let r = login(&app, "admin", "correct horse").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.cookie("outpost_session").is_none());
+    let actions = audit_actions(&f.shared.log).await;
+    let failed = actions.iter().filter(|a| *a == "web.login_failed").count();
+    let locked = actions.iter().filter(|a| *a == "web.login_locked").count();
+    assert_eq!(
+        (failed, locked),
+        (LOCK_AFTER as usize - 1, 2),
+        "{actions:?}"
+    );
+}
+
+#[tokio::test]
+async fn overview_devices_and_escaping() {
+    let f = fixture(true);
+    let app = router(f.shared.clone());
+    let admin = set_up(&app, &f.token).await;
+    reading(&f.shared, "pump", "speed", 1450.0);
+    reading(&f.shared, "<script>alert(1)</script>", "x", 1.0);
+    f.shared.sample();
+    let r = call(&app, "GET", "/", &admin, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    for want in [
+        "gw-test",
+        "cloud",
+        "disconnected",
+        "Devices online",
+        "2 / 2",
+    ] {
+        assert!(r.body.contains(want), "{want} missing in the overview");
+    }
+    let r = call(&app, "GET", "/devices", &admin, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("1450 rpm"), "{}", r.body);
+    assert!(r.body.contains("online"));
+    assert!(r.body.contains("3s ago"));
+    assert!(
+        r.body.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+        "{}",
+        r.body
+    );
+    assert!(
+        !r.body.contains("<script>alert"),
+        "a device name was not escaped"
+    );
+    // The security headers are on every response.
+    let csp = r
+        .headers
+        .get(header::CONTENT_SECURITY_POLICY)
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    assert_eq!(
+        r.headers.get(header::X_CONTENT_TYPE_OPTIONS).unwrap(),
+        "nosniff"
+    );
+}
+
+#[tokio::test]
+async fn a_write_is_confirmed_then_sent_to_the_driver_with_the_user() {
+    let mut f = fixture(true);
+    let app = router(f.shared.clone());
+    let admin = set_up(&app, &f.token).await;
+    let csrf = session_csrf(&app, &admin).await;
+    // Without the session's token: refused, nothing sent.
+    let r = call(
+        &app,
+        "POST",
+        "/devices/write",
+        &admin,
+        Some("csrf=nope&device=pump&tag=speed&value=5&confirm=yes"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(f.writes.try_recv().is_err());
+    // First the confirmation page; nothing is sent yet.
+    let body = format!("csrf={csrf}&device=pump&tag=speed&value=5");
+    let r = call(&app, "POST", "/devices/write", &admin, Some(&body)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("Write to pump?"), "{}", r.body);
+    assert!(f.writes.try_recv().is_err());
+    // Confirmed: the driver gets it, and its answer is shown.
+    let driver = tokio::spawn(async move {
+        let cmd = f.writes.recv().await.unwrap();
+        let seen = (
+            cmd.device.clone(),
+            cmd.tag.clone(),
+            cmd.value.clone(),
+            cmd.actor.clone(),
+        );
+        cmd.reply.send(Ok(())).unwrap();
+        let cmd = f.writes.recv().await.unwrap();
+        cmd.reply
+            .send(Err(outpost_drivers::command::WriteFailure::Exception(
+                "illegal data value".into(),
+            )))
+            .unwrap();
+        seen
+    });
+    let r = call(
+        &app,
+        "POST",
+        "/devices/write",
+        &admin,
+        Some(&format!("{body}&confirm=yes")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("Wrote 5 to pump/speed."), "{}", r.body);
+    let r = call(
+        &app,
+        "POST",
+        "/devices/write",
+        &admin,
+        Some(&format!("{body}&confirm=yes")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        r.body.contains("the device refused: illegal data value"),
+        "{}",
+        r.body
+    );
+    let seen = driver.await.unwrap();
+    assert_eq!(
+        seen,
+        (
+            "pump".into(),
+            "speed".into(),
+            Value::I64(5),
+            "web:admin".into()
+        )
+    );
+    // A device nobody serves is a clear error.
+    let r = call(
+        &app,
+        "POST",
+        "/devices/write",
+        &admin,
+        Some(&format!(
+            "csrf={csrf}&device=nope&tag=x&value=1&confirm=yes"
+        )),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert!(r.body.contains("no device"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn roles_limit_what_a_user_may_do() {
+    let mut f = fixture(true);
+    let app = router(f.shared.clone());
+    let admin = set_up(&app, &f.token).await;
+    let csrf = session_csrf(&app, &admin).await;
+    let r = call(
+        &app,
+        "POST",
+        "/users",
+        &admin,
+        Some(&format!(
+            "csrf={csrf}&action=set&user=watcher&role=viewer&password=viewer+password"
+        )),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("watcher is now a viewer."), "{}", r.body);
+    // The last admin cannot be removed.
+    let r = call(
+        &app,
+        "POST",
+        "/users",
+        &admin,
+        Some(&format!("csrf={csrf}&action=remove&user=admin")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("the last admin cannot be removed"));
+
+    let viewer = login(&app, "watcher", "viewer password")
+        .await
+        .cookie("outpost_session")
+        .unwrap();
+    let vcsrf = session_csrf(&app, &viewer).await;
+    let r = call(&app, "GET", "/devices", &viewer, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(!r.body.contains("Write…"), "a viewer is offered writes");
+    let r = call(
+        &app,
+        "POST",
+        "/devices/write",
+        &viewer,
+        Some(&format!(
+            "csrf={vcsrf}&device=pump&tag=speed&value=5&confirm=yes"
+        )),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.body.contains("needs the technician role"));
+    let r = call_with(
+        &app,
+        "POST",
+        "/api/v1/devices/pump/write",
+        &viewer,
+        Some(r#"{"tag":"speed","value":5}"#),
+        &[
+            ("content-type", "application/json"),
+            ("x-csrf-token", &vcsrf),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        f.writes.try_recv().is_err(),
+        "a viewer's write reached the driver"
+    );
+    for page in ["/users"] {
+        assert_eq!(
+            call(&app, "GET", page, &viewer, None).await.status,
+            StatusCode::FORBIDDEN
+        );
+    }
+    let r = call(
+        &app,
+        "POST",
+        "/users",
+        &viewer,
+        Some(&format!("csrf={vcsrf}&action=remove&user=admin")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn logout_needs_the_token_and_ends_the_session() {
+    let f = fixture(true);
+    let app = router(f.shared.clone());
+    let admin = set_up(&app, &f.token).await;
+    let r = call(&app, "POST", "/logout", &admin, Some("csrf=wrong")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let csrf = session_csrf(&app, &admin).await;
+    let r = call(
+        &app,
+        "POST",
+        "/logout",
+        &admin,
+        Some(&format!("csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(r.location(), "/login");
+    assert!(r
+        .cookies()
+        .iter()
+        .any(|c| c.starts_with("outpost_session=;") && c.contains("Max-Age=0")));
+    assert_eq!(
+        call(&app, "GET", "/", &admin, None).await.location(),
+        "/login"
+    );
+}
+
+#[tokio::test]
+async fn the_api_mirrors_the_pages_and_checks_session_and_csrf() {
+    let mut f = fixture(true);
+    let app = router(f.shared.clone());
+    let r = call(&app, "GET", "/api/v1/devices", "", None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.body.contains("\"error\""));
+    let admin = set_up(&app, &f.token).await;
+    reading(&f.shared, "pump", "speed", 99.5);
+    let r = call(&app, "GET", "/api/v1/devices", &admin, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v[0]["name"], "pump");
+    assert_eq!(v[0]["status"], "online");
+    assert_eq!(v[0]["values"][0]["value"], "99.5");
+    assert_eq!(v[0]["values"][0]["unit"], "rpm");
+    let r = call(&app, "GET", "/api/v1/overview", &admin, None).await;
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["gateway"], "gw-test");
+    assert_eq!(v["uplinks"][0]["name"], "cloud");
+    assert_eq!(v["uplinks"][0]["connected"], false);
+    let r = call(&app, "GET", "/api/v1/session", &admin, None).await;
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["role"], "admin");
+    let csrf = v["csrf"].as_str().unwrap().to_string();
+    let json = [("content-type", "application/json")];
+    // No token, a wrong one: 403 and nothing sent.
+    let write = Some(r#"{"tag":"speed","value":7.5}"#);
+    let r = call_with(
+        &app,
+        "POST",
+        "/api/v1/devices/pump/write",
+        &admin,
+        write,
+        &json,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let wrong = [
+        ("content-type", "application/json"),
+        ("x-csrf-token", "abc"),
+    ];
+    let r = call_with(
+        &app,
+        "POST",
+        "/api/v1/devices/pump/write",
+        &admin,
+        write,
+        &wrong,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(f.writes.try_recv().is_err());
+    let ok = [
+        ("content-type", "application/json"),
+        ("x-csrf-token", csrf.as_str()),
+    ];
+    // A malformed body is a 400 naming the problem.
+    let r = call_with(
+        &app,
+        "POST",
+        "/api/v1/devices/pump/write",
+        &admin,
+        Some(r#"{"value":1}"#),
+        &ok,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("tag"), "{}", r.body);
+    let driver = tokio::spawn(async move {
+        let cmd = f.writes.recv().await.unwrap();
+        let v = cmd.value.clone();
+        cmd.reply.send(Ok(())).unwrap();
+        v
+    });
+    let r = call_with(
+        &app,
+        "POST",
+        "/api/v1/devices/pump/write",
+        &admin,
+        write,
+        &ok,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(driver.await.unwrap(), Value::F64(7.5));
+    let r = call(&app, "GET", "/api/v1/nothing", &admin, None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.body.contains("no such API route"));
+}
+
+#[tokio::test]
+async fn health_metrics_static_and_unknown_routes() {
+    let f = fixture(true);
+    let app = router(f.shared.clone());
+    let r = call(&app, "GET", "/healthz", "", None).await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "ok\n"));
+    let r = call(&app, "GET", "/readyz", "", None).await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "ready\n"));
+    f.shared
+        .log
+        .append(vec![Event::new(
+            "pump",
+            Timestamp::synced(NOW),
+            EvBody::Telemetry(vec![Point::good("speed", Value::F64(1.0))]),
+        )])
+        .await
+        .unwrap();
+    f.shared.drivers.device("pump");
+    reading(&f.shared, "pump", "speed", 1.0);
+    let r = call(&app, "GET", "/metrics", "", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    for want in [
+        "# TYPE outpost_log_appended_total counter",
+        "outpost_log_appended_total 1",
+        "outpost_uplink_connected{uplink=\"cloud\"} 0",
+        "outpost_uplink_backlog_events{uplink=\"cloud\"} 1",
+        "outpost_device_requests_total{device=\"pump\"} 0",
+        "outpost_device_errors_total{device=\"pump\",kind=\"timeout\"} 0",
+        "outpost_device_online{device=\"pump\"} 1",
+        "outpost_log_dropped_total{limit=\"age\"} 0",
+    ] {
+        assert!(r.body.contains(want), "{want} missing in:\n{}", r.body);
+    }
+    let r = call(&app, "GET", "/static/app.css", "", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/css"));
+    let r = call(&app, "GET", "/static/app.js", "", None).await;
+    assert!(r.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+    let r = call(&app, "GET", "/no/such/page", "", None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // A path-like route cannot reach files.
+    let r = call(&app, "GET", "/static/../../etc/passwd", "", None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(!r.body.contains("root:"));
+}
