@@ -549,8 +549,10 @@ async fn start_web(
         secure_cookies: cfg.web.tls,
         history: std::sync::Mutex::new(std::collections::VecDeque::new()),
         config_source: p.source,
+        live: crate::web::live_channel(),
+        stop,
     });
-    match crate::web::serve(shared, &cfg.web, stop).await {
+    match crate::web::serve(shared, &cfg.web).await {
         Ok((addr, task)) => {
             let scheme = if cfg.web.tls { "https" } else { "http" };
             let host = if addr.ip().is_unspecified() {

@@ -20,6 +20,7 @@
 mod api;
 pub mod auth;
 mod listen;
+mod live;
 mod metrics;
 mod model;
 mod pages;
@@ -71,6 +72,10 @@ pub struct Shared {
     pub history: Mutex<VecDeque<Sample>>,
     /// Where the configuration came from, for the overview.
     pub config_source: String,
+    /// Live updates for open pages (see [`live`]).
+    pub live: tokio::sync::broadcast::Sender<Arc<str>>,
+    /// Ends the server and its streams.
+    pub stop: CancellationToken,
 }
 
 /// Counters at one moment, for rates and the overview's charts.
@@ -137,6 +142,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/logout", post(pages::logout))
         .route("/setup", get(pages::setup_form).post(pages::setup))
         .route("/users", get(pages::users).post(pages::user_change))
+        .route("/events", get(live::events))
         .route("/static/app.css", get(static_css))
         .route("/static/app.js", get(static_js))
         .route("/healthz", get(healthz))
@@ -216,14 +222,19 @@ async fn readyz(
     (StatusCode::OK, "ready\n".into())
 }
 
-/// Serves the router on `bind` until `stop`. Returns once listening (or
-/// the reason it cannot).
+/// A broadcast channel for [`Shared::live`].
+pub fn live_channel() -> tokio::sync::broadcast::Sender<Arc<str>> {
+    tokio::sync::broadcast::channel(live::BACKLOG).0
+}
+
+/// Serves the router on `bind` until `shared.stop`. Returns once listening
+/// (or the reason it cannot).
 pub async fn serve(
     shared: Arc<Shared>,
     web: &outpost_config::Web,
-    stop: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     use anyhow::Context;
+    let stop = shared.stop.clone();
     let tls = if web.tls {
         let dir = shared.data_dir.join("web");
         let configured = web.cert.as_deref().zip(web.key.as_deref());
@@ -244,6 +255,7 @@ pub async fn serve(
     let accepted = listen::Accepted::start(listener, tls, stop.clone())?;
     let local = axum::serve::Listener::local_addr(&accepted)?;
     let app = router(shared.clone()).into_make_service_with_connect_info::<Peer>();
+    tokio::spawn(live::publish(shared.clone(), stop.clone()));
     let sampler = shared.clone();
     let sampler_stop = stop.clone();
     tokio::spawn(async move {

@@ -105,23 +105,7 @@ pub async fn overview(s: &Shared) -> Overview {
             last_error: u.last_error,
         });
     }
-    let (devices_total, devices_online) = s
-        .latest
-        .read()
-        .map(|l| {
-            let online = l
-                .devices
-                .values()
-                .filter(|d| d.status == Some(outpost_core::DeviceStatus::Online))
-                .count();
-            let unconfigured = l
-                .devices
-                .keys()
-                .filter(|n| !n.is_empty() && !s.devices.iter().any(|(c, _)| c == *n))
-                .count();
-            (s.devices.len() + unconfigured, online)
-        })
-        .unwrap_or((s.devices.len(), 0));
+    let (devices_total, devices_online) = device_counts(s);
     Overview {
         gateway: s.gateway.clone(),
         version: env!("CARGO_PKG_VERSION"),
@@ -147,8 +131,48 @@ pub async fn overview(s: &Shared) -> Overview {
     }
 }
 
+/// (devices known, devices online): the configured ones and any other
+/// that reported.
+pub fn device_counts(s: &Shared) -> (usize, usize) {
+    s.latest
+        .read()
+        .map(|l| {
+            let online = l
+                .devices
+                .values()
+                .filter(|d| d.status == Some(outpost_core::DeviceStatus::Online))
+                .count();
+            let unconfigured = l
+                .devices
+                .keys()
+                .filter(|n| !n.is_empty() && !s.devices.iter().any(|(c, _)| c == *n))
+                .count();
+            (s.devices.len() + unconfigured, online)
+        })
+        .unwrap_or((s.devices.len(), 0))
+}
+
+/// A value as the pages show it: numbers without trailing zeros.
+pub fn value_text(v: &outpost_core::Value) -> String {
+    match v {
+        outpost_core::Value::F64(f) => format!("{f:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string(),
+        other => other.to_string(),
+    }
+}
+
+pub fn quality_text(q: &outpost_core::Quality) -> String {
+    match q {
+        outpost_core::Quality::Good => "good".into(),
+        outpost_core::Quality::Stale => "stale".into(),
+        outpost_core::Quality::Bad { reason } => format!("bad: {reason}"),
+    }
+}
+
 /// Ingest rate and each uplink's send rate over the last sample interval.
-fn rates(s: &Shared) -> (f64, Vec<f64>) {
+pub fn rates(s: &Shared) -> (f64, Vec<f64>) {
     let Ok(h) = s.history.lock() else {
         return (0.0, Vec::new());
     };
@@ -192,23 +216,13 @@ pub fn devices(s: &Shared) -> Vec<DeviceRow> {
                     v.values
                         .iter()
                         .map(|(p, ts)| TagRow {
-                            value: match &p.value {
-                                outpost_core::Value::F64(f) => format!("{f:.3}")
-                                    .trim_end_matches('0')
-                                    .trim_end_matches('.')
-                                    .to_string(),
-                                other => other.to_string(),
-                            },
+                            value: value_text(&p.value),
                             unit: s
                                 .units
                                 .get(&(name.clone(), p.tag.clone()))
                                 .cloned()
                                 .unwrap_or_default(),
-                            quality: match &p.quality {
-                                outpost_core::Quality::Good => "good".into(),
-                                outpost_core::Quality::Stale => "stale".into(),
-                                outpost_core::Quality::Bad { reason } => format!("bad: {reason}"),
-                            },
+                            quality: quality_text(&p.quality),
                             age_ms: (now - ts.unix_ms).max(0),
                             tag: p.tag.clone(),
                         })

@@ -60,6 +60,8 @@ fn fixture(secure: bool) -> Fixture {
         secure_cookies: secure,
         history: std::sync::Mutex::default(),
         config_source: "test".into(),
+        live: live_channel(),
+        stop: tokio_util::sync::CancellationToken::new(),
     });
     Fixture {
         _dir: dir,
@@ -770,4 +772,85 @@ async fn health_metrics_static_and_unknown_routes() {
     let r = call(&app, "GET", "/static/../../etc/passwd", "", None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert!(!r.body.contains("root:"));
+}
+
+/// The next data frame of a live stream, as text.
+async fn next(b: &mut Body) -> String {
+    let frame = tokio::time::timeout(Duration::from_secs(5), b.frame())
+        .await
+        .expect("no event within 5 s")
+        .unwrap()
+        .unwrap();
+    String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn live_updates_start_with_a_snapshot_then_carry_changes() {
+    let f = fixture(true);
+    let app = router(f.shared.clone());
+    let r = call(&app, "GET", "/events", "", None).await;
+    assert_eq!(r.location(), "/setup", "the stream needs a session");
+    let admin = set_up(&app, &f.token).await;
+    reading(&f.shared, "pump", "speed", 1450.0);
+    let req = Request::builder()
+        .uri("/events")
+        .header(header::COOKIE, &admin)
+        .body(Body::empty())
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()[header::CONTENT_TYPE], "text/event-stream");
+    let mut body = res.into_body();
+    let first = next(&mut body).await;
+    assert!(first.starts_with("data: "), "{first}");
+    let snap: serde_json::Value =
+        serde_json::from_str(first.trim_start_matches("data: ").trim()).unwrap();
+    assert_eq!(
+        snap["values"][0],
+        serde_json::json!(["pump", "speed", "1450", "rpm", "good"])
+    );
+    assert_eq!(snap["status"][0], serde_json::json!(["pump", "online"]));
+    assert_eq!(snap["online"], "1 / 1");
+    assert_eq!(snap["uplinks"][0]["name"], "cloud");
+    // The publisher sends only what changed.
+    let publisher = tokio::spawn(live::publish(f.shared.clone(), f.shared.stop.clone()));
+    let first_delta = next(&mut body).await;
+    let d: serde_json::Value =
+        serde_json::from_str(first_delta.trim_start_matches("data: ").trim()).unwrap();
+    assert_eq!(d["values"].as_array().unwrap().len(), 1, "{d}");
+    let batch = Arc::new(vec![StoredEvent {
+        seq: Seq(3),
+        event: Event::new(
+            "pump",
+            Timestamp::synced(NOW - 1000),
+            EvBody::Telemetry(vec![Point::good("speed", Value::F64(1500.0))]),
+        ),
+    }]);
+    f.shared.latest.write().unwrap().apply(&batch);
+    let mut changed = None;
+    for _ in 0..5 {
+        let t = next(&mut body).await;
+        let d: serde_json::Value =
+            serde_json::from_str(t.trim_start_matches("data: ").trim()).unwrap();
+        if !d["values"].as_array().unwrap().is_empty() {
+            changed = Some(d);
+            break;
+        }
+    }
+    let d = changed.expect("the change never came");
+    assert_eq!(
+        d["values"],
+        serde_json::json!([["pump", "speed", "1500", "rpm", "good"]])
+    );
+    assert!(
+        d["status"].as_array().unwrap().is_empty(),
+        "an unchanged status was sent again"
+    );
+    // Stopping the server ends the stream.
+    f.shared.stop.cancel();
+    publisher.await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .unwrap();
+    assert!(end.is_none(), "the stream outlived the server");
 }
