@@ -45,10 +45,15 @@ use std::time::Duration;
 pub use outpost_config::Durability;
 use outpost_core::{Clock, Event, Seq};
 pub use store::{
-    Appended, LogStats, OpenReport, Recovery, Store, StoreOptions, DEFAULT_RESERVE_BYTES,
-    ROW_OVERHEAD,
+    Appended, LogStats, OpenReport, Recovery, ScanFilter, Scanned, Store, StoreOptions,
+    DEFAULT_RESERVE_BYTES, ROW_OVERHEAD,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+/// Rows one scan slice examines at most.
+pub const SCAN_WINDOW: u64 = 20_000;
+/// Stored bytes one scan slice returns at most.
+pub const SCAN_BYTES: usize = 256 * 1024;
 
 /// Buffer limits, in the units the store counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +198,15 @@ enum Command {
         upto: Seq,
         reply: oneshot::Sender<Result<(), LogError>>,
     },
+    Scan {
+        filter: ScanFilter,
+        after: Seq,
+        reply: oneshot::Sender<Result<Scanned, LogError>>,
+    },
+    SeqBefore {
+        ts_ms: i64,
+        reply: oneshot::Sender<Result<Seq, LogError>>,
+    },
     Cursor {
         name: String,
         reply: oneshot::Sender<Option<Seq>>,
@@ -323,6 +337,30 @@ impl EventLog {
             reply,
         })
         .await?
+    }
+
+    /// One slice of the events matching `filter` after `after` (see
+    /// [`Store::scan`]): at most [`SCAN_WINDOW`] rows examined and
+    /// [`SCAN_BYTES`] returned, so a long scan (an export, a trend over a
+    /// week) never holds the writer for long or memory for much.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn scan(&self, filter: ScanFilter, after: Seq) -> Result<Scanned, LogError> {
+        self.call(|reply| Command::Scan {
+            filter,
+            after,
+            reply,
+        })
+        .await?
+    }
+
+    /// Where a scan from time `ts_ms` may start (see [`Store::seq_before`]).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn seq_before(&self, ts_ms: i64) -> Result<Seq, LogError> {
+        self.call(|reply| Command::SeqBefore { ts_ms, reply }).await?
     }
 
     /// Acknowledges every event up to `upto` for the consumer `cursor`.
@@ -532,6 +570,17 @@ impl Writer {
                 reply,
             } => {
                 let _ignored = reply.send(self.store.read_bounded(after, max, max_bytes));
+            }
+            Command::Scan {
+                filter,
+                after,
+                reply,
+            } => {
+                let _ignored =
+                    reply.send(self.store.scan(&filter, after, SCAN_WINDOW, SCAN_BYTES));
+            }
+            Command::SeqBefore { ts_ms, reply } => {
+                let _ignored = reply.send(self.store.seq_before(ts_ms));
             }
             Command::Ack {
                 cursor,

@@ -96,6 +96,26 @@ pub struct LogStats {
     pub cursors: Vec<(String, u64)>,
 }
 
+/// Which events a [`Store::scan`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanFilter {
+    /// One device, or all.
+    pub device: Option<String>,
+    /// Event timestamps in `[from_ms, to_ms)`.
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+/// One slice of a scan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scanned {
+    pub events: Vec<StoredEvent>,
+    /// The last seq this slice covered; the next slice starts after it.
+    pub next: Seq,
+    /// True once the slice reached the newest event.
+    pub done: bool,
+}
+
 /// Result of one append: the seqs given to the caller's events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -622,6 +642,118 @@ impl Store {
         drop(stmt);
         self.stats.corrupt_rows_total += corrupt;
         Ok(out)
+    }
+
+    /// Events matching `filter` among the rows with seq in
+    /// `(after, after + window]`, oldest first, stopping early once
+    /// `max_bytes` of matching events are read. Rows of other devices or
+    /// times are skipped on their columns, without decoding. `next` is
+    /// where the following call starts; `done` once the newest row is
+    /// passed.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub fn scan(
+        &mut self,
+        filter: &ScanFilter,
+        after: Seq,
+        window: u64,
+        max_bytes: usize,
+    ) -> Result<Scanned, LogError> {
+        let head = self.next_seq.saturating_sub(1);
+        let upto = after.0.saturating_add(window).min(head);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, device, ts_ms, body FROM events WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+            )
+            .map_err(sql_err("preparing scan"))?;
+        let mut q = stmt
+            .query(params![to_i64(after.0), to_i64(upto)])
+            .map_err(sql_err("scanning"))?;
+        let mut events = Vec::new();
+        let mut bytes = 0usize;
+        let mut next = upto;
+        let mut corrupt = 0;
+        while let Some(r) = q.next().map_err(sql_err("scanning"))? {
+            let seq = to_u64(r.get::<_, i64>(0).map_err(sql_err("reading seq"))?);
+            if bytes >= max_bytes {
+                next = seq.saturating_sub(1);
+                break;
+            }
+            let device = r.get_ref(1).map_err(sql_err("reading device"))?;
+            let ts: i64 = r.get(2).map_err(sql_err("reading ts"))?;
+            if ts < filter.from_ms || ts >= filter.to_ms {
+                continue;
+            }
+            if let Some(d) = &filter.device {
+                if device.as_str().map_or(true, |x| x != d) {
+                    continue;
+                }
+            }
+            let body = r.get_ref(3).map_err(sql_err("reading body"))?;
+            let blob = body.as_blob().map_err(|e| LogError::Corrupt {
+                reason: format!("row {seq}: {e}"),
+            })?;
+            bytes = bytes.saturating_add(blob.len());
+            match codec::decode(blob) {
+                Ok(event) => events.push(StoredEvent {
+                    seq: Seq(seq),
+                    event,
+                }),
+                Err(e) => {
+                    corrupt += 1;
+                    tracing::error!(seq, error = %e, "Skipping an event row that does not decode.");
+                }
+            }
+        }
+        drop(q);
+        drop(stmt);
+        self.stats.corrupt_rows_total += corrupt;
+        Ok(Scanned {
+            events,
+            next: Seq(next),
+            done: next >= head,
+        })
+    }
+
+    /// The seq after which events are stamped at or after `ts_ms`, found by
+    /// bisecting on seq: exact when timestamps grow with seq (one clock),
+    /// an approximation after clock jumps, which a scan's time filter then
+    /// corrects. Lets a time-range scan skip the older part of the log.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub fn seq_before(&mut self, ts_ms: i64) -> Result<Seq, LogError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, ts_ms FROM events WHERE seq >= ?1 ORDER BY seq LIMIT 1")
+            .map_err(sql_err("preparing seek"))?;
+        let mut at = |seq: u64| -> Result<Option<(u64, i64)>, LogError> {
+            let mut q = stmt
+                .query(params![to_i64(seq)])
+                .map_err(sql_err("seeking"))?;
+            match q.next().map_err(sql_err("seeking"))? {
+                Some(r) => Ok(Some((
+                    to_u64(r.get::<_, i64>(0).map_err(sql_err("reading seq"))?),
+                    r.get::<_, i64>(1).map_err(sql_err("reading ts"))?,
+                ))),
+                None => Ok(None),
+            }
+        };
+        // The first row stamped at or after ts_ms lies in [lo, hi].
+        let (mut lo, mut hi) = (0u64, self.next_seq);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match at(mid)? {
+                Some((seq, ts)) if ts < ts_ms => lo = seq + 1,
+                // Rows between mid and seq do not exist: the first one
+                // stamped late enough is at or before mid.
+                Some(_) => hi = mid,
+                None => hi = mid,
+            }
+        }
+        Ok(Seq(lo.saturating_sub(1)))
     }
 
     /// Where the cursor `name` stands (every seq up to it acknowledged), or
