@@ -23,6 +23,7 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/devices", get(devices))
         .route("/devices/{device}/write", post(write))
         .route("/session", get(session))
+        .route("/export", get(export))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such API route") })
 }
 
@@ -172,4 +173,26 @@ pub fn parse_value(s: &str) -> Value {
         }
     }
     Value::Str(s.to_string())
+}
+
+/// The export, for scripts: the same query as the page's.
+async fn export(
+    State(s): State<Arc<Shared>>,
+    user: ApiUser,
+    q: Result<
+        axum::extract::Query<super::export::ExportQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Response {
+    let q = match q {
+        Ok(axum::extract::Query(q)) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    match super::export::plan(&s, &q) {
+        Ok(plan) => {
+            let actor = format!("api:{}", user.0.user);
+            super::export::respond(s, plan, &actor).await
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
 }

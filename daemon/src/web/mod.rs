@@ -19,11 +19,13 @@
 
 mod api;
 pub mod auth;
+mod export;
 mod listen;
 mod live;
 mod metrics;
 mod model;
 mod pages;
+mod time;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -138,6 +140,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/", get(pages::overview))
         .route("/devices", get(pages::devices))
         .route("/devices/write", post(pages::write))
+        .route("/export", get(pages::export_form))
+        .route("/export/data", get(pages::export_data))
         .route("/login", get(pages::login_form).post(pages::login))
         .route("/logout", post(pages::logout))
         .route("/setup", get(pages::setup_form).post(pages::setup))

@@ -650,3 +650,52 @@ pub async fn user_change(
         ),
     }
 }
+
+// ---- export ----
+
+#[derive(Template)]
+#[template(path = "export.html")]
+struct ExportPage {
+    gateway: String,
+    me: Option<Me>,
+    page: &'static str,
+    devices: Vec<String>,
+    from: String,
+    to: String,
+    events: u64,
+    error: Option<String>,
+}
+
+fn export_page(s: &Shared, user: &PageUser, status: StatusCode, error: Option<String>) -> Response {
+    let now = s.clock.now().unix_ms;
+    let mut r = render(&ExportPage {
+        gateway: s.gateway.clone(),
+        me: user.me(),
+        page: "export",
+        devices: model::devices(s).into_iter().map(|d| d.name).collect(),
+        from: super::time::format_minutes(now - 86_400_000),
+        to: super::time::format_minutes(now + 60_000),
+        events: s.log.stats().borrow().rows,
+        error,
+    });
+    *r.status_mut() = status;
+    r
+}
+
+pub async fn export_form(State(s): State<Arc<Shared>>, user: PageUser) -> Response {
+    export_page(&s, &user, StatusCode::OK, None)
+}
+
+pub async fn export_data(
+    State(s): State<Arc<Shared>>,
+    user: PageUser,
+    axum::extract::Query(q): axum::extract::Query<super::export::ExportQuery>,
+) -> Response {
+    match super::export::plan(&s, &q) {
+        Ok(plan) => {
+            let actor = format!("web:{}", user.0.user);
+            super::export::respond(s, plan, &actor).await
+        }
+        Err(e) => export_page(&s, &user, StatusCode::BAD_REQUEST, Some(e)),
+    }
+}

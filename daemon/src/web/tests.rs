@@ -214,15 +214,19 @@ async fn session_csrf(app: &Router, cookie: &str) -> String {
 }
 
 async fn audit_actions(log: &EventLog) -> Vec<String> {
-    log.read(Seq(0), 1000)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|e| match e.event.body {
+    let mut out = Vec::new();
+    let mut after = Seq(0);
+    loop {
+        let batch = log.read(after, 1000).await.unwrap();
+        let Some(last) = batch.last() else {
+            return out;
+        };
+        after = last.seq;
+        out.extend(batch.into_iter().filter_map(|e| match e.event.body {
             EvBody::Audit(a) => Some(a.action),
             _ => None,
-        })
-        .collect()
+        }));
+    }
 }
 
 #[tokio::test]
@@ -853,4 +857,181 @@ async fn live_updates_start_with_a_snapshot_then_carry_changes() {
         .await
         .unwrap();
     assert!(end.is_none(), "the stream outlived the server");
+}
+
+/// Appends `n` readings of `pump`, one per second from `NOW - n s`, and one
+/// of another device in between each.
+async fn history(shared: &Shared, n: i64) {
+    let mut events = Vec::new();
+    for i in 0..n {
+        let ts = NOW - (n - i) * 1000;
+        events.push(Event::new(
+            "pump",
+            Timestamp::synced(ts),
+            EvBody::Telemetry(vec![
+                Point::good("speed", Value::F64(i as f64)),
+                Point::good(
+                    "label",
+                    Value::Str(if i == 0 {
+                        "=cmd()".into()
+                    } else {
+                        "ok, fine".into()
+                    }),
+                ),
+            ]),
+        ));
+        events.push(Event::new(
+            "other",
+            Timestamp::synced(ts),
+            EvBody::Telemetry(vec![Point::good("x", Value::I64(i))]),
+        ));
+    }
+    for chunk in events.chunks(500) {
+        shared.log.append(chunk.to_vec()).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn export_streams_csv_and_json_lines_by_device_and_range() {
+    let f = fixture(true);
+    let app = router(f.shared.clone());
+    let admin = set_up(&app, &f.token).await;
+    history(&f.shared, 3000).await;
+    // The page, with its form.
+    let r = call(&app, "GET", "/export", &admin, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("<option value=\"pump\">"), "{}", r.body);
+    // CSV of pump over the whole log: a header and two rows per event.
+    let r = call(
+        &app,
+        "GET",
+        "/export/data?device=pump&format=csv",
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    assert!(r.headers[header::CONTENT_DISPOSITION]
+        .to_str()
+        .unwrap()
+        .contains("outpost-gw-test-pump.csv"));
+    let lines: Vec<&str> = r.body.lines().collect();
+    assert_eq!(lines[0], "seq,time,ts_ms,device,kind,tag,value,quality");
+    assert_eq!(lines.len(), 1 + 2 * 3000);
+    let first_ts = NOW - 3_000_000;
+    // (seq 1 is the setup's audit event)
+    assert_eq!(
+        lines[1],
+        format!(
+            "2,{},{first_ts},pump,telemetry,speed,0,good",
+            time::format_utc(first_ts)
+        )
+    );
+    // A formula in a text value is defused; a comma is quoted.
+    assert_eq!(
+        lines[2],
+        format!(
+            "2,{},{first_ts},pump,telemetry,label,'=cmd(),good",
+            time::format_utc(first_ts)
+        )
+    );
+    assert!(
+        lines[4].ends_with(",label,\"ok, fine\",good"),
+        "{}",
+        lines[4]
+    );
+    assert!(lines.iter().skip(1).all(|l| l.contains(",pump,")));
+    // A range: [from, to) in UTC, as the form sends it.
+    let from = time::format_utc(NOW - 1_000_000);
+    let to = time::format_utc(NOW - 900_000);
+    let uri = format!(
+        "/export/data?device=pump&from={}&to={}&format=jsonl",
+        enc(&from),
+        enc(&to)
+    );
+    let r = call(&app, "GET", &uri, &admin, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let rows: Vec<serde_json::Value> = r
+        .body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 100);
+    assert_eq!(rows[0]["device"], "pump");
+    assert_eq!(rows[0]["ts_ms"], NOW - 1_000_000);
+    assert_eq!(rows[0]["values"]["speed"], 2000.0);
+    assert_eq!(rows[99]["values"]["speed"], 2099.0);
+    // All devices.
+    let r = call(
+        &app,
+        "GET",
+        &format!("/export/data?from={}&to={}", enc(&from), enc(&to)),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(r.body.lines().count(), 1 + 100 * 3);
+    // The API serves the same.
+    let r = call(
+        &app,
+        "GET",
+        &format!(
+            "/api/v1/export?device=pump&from={}&to={}&format=jsonl",
+            enc(&from),
+            enc(&to)
+        ),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(r.body.lines().count(), 100);
+    // Exports are audited.
+    assert!(audit_actions(&f.shared.log)
+        .await
+        .contains(&"web.export".to_string()));
+}
+
+#[tokio::test]
+async fn export_refuses_unknown_devices_bad_ranges_and_strangers() {
+    let f = fixture(true);
+    let app = router(f.shared.clone());
+    let r = call(&app, "GET", "/api/v1/export?device=pump", "", None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = call(&app, "GET", "/export/data?device=pump", "", None).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let admin = set_up(&app, &f.token).await;
+    history(&f.shared, 10).await;
+    for (q, why) in [
+        ("device=..%2F..%2F..%2Fetc%2Fpasswd", "no device"),
+        ("device=%2Fetc%2Fpasswd", "no device"),
+        (
+            "device=pump&from=yesterday",
+            "from: \"yesterday\" is not a time",
+        ),
+        (
+            "device=pump&from=2026-01-02&to=2026-01-01",
+            "`to` must be after `from`",
+        ),
+        ("device=pump&format=xlsx", "format \"xlsx\""),
+    ] {
+        let r = call(&app, "GET", &format!("/export/data?{q}"), &admin, None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}");
+        assert!(
+            r.body.contains(&why.replace('"', "&#34;")),
+            "{q}: {}",
+            r.body
+        );
+        assert!(!r.body.contains("root:"), "{q}");
+        let r = call(&app, "GET", &format!("/api/v1/export?{q}"), &admin, None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}");
+        assert!(
+            r.body.contains(&why.replace('"', "\\\"")),
+            "{q}: {}",
+            r.body
+        );
+    }
 }

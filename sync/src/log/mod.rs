@@ -360,7 +360,8 @@ impl EventLog {
     /// # Errors
     /// When the database fails.
     pub async fn seq_before(&self, ts_ms: i64) -> Result<Seq, LogError> {
-        self.call(|reply| Command::SeqBefore { ts_ms, reply }).await?
+        self.call(|reply| Command::SeqBefore { ts_ms, reply })
+            .await?
     }
 
     /// Acknowledges every event up to `upto` for the consumer `cursor`.
@@ -576,8 +577,7 @@ impl Writer {
                 after,
                 reply,
             } => {
-                let _ignored =
-                    reply.send(self.store.scan(&filter, after, SCAN_WINDOW, SCAN_BYTES));
+                let _ignored = reply.send(self.store.scan(&filter, after, SCAN_WINDOW, SCAN_BYTES));
             }
             Command::SeqBefore { ts_ms, reply } => {
                 let _ignored = reply.send(self.store.seq_before(ts_ms));
