@@ -551,6 +551,7 @@ async fn start_web(
         config_source: p.source,
         live: crate::web::live_channel(),
         stop,
+        sparks: tokio::sync::Mutex::new(None),
     });
     match crate::web::serve(shared, &cfg.web).await {
         Ok((addr, task)) => {

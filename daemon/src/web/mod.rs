@@ -26,6 +26,7 @@ mod metrics;
 mod model;
 mod pages;
 mod time;
+mod trend;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -78,7 +79,14 @@ pub struct Shared {
     pub live: tokio::sync::broadcast::Sender<Arc<str>>,
     /// Ends the server and its streams.
     pub stop: CancellationToken,
+    /// The devices page's last-hour charts, computed at most every
+    /// [`SPARKS_TTL`] whatever the number of viewers.
+    pub sparks: tokio::sync::Mutex<Option<(Instant, Arc<Sparks>)>>,
 }
+
+/// Last-hour SVG per (device, tag).
+pub type Sparks = BTreeMap<(String, String), String>;
+pub const SPARKS_TTL: Duration = Duration::from_secs(30);
 
 /// Counters at one moment, for rates and the overview's charts.
 #[derive(Debug, Clone)]
@@ -140,6 +148,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/", get(pages::overview))
         .route("/devices", get(pages::devices))
         .route("/devices/write", post(pages::write))
+        .route("/devices/{device}", get(pages::device))
         .route("/export", get(pages::export_form))
         .route("/export/data", get(pages::export_data))
         .route("/login", get(pages::login_form).post(pages::login))

@@ -72,6 +72,9 @@ pub struct TagRow {
     pub unit: String,
     pub quality: String,
     pub age_ms: i64,
+    /// The last hour as an inline SVG chart (pages only).
+    #[serde(skip)]
+    pub spark: String,
 }
 
 pub async fn overview(s: &Shared) -> Overview {
@@ -224,6 +227,7 @@ pub fn devices(s: &Shared) -> Vec<DeviceRow> {
                                 .unwrap_or_default(),
                             quality: quality_text(&p.quality),
                             age_ms: (now - ts.unix_ms).max(0),
+                            spark: String::new(),
                             tag: p.tag.clone(),
                         })
                         .collect()

@@ -464,17 +464,52 @@ struct DevicesPage {
     message: Option<String>,
 }
 
-fn devices_page(
+/// The last hour's charts of every tag, cached for a while.
+async fn sparks(s: &Shared) -> Arc<super::Sparks> {
+    let mut cache = s.sparks.lock().await;
+    if let Some((at, sp)) = cache.as_ref() {
+        if at.elapsed() < super::SPARKS_TTL {
+            return sp.clone();
+        }
+    }
+    let to = s.clock.now().unix_ms;
+    let from = to - 3_600_000;
+    let sp: super::Sparks = match super::trend::read(&s.log, None, from, to, 60).await {
+        Ok(t) => t
+            .series
+            .iter()
+            .map(|(k, series)| (k.clone(), super::trend::svg(series, 120, 24)))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "The last hour's charts could not be read from the log.");
+            super::Sparks::new()
+        }
+    };
+    let sp = Arc::new(sp);
+    *cache = Some((std::time::Instant::now(), sp.clone()));
+    sp
+}
+
+async fn devices_page(
     s: &Shared,
     user: &PageUser,
     status: StatusCode,
     message: Option<String>,
 ) -> Response {
+    let sp = sparks(s).await;
+    let mut devices = model::devices(s);
+    for d in &mut devices {
+        for v in &mut d.values {
+            if let Some(svg) = sp.get(&(d.name.clone(), v.tag.clone())) {
+                v.spark.clone_from(svg);
+            }
+        }
+    }
     let mut r = render(&DevicesPage {
         gateway: s.gateway.clone(),
         me: user.me(),
         page: "devices",
-        devices: model::devices(s),
+        devices,
         can_write: user.0.role >= Role::Technician,
         csrf: user.0.csrf.clone(),
         message,
@@ -484,7 +519,7 @@ fn devices_page(
 }
 
 pub async fn devices(State(s): State<Arc<Shared>>, user: PageUser) -> Response {
-    devices_page(&s, &user, StatusCode::OK, None)
+    devices_page(&s, &user, StatusCode::OK, None).await
 }
 
 #[derive(Template)]
@@ -537,21 +572,27 @@ pub async fn write(
     let value = super::api::parse_value(&f.value);
     let actor = format!("web:{}", user.0.user);
     match s.writes.write(&f.device, &f.tag, value, &actor).await {
-        Ok(()) => devices_page(
-            &s,
-            &user,
-            StatusCode::OK,
-            Some(format!("Wrote {} to {}/{}.", f.value, f.device, f.tag)),
-        ),
-        Err(e) => devices_page(
-            &s,
-            &user,
-            StatusCode::BAD_GATEWAY,
-            Some(format!(
-                "The write of {} to {}/{} failed: {e}",
-                f.value, f.device, f.tag
-            )),
-        ),
+        Ok(()) => {
+            devices_page(
+                &s,
+                &user,
+                StatusCode::OK,
+                Some(format!("Wrote {} to {}/{}.", f.value, f.device, f.tag)),
+            )
+            .await
+        }
+        Err(e) => {
+            devices_page(
+                &s,
+                &user,
+                StatusCode::BAD_GATEWAY,
+                Some(format!(
+                    "The write of {} to {}/{} failed: {e}",
+                    f.value, f.device, f.tag
+                )),
+            )
+            .await
+        }
     }
 }
 
@@ -698,4 +739,121 @@ pub async fn export_data(
         }
         Err(e) => export_page(&s, &user, StatusCode::BAD_REQUEST, Some(e)),
     }
+}
+
+// ---- one device, with trends ----
+
+/// Ranges offered on a device page: (query value, label, milliseconds).
+const RANGES: [(&str, &str, i64); 5] = [
+    ("1h", "1 hour", 3_600_000),
+    ("6h", "6 hours", 6 * 3_600_000),
+    ("24h", "24 hours", 86_400_000),
+    ("7d", "7 days", 7 * 86_400_000),
+    ("30d", "30 days", 30 * 86_400_000),
+];
+
+#[derive(Debug)]
+struct Chart {
+    tag: String,
+    now: String,
+    unit: String,
+    svg: String,
+    min: String,
+    mean: String,
+    max: String,
+}
+
+#[derive(Template)]
+#[template(path = "device.html")]
+struct DevicePage {
+    gateway: String,
+    me: Option<Me>,
+    page: &'static str,
+    d: model::DeviceRow,
+    ranges: Vec<(&'static str, &'static str)>,
+    range: String,
+    from: String,
+    to: String,
+    events: u64,
+    skipped: u64,
+    charts: Vec<Chart>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RangeQuery {
+    #[serde(default)]
+    range: String,
+}
+
+pub async fn device(
+    State(s): State<Arc<Shared>>,
+    user: PageUser,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    axum::extract::Query(q): axum::extract::Query<RangeQuery>,
+) -> Response {
+    let Some(d) = model::devices(&s).into_iter().find(|d| d.name == name) else {
+        return (StatusCode::NOT_FOUND, format!("no device {name:?}\n")).into_response();
+    };
+    let (key, span) = RANGES
+        .iter()
+        .find(|(k, _, _)| *k == q.range)
+        .map_or(("1h", 3_600_000), |(k, _, ms)| (*k, *ms));
+    let to = s.clock.now().unix_ms;
+    let from = to - span;
+    let t = match super::trend::read(&s.log, Some(&name), from, to, 240).await {
+        Ok(t) => t,
+        Err(e) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the log cannot be read: {e}\n"),
+            )
+                .into_response()
+        }
+    };
+    let num = |v: f64| model::value_text(&outpost_core::Value::F64(v));
+    let charts = t
+        .series
+        .iter()
+        .filter_map(|((_, tag), series)| {
+            let (min, max, mean) = series.stats()?;
+            let now = d
+                .values
+                .iter()
+                .find(|v| v.tag == *tag)
+                .map(|v| {
+                    if v.unit.is_empty() {
+                        v.value.clone()
+                    } else {
+                        format!("{} {}", v.value, v.unit)
+                    }
+                })
+                .unwrap_or_default();
+            Some(Chart {
+                tag: tag.clone(),
+                now,
+                unit: s
+                    .units
+                    .get(&(name.clone(), tag.clone()))
+                    .cloned()
+                    .unwrap_or_default(),
+                svg: super::trend::svg(series, 720, 160),
+                min: num(min),
+                mean: num(mean),
+                max: num(max),
+            })
+        })
+        .collect();
+    render(&DevicePage {
+        gateway: s.gateway.clone(),
+        me: user.me(),
+        page: "devices",
+        d,
+        ranges: RANGES.iter().map(|(k, l, _)| (*k, *l)).collect(),
+        range: key.to_string(),
+        from: super::time::format_minutes(from),
+        to: super::time::format_minutes(to),
+        events: t.events,
+        skipped: t.skipped,
+        charts,
+    })
 }

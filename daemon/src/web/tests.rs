@@ -62,6 +62,7 @@ fn fixture(secure: bool) -> Fixture {
         config_source: "test".into(),
         live: live_channel(),
         stop: tokio_util::sync::CancellationToken::new(),
+        sparks: tokio::sync::Mutex::new(None),
     });
     Fixture {
         _dir: dir,
@@ -1034,4 +1035,49 @@ async fn export_refuses_unknown_devices_bad_ranges_and_strangers() {
             r.body
         );
     }
+}
+
+#[tokio::test]
+async fn device_pages_draw_trends_from_the_log() {
+    let f = fixture(true);
+    let app = router(f.shared.clone());
+    let admin = set_up(&app, &f.token).await;
+    history(&f.shared, 3000).await;
+    reading(&f.shared, "pump", "speed", 2999.0);
+    // The devices page: a last-hour chart next to the live value.
+    let r = call(&app, "GET", "/devices", &admin, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let spark = r
+        .body
+        .find("<td class=\"spark\"><svg class=\"trend\"")
+        .expect("no chart");
+    assert!(r.body[spark..].contains("<polyline class=\"line\""));
+    // The device page: one chart per numeric tag over the chosen range.
+    let r = call(&app, "GET", "/devices/pump?range=1h", &admin, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.body.matches("<svg class=\"trend\"").count(),
+        1,
+        "only speed is numeric"
+    );
+    assert!(
+        r.body.contains("3000 events read from the log"),
+        "{}",
+        r.body
+    );
+    // speed ran 0..2999 over 3000 s; the last hour holds 0..2999 (3000 s < 1 h).
+    assert!(
+        r.body.contains("min 0 · mean 1499.5 · max 2999 (rpm)"),
+        "{}",
+        r.body
+    );
+    let r = call(&app, "GET", "/devices/pump?range=nonsense", &admin, None).await;
+    assert!(
+        r.body.contains("aria-current=\"page\">1 hour"),
+        "an unknown range falls back to 1 hour"
+    );
+    let r = call(&app, "GET", "/devices/nobody", &admin, None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = call(&app, "GET", "/devices/pump", "", None).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
 }
