@@ -10,6 +10,8 @@
     clippy::let_underscore_must_use
 )] // test support
 
+pub mod browser;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -72,7 +74,7 @@ fn collect_lines(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
     lines
 }
 
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
