@@ -1,5 +1,6 @@
 //! `outpostd`: the Outpost edge gateway daemon.
 
+mod logring;
 mod memory;
 mod pipeline;
 mod run;

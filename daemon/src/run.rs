@@ -107,6 +107,7 @@ fn init_tracing() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     let _already_set = tracing_subscriber::registry()
         .with(fmt)
+        .with(crate::logring::layer())
         .with(filter)
         .try_init();
     if let Some(e) = bad {

@@ -24,6 +24,7 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/devices/{device}/write", post(write))
         .route("/session", get(session))
         .route("/export", get(export))
+        .route("/logs", get(logs))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such API route") })
 }
 
@@ -195,4 +196,13 @@ async fn export(
         }
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
+}
+
+/// Recent log lines, newest first (`level`, `component` as on the page).
+async fn logs(
+    _user: ApiUser,
+    axum::extract::Query(q): axum::extract::Query<super::pages::LogsQuery>,
+) -> Json<Vec<crate::logring::Line>> {
+    let (min, _) = super::pages::level_of(&q.level);
+    Json(crate::logring::ring().recent(min, &q.component, 500))
 }

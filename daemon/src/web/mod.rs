@@ -149,6 +149,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/devices", get(pages::devices))
         .route("/devices/write", post(pages::write))
         .route("/devices/{device}", get(pages::device))
+        .route("/logs", get(pages::logs))
         .route("/export", get(pages::export_form))
         .route("/export/data", get(pages::export_data))
         .route("/login", get(pages::login_form).post(pages::login))

@@ -857,3 +857,59 @@ pub async fn device(
         charts,
     })
 }
+
+// ---- logs ----
+
+#[derive(Template)]
+#[template(path = "logs.html")]
+struct LogsPage {
+    gateway: String,
+    me: Option<Me>,
+    page: &'static str,
+    levels: [&'static str; 5],
+    level: String,
+    component: String,
+    lines: Vec<crate::logring::Line>,
+    capacity: usize,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LogsQuery {
+    #[serde(default)]
+    pub level: String,
+    #[serde(default)]
+    pub component: String,
+}
+
+/// The level named in a query (default: info).
+pub fn level_of(s: &str) -> (tracing::Level, &'static str) {
+    match s {
+        "error" => (tracing::Level::ERROR, "error"),
+        "warn" => (tracing::Level::WARN, "warn"),
+        "debug" => (tracing::Level::DEBUG, "debug"),
+        "trace" => (tracing::Level::TRACE, "trace"),
+        _ => (tracing::Level::INFO, "info"),
+    }
+}
+
+pub fn time_of(ms: impl std::borrow::Borrow<i64>) -> String {
+    super::time::format_utc(*ms.borrow()).replace('T', " ")
+}
+
+pub async fn logs(
+    State(s): State<Arc<Shared>>,
+    user: PageUser,
+    axum::extract::Query(q): axum::extract::Query<LogsQuery>,
+) -> Response {
+    let (min, name) = level_of(&q.level);
+    render(&LogsPage {
+        gateway: s.gateway.clone(),
+        me: user.me(),
+        page: "logs",
+        levels: ["error", "warn", "info", "debug", "trace"],
+        level: name.to_string(),
+        lines: crate::logring::ring().recent(min, &q.component, 500),
+        component: q.component,
+        capacity: crate::logring::CAPACITY,
+    })
+}

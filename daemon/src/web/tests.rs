@@ -1081,3 +1081,74 @@ async fn device_pages_draw_trends_from_the_log() {
     let r = call(&app, "GET", "/devices/pump", "", None).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
 }
+
+#[tokio::test]
+async fn the_log_view_filters_by_level_and_component() {
+    let f = fixture(true);
+    let app = router(f.shared.clone());
+    let admin = set_up(&app, &f.token).await;
+    let ring = crate::logring::ring();
+    for (level, component, text) in [
+        (
+            "warn",
+            "sync::uplink::mqtt",
+            "<b>broker gone</b> uplink=web-test-1",
+        ),
+        ("info", "sync::uplink::mqtt", "connected uplink=web-test-1"),
+        ("error", "drivers::modbus", "port vanished web-test-1"),
+    ] {
+        ring.push(crate::logring::Line {
+            unix_ms: NOW,
+            level,
+            component: component.into(),
+            text: text.into(),
+        });
+    }
+    let r = call(
+        &app,
+        "GET",
+        "/logs?level=warn&component=uplink",
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.body
+            .contains("&#60;b&#62;broker gone&#60;/b&#62; uplink=web-test-1"),
+        "{}",
+        r.body
+    );
+    assert!(
+        !r.body.contains("connected uplink=web-test-1"),
+        "an info line passed a warn filter"
+    );
+    assert!(
+        !r.body.contains("port vanished web-test-1"),
+        "another component passed the filter"
+    );
+    let r = call(
+        &app,
+        "GET",
+        "/api/v1/logs?level=info&component=modbus",
+        &admin,
+        None,
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["text"] == "port vanished web-test-1"),
+        "{v}"
+    );
+    assert_eq!(
+        call(&app, "GET", "/logs", "", None).await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        call(&app, "GET", "/api/v1/logs", "", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
