@@ -254,7 +254,7 @@ mod tests {
         );
         assert_eq!(svg.matches("<polygon").count(), 2);
         // The lowest minimum at the bottom, the highest maximum at the top.
-        assert!(svg.contains(",18.0 "), "{svg}");
+        assert!(svg.contains(",18.0\""), "{svg}");
         assert!(svg.contains(",2.0 "), "{svg}");
         let (lo, hi, mean) = s.stats().unwrap();
         assert_eq!((lo, hi), (0.0, 6.0));
