@@ -1,6 +1,6 @@
 //! The web page in a real browser (headless Chromium through chromedriver)
 //! against outpostd reading a real Modbus device (pymodbus): first-boot
-//! setup, login, live values, trend charts, a write with confirmation that
+//! setup, login, live values, trend charts, the Modbus tool, a write with confirmation that
 //! the next poll reads back, and a CSV export. Screenshots of each page go
 //! to `target/tmp/browser/`.
 
@@ -113,6 +113,19 @@ fn a_technician_sets_up_logs_in_watches_writes_and_exports() {
         "no trend chart next to the values"
     );
     b.screenshot(&shots().join("4-devices.png"));
+
+    // The Modbus tool: the registers on the boiler's line, raw and decoded.
+    b.go(&format!("{base}/modbus"));
+    b.type_into("input[name=address]", "0");
+    b.type_into("input[name=count]", "2");
+    b.click("main button[type=submit]");
+    b.wait("the registers read", Duration::from_secs(10), |b| {
+        let t = b.text("main");
+        (t.contains("0x002A") && t.contains("0x0007")).then_some(())
+    });
+    assert!(b.text("pre.toml").contains("address = 1"));
+    b.screenshot(&shots().join("4b-modbus-tool.png"));
+    b.go(&format!("{base}/devices"));
 
     // Write 55 to the setpoint: a confirmation, then the write.
     let row = "tr:has([data-live-value=\"boiler/setpoint\"])";

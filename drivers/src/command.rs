@@ -33,24 +33,52 @@ pub enum WriteFailure {
     NotRunning,
 }
 
+/// An ad hoc read of raw Modbus data through the driver that owns the
+/// line (commissioning: the web page's Modbus tool on a configured bus).
+#[derive(Debug)]
+pub struct ModbusRead {
+    pub unit: u8,
+    pub table: outpost_config::modbus::Table,
+    pub address: u16,
+    pub count: u16,
+    pub reply: oneshot::Sender<Result<Raw, String>>,
+}
+
+/// Raw data as the device sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Raw {
+    Bits(Vec<bool>),
+    Registers(Vec<u16>),
+}
+
+/// What a driver's inbox carries.
+#[derive(Debug)]
+pub enum Command {
+    Write(WriteCommand),
+    ModbusRead(ModbusRead),
+}
+
 /// A driver's inbox. It outlives restarts of the driver: the supervisor
 /// hands the same inbox to each new run.
-pub type Inbox = Arc<Mutex<mpsc::Receiver<WriteCommand>>>;
+pub type Inbox = Arc<Mutex<mpsc::Receiver<Command>>>;
 
 /// A new inbox and the sender that feeds it (bounded).
-pub fn inbox() -> (mpsc::Sender<WriteCommand>, Inbox) {
+pub fn inbox() -> (mpsc::Sender<Command>, Inbox) {
     let (tx, rx) = mpsc::channel(16);
     (tx, Arc::new(Mutex::new(rx)))
 }
 
+/// Longest a write or an ad hoc read waits for its driver.
+pub const WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Sends writes to the driver serving each device.
 #[derive(Debug, Clone, Default)]
 pub struct Router {
-    routes: std::collections::BTreeMap<String, mpsc::Sender<WriteCommand>>,
+    routes: std::collections::BTreeMap<String, mpsc::Sender<Command>>,
 }
 
 impl Router {
-    pub fn add(&mut self, device: &str, to: mpsc::Sender<WriteCommand>) {
+    pub fn add(&mut self, device: &str, to: mpsc::Sender<Command>) {
         self.routes.insert(device.to_string(), to);
     }
 
@@ -77,7 +105,62 @@ impl Router {
             actor: actor.to_string(),
             reply,
         };
-        to.send(cmd).await.map_err(|_| WriteFailure::NotRunning)?;
-        rx.await.map_err(|_| WriteFailure::NotRunning)?
+        // A driver that never reads its inbox (one without writes) must
+        // not hang the caller.
+        tokio::time::timeout(WRITE_WAIT, async {
+            to.send(Command::Write(cmd))
+                .await
+                .map_err(|_| WriteFailure::NotRunning)?;
+            rx.await.map_err(|_| WriteFailure::NotRunning)?
+        })
+        .await
+        .map_err(|_| {
+            WriteFailure::NoResponse(format!(
+                "the driver of {device:?} did not answer in {} s",
+                WRITE_WAIT.as_secs()
+            ))
+        })?
+    }
+
+    /// Reads raw data from `unit` on the line that serves `device` (a
+    /// Modbus device), between the driver's own polls.
+    ///
+    /// # Errors
+    /// Why nothing was read: an unknown device, a driver that is not
+    /// running or not Modbus, an exception, a timeout.
+    pub async fn modbus_read(
+        &self,
+        device: &str,
+        unit: u8,
+        table: outpost_config::modbus::Table,
+        address: u16,
+        count: u16,
+    ) -> Result<Raw, String> {
+        let to = self
+            .routes
+            .get(device)
+            .ok_or_else(|| format!("no device {device:?}"))?;
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::ModbusRead(ModbusRead {
+            unit,
+            table,
+            address,
+            count,
+            reply,
+        });
+        let gone = || format!("the driver of {device:?} is not running");
+        // A driver that never reads its inbox (not Modbus) must not hang
+        // the caller.
+        tokio::time::timeout(WRITE_WAIT, async {
+            to.send(cmd).await.map_err(|_| gone())?;
+            rx.await.map_err(|_| gone())?
+        })
+        .await
+        .map_err(|_| {
+            format!(
+                "the driver of {device:?} did not answer in {} s",
+                WRITE_WAIT.as_secs()
+            )
+        })?
     }
 }

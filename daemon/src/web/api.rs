@@ -25,6 +25,7 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/session", get(session))
         .route("/export", get(export))
         .route("/logs", get(logs))
+        .route("/modbus/read", get(super::commission::api))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such API route") })
 }
 

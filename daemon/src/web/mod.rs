@@ -19,6 +19,7 @@
 
 mod api;
 pub mod auth;
+mod commission;
 mod export;
 mod listen;
 mod live;
@@ -150,6 +151,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/devices/write", post(pages::write))
         .route("/devices/{device}", get(pages::device))
         .route("/logs", get(pages::logs))
+        .route("/modbus", get(commission::page))
         .route("/export", get(pages::export_form))
         .route("/export/data", get(pages::export_data))
         .route("/login", get(pages::login_form).post(pages::login))

@@ -158,10 +158,14 @@ pub fn device_counts(s: &Shared) -> (usize, usize) {
 /// A value as the pages show it: numbers without trailing zeros.
 pub fn value_text(v: &outpost_core::Value) -> String {
     match v {
-        outpost_core::Value::F64(f) => format!("{f:.3}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string(),
+        outpost_core::Value::F64(f) if *f == 0.0 || (1e-3..1e15).contains(&f.abs()) => {
+            format!("{f:.3}")
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_string()
+        }
+        // Too small or too large for three decimals: every digit.
+        outpost_core::Value::F64(f) if f.is_finite() => format!("{f:e}"),
         other => other.to_string(),
     }
 }

@@ -25,6 +25,7 @@ pub struct Me {
     pub name: String,
     pub role: &'static str,
     pub csrf: String,
+    pub technician: bool,
     pub admin: bool,
 }
 
@@ -34,11 +35,12 @@ pub struct Me {
 pub struct PageUser(pub Session);
 
 impl PageUser {
-    fn me(&self) -> Option<Me> {
+    pub fn me(&self) -> Option<Me> {
         Some(Me {
             name: self.0.user.clone(),
             role: self.0.role.as_str(),
             csrf: self.0.csrf.clone(),
+            technician: self.0.role >= Role::Technician,
             admin: self.0.role >= Role::Admin,
         })
     }
@@ -116,7 +118,7 @@ fn forbidden(why: &str) -> Response {
     (StatusCode::FORBIDDEN, format!("forbidden: {why}\n")).into_response()
 }
 
-fn render(t: &impl Template) -> Response {
+pub fn render(t: &impl Template) -> Response {
     match t.render() {
         Ok(html) => Html(html).into_response(),
         Err(e) => {

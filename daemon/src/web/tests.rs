@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use http_body_util::BodyExt;
 use outpost_core::{Body as EvBody, DeviceStatus, Event, FixedClock, Point, Seq, Timestamp, Value};
-use outpost_drivers::command::{Router as Writes, WriteCommand};
+use outpost_drivers::command::{Command, Router as Writes, WriteCommand};
 use outpost_sync::log::StoredEvent;
 use outpost_sync::{EventLog, LogOptions};
 use tokio::sync::mpsc;
@@ -26,7 +26,15 @@ struct Fixture {
     _dir: tempfile::TempDir,
     shared: Arc<Shared>,
     token: String,
-    writes: mpsc::Receiver<WriteCommand>,
+    writes: mpsc::Receiver<Command>,
+}
+
+/// The next write the fake driver got.
+async fn next_write(rx: &mut mpsc::Receiver<Command>) -> WriteCommand {
+    match rx.recv().await.unwrap() {
+        Command::Write(w) => w,
+        other => panic!("not a write: {other:?}"),
+    }
 }
 
 fn fixture(secure: bool) -> Fixture {
@@ -456,7 +464,7 @@ async fn a_write_is_confirmed_then_sent_to_the_driver_with_the_user() {
     assert!(f.writes.try_recv().is_err());
     // Confirmed: the driver gets it, and its answer is shown.
     let driver = tokio::spawn(async move {
-        let cmd = f.writes.recv().await.unwrap();
+        let cmd = next_write(&mut f.writes).await;
         let seen = (
             cmd.device.clone(),
             cmd.tag.clone(),
@@ -464,7 +472,7 @@ async fn a_write_is_confirmed_then_sent_to_the_driver_with_the_user() {
             cmd.actor.clone(),
         );
         cmd.reply.send(Ok(())).unwrap();
-        let cmd = f.writes.recv().await.unwrap();
+        let cmd = next_write(&mut f.writes).await;
         cmd.reply
             .send(Err(outpost_drivers::command::WriteFailure::Exception(
                 "illegal data value".into(),
@@ -702,7 +710,7 @@ async fn the_api_mirrors_the_pages_and_checks_session_and_csrf() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.body.contains("tag"), "{}", r.body);
     let driver = tokio::spawn(async move {
-        let cmd = f.writes.recv().await.unwrap();
+        let cmd = next_write(&mut f.writes).await;
         let v = cmd.value.clone();
         cmd.reply.send(Ok(())).unwrap();
         v
@@ -1151,4 +1159,136 @@ async fn the_log_view_filters_by_level_and_component() {
         call(&app, "GET", "/api/v1/logs", "", None).await.status,
         StatusCode::UNAUTHORIZED
     );
+}
+
+#[tokio::test]
+async fn the_modbus_tool_reads_through_the_driver_and_decodes_side_by_side() {
+    let mut f = fixture(true);
+    let app = router(f.shared.clone());
+    let admin = set_up(&app, &f.token).await;
+    let r = call(&app, "GET", "/modbus", &admin, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.body.contains("<option value=\"device:pump\""),
+        "{}",
+        r.body
+    );
+    // The driver of pump gets the read and answers with registers.
+    let driver = tokio::spawn(async move {
+        match f.writes.recv().await.unwrap() {
+            Command::ModbusRead(r) => {
+                let asked = (r.unit, r.table, r.address, r.count);
+                r.reply
+                    .send(Ok(outpost_drivers::command::Raw::Registers(vec![
+                        0x0000, 0x4148, 0xFFFF, 0x0001,
+                    ])))
+                    .unwrap();
+                asked
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+    let r = call(
+        &app,
+        "GET",
+        "/modbus?via=device%3Apump&unit=3&table=holding&address=100&count=4&type=f32&order=CDAB",
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        driver.await.unwrap(),
+        (3, outpost_config::modbus::Table::Holding, 100, 4)
+    );
+    // Raw next to decoded: 0x0000 0x4148 word-swapped is 12.5.
+    assert!(r.body.contains("<code>0x4148</code>"), "{}", r.body);
+    assert!(
+        r.body.contains("<td class=\"decoded\">12.5</td>"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("<td>-1</td>"), "the signed view of 0xFFFF");
+    assert!(
+        r.body.contains("name = &#34;holding_100&#34;\ntable = &#34;holding&#34;\naddress = 100\ntype = &#34;f32&#34;\norder = &#34;CDAB&#34;"),
+        "{}",
+        r.body
+    );
+    // A value too small for three decimals is not shown as 0.
+    assert!(r.body.contains("<td class=\"decoded\">1.836695910175181e-40</td>"), "{}", r.body);
+    assert!(audit_actions(&f.shared.log)
+        .await
+        .contains(&"modbus.read".to_string()));
+    // Every problem of a bad form at once; nothing is read.
+    let r = call(
+        &app,
+        "GET",
+        "/modbus?via=tcp&endpoint=nohost&unit=300&table=bogus&count=0&type=f33",
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    for want in [
+        "endpoint",
+        "unit must be 0 to 247",
+        "table &#34;bogus&#34;",
+        "count must be 1 to 125",
+        "type:",
+    ] {
+        assert!(r.body.contains(want), "{want} missing in {}", r.body);
+    }
+    // Nothing listens there: a clear failure.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let r = call(
+        &app,
+        "GET",
+        &format!("/modbus?via=tcp&endpoint=127.0.0.1%3A{port}&count=2"),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        r.body
+            .contains("the read failed: cannot open tcp://127.0.0.1:"),
+        "{}",
+        r.body
+    );
+    // Viewers cannot use it, on the page or the API.
+    let csrf = session_csrf(&app, &admin).await;
+    call(
+        &app,
+        "POST",
+        "/users",
+        &admin,
+        Some(&format!(
+            "csrf={csrf}&action=set&user=v&role=viewer&password=viewer+password"
+        )),
+    )
+    .await;
+    let viewer = login(&app, "v", "viewer password")
+        .await
+        .cookie("outpost_session")
+        .unwrap();
+    assert_eq!(
+        call(&app, "GET", "/modbus", &viewer, None).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let r = call(
+        &app,
+        "GET",
+        "/api/v1/modbus/read?via=device%3Apump",
+        &viewer,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(!call(&app, "GET", "/devices", &viewer, None)
+        .await
+        .body
+        .contains("Modbus tool"));
 }

@@ -22,7 +22,7 @@ use super::link::{Fault, Link, RtuLink, Stream, TcpLink};
 use super::pdu::Request;
 use super::poller::DevicePoller;
 use super::value::{self, Encoded};
-use crate::command::{WriteCommand, WriteFailure};
+use crate::command::{Command, ModbusRead, Raw, WriteCommand, WriteFailure};
 use crate::metrics::{DeviceMetrics, Metrics};
 use crate::{Driver, DriverContext, DriverError, DriverFuture};
 
@@ -125,6 +125,69 @@ impl Opener {
     }
 }
 
+/// The time an ad hoc read may take: the slowest device's timeout on the
+/// line, at least one second.
+fn read_timeout(pollers: &[DevicePoller]) -> Duration {
+    pollers
+        .iter()
+        .map(|p| p.timeout)
+        .max()
+        .unwrap_or(Duration::from_secs(1))
+        .max(Duration::from_secs(1))
+}
+
+/// Serves an ad hoc read on the line. Returns `Some(reason)` if the link failed.
+async fn read_raw(pollers: &[DevicePoller], link: &mut Link, r: ModbusRead) -> Option<String> {
+    let req = Request::Read {
+        table: r.table,
+        address: r.address,
+        count: r.count,
+    };
+    let (result, lost) = raw_outcome(link.transact(r.unit, &req, read_timeout(pollers)).await);
+    let _gone = r.reply.send(result);
+    lost
+}
+
+/// The caller's view of an outcome, and the link failure if there was one.
+fn raw_outcome(out: super::link::Outcome) -> (Result<Raw, String>, Option<String>) {
+    use super::pdu::Response;
+    match out {
+        Ok(Ok(Response::Bits(b))) => (Ok(Raw::Bits(b)), None),
+        Ok(Ok(Response::Registers(r))) => (Ok(Raw::Registers(r)), None),
+        Ok(Ok(Response::Written)) => (Err("unexpected write response".into()), None),
+        Ok(Err(exc)) => (Err(format!("the device answered with {exc}")), None),
+        Err(Fault::Io(e)) => (Err(e.to_string()), Some(e.to_string())),
+        Err(f) => (Err(f.to_string()), None),
+    }
+}
+
+impl Opener {
+    /// Opens the link, reads once from `unit`, and closes it: the Modbus
+    /// tool on an endpoint that is not configured.
+    ///
+    /// # Errors
+    /// Why nothing was read (connection, exception, timeout).
+    pub async fn read_once(
+        &self,
+        unit: u8,
+        table: outpost_config::modbus::Table,
+        address: u16,
+        count: u16,
+        timeout: Duration,
+    ) -> Result<Raw, String> {
+        let mut link = self
+            .open()
+            .await
+            .map_err(|e| format!("cannot open {}: {e}", self.describe()))?;
+        let req = Request::Read {
+            table,
+            address,
+            count,
+        };
+        raw_outcome(link.transact(unit, &req, timeout).await).0
+    }
+}
+
 async fn connect(addr: &str) -> std::io::Result<Box<dyn Stream>> {
     let s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
         .await
@@ -222,7 +285,7 @@ impl ModbusDriver {
                         biased;
                         () = cx.stop.cancelled() => return Ok(()),
                         cmd = inbox.recv(), if inbox_open => match cmd {
-                            Some(cmd) => { if let Some(l) = self.write(&mut pollers, &mut link, cmd, &cx).await { break l; } continue; }
+                            Some(cmd) => { if let Some(l) = self.command(&mut pollers, &mut link, cmd, &cx).await { break l; } continue; }
                             None => { inbox_open = false; continue; }
                         },
                     }
@@ -232,7 +295,7 @@ impl ModbusDriver {
                     () = cx.stop.cancelled() => return Ok(()),
                     cmd = inbox.recv(), if inbox_open => match cmd {
                         Some(cmd) => {
-                            if let Some(l) = self.write(&mut pollers, &mut link, cmd, &cx).await { break l; }
+                            if let Some(l) = self.command(&mut pollers, &mut link, cmd, &cx).await { break l; }
                         }
                         // Nobody can send writes any more: stop listening.
                         None => inbox_open = false,
@@ -259,6 +322,20 @@ impl ModbusDriver {
                 () = tokio::time::sleep(reopen) => {}
             }
             reopen = (reopen * 2).min(REOPEN_MAX);
+        }
+    }
+
+    /// Serves one command. Returns `Some(reason)` if the link failed.
+    async fn command(
+        &self,
+        pollers: &mut [DevicePoller],
+        link: &mut Link,
+        cmd: Command,
+        cx: &DriverContext,
+    ) -> Option<String> {
+        match cmd {
+            Command::Write(w) => self.write(pollers, link, w, cx).await,
+            Command::ModbusRead(r) => read_raw(pollers, link, r).await,
         }
     }
 

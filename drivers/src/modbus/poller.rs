@@ -52,7 +52,7 @@ pub struct LinkDown(pub String);
 pub struct DevicePoller {
     pub name: String,
     unit: u8,
-    timeout: Duration,
+    pub timeout: Duration,
     retries: u32,
     pub tags: Vec<ModbusTag>,
     spans: Vec<Span>,
