@@ -1215,7 +1215,12 @@ async fn the_modbus_tool_reads_through_the_driver_and_decodes_side_by_side() {
         r.body
     );
     // A value too small for three decimals is not shown as 0.
-    assert!(r.body.contains("<td class=\"decoded\">1.836695910175181e-40</td>"), "{}", r.body);
+    assert!(
+        r.body
+            .contains("<td class=\"decoded\">1.836695910175181e-40</td>"),
+        "{}",
+        r.body
+    );
     assert!(audit_actions(&f.shared.log)
         .await
         .contains(&"modbus.read".to_string()));
