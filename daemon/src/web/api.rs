@@ -190,7 +190,7 @@ async fn export(
         Ok(axum::extract::Query(q)) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
-    match super::export::plan(&s, &q) {
+    match super::export::plan(&q) {
         Ok(plan) => {
             let actor = format!("api:{}", user.0.user);
             super::export::respond(s, plan, &actor).await

@@ -480,7 +480,7 @@ async fn sparks(s: &Shared) -> Arc<super::Sparks> {
         Ok(t) => t
             .series
             .iter()
-            .map(|(k, series)| (k.clone(), super::trend::svg(series, 120, 24)))
+            .map(|(k, series)| (k.clone(), super::trend::svg(series, 120, 24, false)))
             .collect(),
         Err(e) => {
             tracing::warn!(error = %e, "The last hour's charts could not be read from the log.");
@@ -734,7 +734,7 @@ pub async fn export_data(
     user: PageUser,
     axum::extract::Query(q): axum::extract::Query<super::export::ExportQuery>,
 ) -> Response {
-    match super::export::plan(&s, &q) {
+    match super::export::plan(&q) {
         Ok(plan) => {
             let actor = format!("web:{}", user.0.user);
             super::export::respond(s, plan, &actor).await
@@ -838,7 +838,7 @@ pub async fn device(
                     .get(&(name.clone(), tag.clone()))
                     .cloned()
                     .unwrap_or_default(),
-                svg: super::trend::svg(series, 720, 160),
+                svg: super::trend::svg(series, 720, 160, true),
                 min: num(min),
                 mean: num(mean),
                 max: num(max),

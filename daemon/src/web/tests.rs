@@ -1015,8 +1015,8 @@ async fn export_refuses_unknown_devices_bad_ranges_and_strangers() {
     let admin = set_up(&app, &f.token).await;
     history(&f.shared, 10).await;
     for (q, why) in [
-        ("device=..%2F..%2F..%2Fetc%2Fpasswd", "no device"),
-        ("device=%2Fetc%2Fpasswd", "no device"),
+        ("device=..%2F..%2F..%2Fetc%2Fpasswd", "is not a device name"),
+        ("device=%2Fetc%2Fpasswd", "is not a device name"),
         (
             "device=pump&from=yesterday",
             "from: \"yesterday\" is not a time",

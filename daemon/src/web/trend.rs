@@ -146,8 +146,10 @@ pub async fn read(
 }
 
 /// The series as an inline SVG chart of `w` x `h` pixels: the mean as a
-/// line, the min-max spread as a band; gaps where no value was read.
-pub fn svg(s: &Series, w: u32, h: u32) -> String {
+/// line, the min-max spread as a band (with `band`); gaps where no value
+/// was read. Coordinates are rounded to what a screen shows (whole pixels
+/// across, tenths up and down), which keeps a page of 200 charts small.
+pub fn svg(s: &Series, w: u32, h: u32, band: bool) -> String {
     let n = s.buckets.len().max(1);
     let Some((lo, hi, _)) = s.stats() else {
         return format!(
@@ -182,29 +184,29 @@ pub fn svg(s: &Series, w: u32, h: u32) -> String {
         let run: Vec<(usize, Bucket)> = (start..i)
             .filter_map(|k| s.buckets[k].map(|b| (k, b)))
             .collect();
-        if run.iter().any(|(_, b)| b.max > b.min) {
-            let mut band = String::new();
+        if band && run.iter().any(|(_, b)| b.max > b.min) {
+            let mut points = String::new();
             for (k, b) in &run {
-                let _infallible = write!(band, "{:.1},{:.1} ", x(*k), y(b.max));
+                let _infallible = write!(points, "{:.0},{:.1} ", x(*k), y(b.max));
             }
             for (k, b) in run.iter().rev() {
-                let _infallible = write!(band, "{:.1},{:.1} ", x(*k), y(b.min));
+                let _infallible = write!(points, "{:.0},{:.1} ", x(*k), y(b.min));
             }
             let _infallible = write!(
                 out,
                 "<polygon class=\"band\" points=\"{}\"/>",
-                band.trim_end()
+                points.trim_end()
             );
         }
         let mut line = String::new();
         for (k, b) in &run {
-            let _infallible = write!(line, "{:.1},{:.1} ", x(*k), y(b.sum / f64::from(b.n)));
+            let _infallible = write!(line, "{:.0},{:.1} ", x(*k), y(b.sum / f64::from(b.n)));
         }
         if run.len() == 1 {
             let (k, b) = run[0];
             let _infallible = write!(
                 out,
-                "<circle class=\"dot\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"1.5\"/>",
+                "<circle class=\"dot\" cx=\"{:.0}\" cy=\"{:.1}\" r=\"1.5\"/>",
                 x(k),
                 y(b.sum / f64::from(b.n))
             );
@@ -245,7 +247,7 @@ mod tests {
     #[test]
     fn charts_have_a_line_a_band_and_gaps() {
         let s = series(&[Some(1.0), Some(2.0), None, Some(5.0), Some(4.0)]);
-        let svg = svg(&s, 100, 20);
+        let svg = svg(&s, 100, 20, true);
         assert!(svg.starts_with("<svg class=\"trend\""));
         assert_eq!(
             svg.matches("<polyline").count(),
@@ -259,12 +261,16 @@ mod tests {
         let (lo, hi, mean) = s.stats().unwrap();
         assert_eq!((lo, hi), (0.0, 6.0));
         assert!((mean - 3.0).abs() < 1e-9);
+        // Without the band (the small charts): the lines only.
+        let small = super::svg(&s, 100, 20, false);
+        assert_eq!(small.matches("<polyline").count(), 2);
+        assert!(!small.contains("<polygon"), "{small}");
         let empty = svg_of_nothing();
         assert!(empty.contains("no data"));
     }
 
     fn svg_of_nothing() -> String {
-        svg(&series(&[None, None]), 50, 10)
+        svg(&series(&[None, None]), 50, 10, true)
     }
 
     #[test]
@@ -281,8 +287,8 @@ mod tests {
             ],
             last: Some(3.0),
         };
-        let svg = svg(&s, 40, 10);
-        assert!(svg.contains("<polyline class=\"line\" vector-effect=\"non-scaling-stroke\" points=\"6.5,5.0 15.5,5.0 24.5,5.0 33.5,5.0\"/>"), "{svg}");
+        let svg = svg(&s, 40, 10, true);
+        assert!(svg.contains("<polyline class=\"line\" vector-effect=\"non-scaling-stroke\" points=\"6,5.0 16,5.0 24,5.0 34,5.0\"/>"), "{svg}");
         assert!(!svg.contains("<polygon"));
     }
 }
