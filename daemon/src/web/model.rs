@@ -178,6 +178,56 @@ pub fn quality_text(q: &outpost_core::Quality) -> String {
     }
 }
 
+/// The overview's charts over the kept samples (up to an hour): ingest
+/// rate, and each uplink's send rate and backlog, as (title, SVG).
+pub fn history_charts(s: &Shared) -> Vec<(String, String)> {
+    let Ok(h) = s.history.lock() else {
+        return Vec::new();
+    };
+    if h.len() < 2 {
+        return Vec::new();
+    }
+    let pairs: Vec<_> = h.iter().zip(h.iter().skip(1)).collect();
+    let per_s = |a: u64, b: u64, secs: f64| (secs > 0.0).then(|| b.saturating_sub(a) as f64 / secs);
+    let secs = |a: &super::Sample, b: &super::Sample| b.at.duration_since(a.at).as_secs_f64();
+    let span = h
+        .back()
+        .zip(h.front())
+        .map_or(0, |(b, a)| b.at.duration_since(a.at).as_secs());
+    let over = format!("last {}", super::pages::duration(span));
+    let mut out = Vec::new();
+    let ingest: Vec<Option<f64>> = pairs
+        .iter()
+        .map(|(a, b)| per_s(a.appended, b.appended, secs(a, b)))
+        .collect();
+    out.push((
+        format!("Ingest, events/s ({over})"),
+        super::trend::svg(&super::trend::from_points(&ingest), 720, 80, false),
+    ));
+    for (i, (name, _)) in s.uplinks.iter().enumerate() {
+        let send: Vec<Option<f64>> = pairs
+            .iter()
+            .map(|(a, b)| {
+                let (x, y) = (a.uplinks.get(i)?, b.uplinks.get(i)?);
+                per_s(x.0, y.0, secs(a, b))
+            })
+            .collect();
+        out.push((
+            format!("{name}: sent, events/s ({over})"),
+            super::trend::svg(&super::trend::from_points(&send), 720, 80, false),
+        ));
+        let backlog: Vec<Option<f64>> = h
+            .iter()
+            .map(|x| x.uplinks.get(i).map(|u| u.1 as f64))
+            .collect();
+        out.push((
+            format!("{name}: backlog, events ({over})"),
+            super::trend::svg(&super::trend::from_points(&backlog), 720, 80, false),
+        ));
+    }
+    out
+}
+
 /// Ingest rate and each uplink's send rate over the last sample interval.
 pub fn rates(s: &Shared) -> (f64, Vec<f64>) {
     let Ok(h) = s.history.lock() else {

@@ -442,6 +442,7 @@ struct OverviewPage {
     me: Option<Me>,
     page: &'static str,
     o: model::Overview,
+    charts: Vec<(String, String)>,
 }
 
 pub async fn overview(State(s): State<Arc<Shared>>, user: PageUser) -> Response {
@@ -451,6 +452,7 @@ pub async fn overview(State(s): State<Arc<Shared>>, user: PageUser) -> Response 
         me: user.me(),
         page: "overview",
         o,
+        charts: model::history_charts(&s),
     })
 }
 

@@ -401,6 +401,27 @@ async fn overview_devices_and_escaping() {
     reading(&f.shared, "<script>alert(1)</script>", "x", 1.0);
     f.shared.sample();
     let r = call(&app, "GET", "/", &admin, None).await;
+    assert!(
+        !r.body.contains("Ingest, events/s"),
+        "a chart of one sample"
+    );
+    history(&f.shared, 10).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    f.shared.sample();
+    let r = call(&app, "GET", "/", &admin, None).await;
+    for want in [
+        "Ingest, events/s",
+        "cloud: sent, events/s",
+        "cloud: backlog, events",
+    ] {
+        assert!(r.body.contains(want), "{want} missing in the overview");
+    }
+    assert_eq!(
+        r.body
+            .matches("<figure class=\"card chart small-chart\"><figcaption class=\"small\">")
+            .count(),
+        3
+    );
     assert_eq!(r.status, StatusCode::OK);
     for want in [
         "gw-test",

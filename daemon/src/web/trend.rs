@@ -145,6 +145,25 @@ pub async fn read(
     Ok(t)
 }
 
+/// A series of one value per point (`None`: nothing then), e.g. rates
+/// sampled by the daemon.
+pub fn from_points(points: &[Option<f64>]) -> Series {
+    Series {
+        buckets: points
+            .iter()
+            .map(|v| {
+                v.map(|v| Bucket {
+                    min: v,
+                    max: v,
+                    sum: v,
+                    n: 1,
+                })
+            })
+            .collect(),
+        last: points.iter().rev().find_map(|v| *v),
+    }
+}
+
 /// The series as an inline SVG chart of `w` x `h` pixels: the mean as a
 /// line, the min-max spread as a band (with `band`); gaps where no value
 /// was read. Coordinates are rounded to what a screen shows (whole pixels
