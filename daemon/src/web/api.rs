@@ -26,6 +26,7 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/export", get(export))
         .route("/logs", get(logs))
         .route("/modbus/read", get(super::commission::api))
+        .route("/openapi.json", get(super::openapi::serve))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such API route") })
 }
 

@@ -25,6 +25,7 @@ mod listen;
 mod live;
 mod metrics;
 mod model;
+mod openapi;
 mod pages;
 mod time;
 mod trend;
