@@ -120,9 +120,9 @@ pub fn document() -> Value {
             "security": [{"session": []}],
         });
         if *method == "post" {
-            op["parameters"]
-                .as_array_mut()
-                .map(|a| a.push(json!({"name": "X-CSRF-Token", "in": "header", "required": true, "schema": {"type": "string"}})));
+            if let Some(a) = op["parameters"].as_array_mut() {
+                a.push(json!({"name": "X-CSRF-Token", "in": "header", "required": true, "schema": {"type": "string"}}));
+            }
             op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["tag", "value"],
                 "properties": {"tag": {"type": "string"}, "value": {"type": ["boolean", "number", "string"]}}}}}});
