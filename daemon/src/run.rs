@@ -73,13 +73,61 @@ pub fn main(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cfg, source, args.data_dir, stage, base)) {
+    let restart = CancellationToken::new();
+    let ran = runtime.block_on(run(
+        cfg,
+        source,
+        args.data_dir.clone(),
+        stage,
+        base,
+        Restart {
+            config: args.config.clone(),
+            token: restart.clone(),
+        },
+    ));
+    drop(runtime);
+    match ran {
+        Ok(()) if restart.is_cancelled() => restart_in_place(),
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "outpostd stopped on an error.");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Replaces this process with a fresh `outpostd` with the same arguments
+/// (same process id, so systemd and supervisors see no exit), once the
+/// pipeline has drained: how a configuration applied from the web page
+/// takes effect.
+#[cfg(unix)]
+fn restart_in_place() -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot find the outpostd binary to restart; exiting for the supervisor to restart it.");
+            return ExitCode::from(3);
+        }
+    };
+    tracing::info!("Restarting outpostd with the new configuration.");
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    tracing::error!(error = %err, "Cannot restart in place; exiting for the supervisor to restart it.");
+    ExitCode::from(3)
+}
+
+#[cfg(not(unix))]
+fn restart_in_place() -> ExitCode {
+    ExitCode::from(3)
+}
+
+/// What the web page needs to apply a configuration: the file, and the
+/// token that asks for a restart.
+struct Restart {
+    config: Option<PathBuf>,
+    token: CancellationToken,
 }
 
 /// Logs to stdout (journald picks them up under systemd). `RUST_LOG` takes
@@ -170,6 +218,7 @@ async fn run(
     data_dir_arg: Option<PathBuf>,
     stage: Box<dyn outpost_rules::Stage>,
     base: PathBuf,
+    restart: Restart,
 ) -> anyhow::Result<()> {
     let dir = data_dir(&cfg, data_dir_arg);
     let log_path = dir.join("events.db");
@@ -361,6 +410,8 @@ async fn run(
                 devices: configured,
                 units: units.clone(),
                 source: source.clone(),
+                config_path: restart.config.clone(),
+                restart: restart.token.clone(),
             },
             root.child_token(),
         )
@@ -453,7 +504,10 @@ async fn run(
         }
     });
 
-    wait_for_signal().await?;
+    tokio::select! {
+        r = wait_for_signal() => r?,
+        () = restart.token.cancelled() => tracing::info!("A new configuration was applied."),
+    }
     tracing::info!("Stopping: draining the pipeline.");
     reloader.abort();
     root.cancel();
@@ -512,6 +566,8 @@ struct WebParts {
     devices: Vec<(String, String)>,
     units: BTreeMap<(String, String), String>,
     source: String,
+    config_path: Option<PathBuf>,
+    restart: CancellationToken,
 }
 
 /// Starts the web page; one that cannot start is logged and the gateway
@@ -550,6 +606,8 @@ async fn start_web(
         secure_cookies: cfg.web.tls,
         history: std::sync::Mutex::new(std::collections::VecDeque::new()),
         config_source: p.source,
+        config_path: p.config_path,
+        restart: p.restart,
         live: crate::web::live_channel(),
         stop,
         sparks: tokio::sync::Mutex::new(None),

@@ -20,6 +20,7 @@
 mod api;
 pub mod auth;
 mod commission;
+mod config_page;
 mod export;
 mod listen;
 mod live;
@@ -77,6 +78,10 @@ pub struct Shared {
     pub history: Mutex<VecDeque<Sample>>,
     /// Where the configuration came from, for the overview.
     pub config_source: String,
+    /// The configuration file (none for the embedded demo).
+    pub config_path: Option<PathBuf>,
+    /// Cancelled to have outpostd restart (after a configuration is applied).
+    pub restart: CancellationToken,
     /// Live updates for open pages (see [`live`]).
     pub live: tokio::sync::broadcast::Sender<Arc<str>>,
     /// Ends the server and its streams.
@@ -152,6 +157,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/devices/write", post(pages::write))
         .route("/devices/{device}", get(pages::device))
         .route("/logs", get(pages::logs))
+        .route("/config", get(config_page::view).post(config_page::edit))
+        .route("/config/history", get(config_page::earlier))
         .route("/modbus", get(commission::page))
         .route("/export", get(pages::export_form))
         .route("/export/data", get(pages::export_data))

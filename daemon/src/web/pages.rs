@@ -46,7 +46,7 @@ impl PageUser {
     }
 
     /// A form's CSRF token must be this session's.
-    fn check(&self, csrf: &str) -> Result<(), Forbidden> {
+    pub fn check(&self, csrf: &str) -> Result<(), Forbidden> {
         if super::auth::constant_time_eq(csrf.as_bytes(), self.0.csrf.as_bytes()) {
             Ok(())
         } else {
@@ -56,7 +56,7 @@ impl PageUser {
         }
     }
 
-    fn require(&self, role: Role) -> Result<(), Forbidden> {
+    pub fn require(&self, role: Role) -> Result<(), Forbidden> {
         if self.0.role >= role {
             Ok(())
         } else {

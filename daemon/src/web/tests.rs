@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tower::ServiceExt;
 
 use super::auth::{Auth, LOCK_AFTER};
+use super::config_page::mask;
 use super::*;
 
 const NOW: i64 = 1_764_000_000_000;
@@ -38,7 +39,21 @@ async fn next_write(rx: &mut mpsc::Receiver<Command>) -> WriteCommand {
 }
 
 fn fixture(secure: bool) -> Fixture {
+    build(secure, None)
+}
+
+/// A fixture running the configuration file `text`.
+fn fixture_with_config(text: &str) -> Fixture {
+    build(true, Some(text))
+}
+
+fn build(secure: bool, config: Option<&str>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
+    let config_path = config.map(|text| {
+        let p = dir.path().join("outpost.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    });
     let clock = Arc::new(FixedClock::new(NOW));
     let (log, _) = EventLog::open(
         &dir.path().join("events.db"),
@@ -68,6 +83,8 @@ fn fixture(secure: bool) -> Fixture {
         secure_cookies: secure,
         history: std::sync::Mutex::default(),
         config_source: "test".into(),
+        config_path,
+        restart: tokio_util::sync::CancellationToken::new(),
         live: live_channel(),
         stop: tokio_util::sync::CancellationToken::new(),
         sparks: tokio::sync::Mutex::new(None),
@@ -1346,4 +1363,189 @@ async fn the_openapi_document_lists_every_operation_and_each_is_served() {
     assert_eq!(documented, openapi::OPERATIONS.len());
     let r = call(&app, "GET", "/api/v1/undocumented", "", None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+const SITE: &str = "[gateway]\nid = \"site\"\n\n[[uplink]]\nname = \"cloud\"\n[uplink.mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\nusername = \"gw\"\npassword = \"s3cret-pw\"\n";
+
+#[tokio::test]
+async fn the_config_page_masks_secrets_shows_errors_at_their_line_and_applies() {
+    let f = fixture_with_config(SITE);
+    let app = router(f.shared.clone());
+    let admin = set_up(&app, &f.token).await;
+    let r = call(&app, "GET", "/config", &admin, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        !r.body.contains("s3cret-pw"),
+        "a secret reached the browser"
+    );
+    assert!(
+        r.body.contains("password = &#34;********&#34;"),
+        "{}",
+        r.body
+    );
+    let csrf = r.csrf();
+    // A deliberate error on line 3 and another on line 10: both shown at their line.
+    let bad = SITE
+        .replace(
+            "[gateway]\nid = \"site\"\n",
+            "[gateway]\nid = \"site\"\ncolour = \"red\"\n",
+        )
+        .replace(
+            "password = \"s3cret-pw\"",
+            "password = \"********\"\nkeep_alive = \"soon\"",
+        );
+    let body = format!("csrf={csrf}&action=validate&text={}", enc(&bad));
+    let r = call(&app, "POST", "/config", &admin, Some(&body)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(
+        r.body.contains("2 problem(s); nothing was changed."),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains("<tr class=\"problem\" id=\"line-3\">"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body
+            .contains("line 3, column 1: gateway.colour: unknown key `colour`"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains("<tr class=\"problem\" id=\"line-11\">"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("uplink[0].mqtt.keep_alive"), "{}", r.body);
+    assert_eq!(
+        std::fs::read_to_string(f.shared.config_path.as_ref().unwrap()).unwrap(),
+        SITE
+    );
+    // A valid edit: validated, then applied; the secret stays.
+    let good = mask(SITE).replace("id = \"site\"", "id = \"site-2\"");
+    let r = call(
+        &app,
+        "POST",
+        "/config",
+        &admin,
+        Some(&format!("csrf={csrf}&action=validate&text={}", enc(&good))),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("The configuration is valid."));
+    assert!(!f.shared.restart.is_cancelled());
+    let r = call(
+        &app,
+        "POST",
+        "/config",
+        &admin,
+        Some(&format!("csrf={csrf}&action=apply&text={}", enc(&good))),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(
+        r.body.contains("Applied. outpostd restarts with it now"),
+        "{}",
+        r.body
+    );
+    let written = std::fs::read_to_string(f.shared.config_path.as_ref().unwrap()).unwrap();
+    assert_eq!(written, SITE.replace("id = \"site\"", "id = \"site-2\""));
+    assert!(f.shared.restart.is_cancelled(), "no restart was asked for");
+    assert!(audit_actions(&f.shared.log)
+        .await
+        .contains(&"config.applied".to_string()));
+    // The history holds the file it replaced; it opens for a rollback.
+    let r = call(&app, "GET", "/config", &admin, None).await;
+    let at = r
+        .body
+        .find("/config/history?name=")
+        .expect("no history entry");
+    let name = &r.body[at + 21..at + 21 + r.body[at + 21..].find('"').unwrap()];
+    assert!(name.ends_with("-admin.toml"), "{name}");
+    let r = call(
+        &app,
+        "GET",
+        &format!("/config/history?name={name}"),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.body.contains("id = &#34;site&#34;") && !r.body.contains("s3cret-pw"),
+        "{}",
+        r.body
+    );
+    let r = call(
+        &app,
+        "GET",
+        "/config/history?name=..%2F..%2Fetc%2Fpasswd",
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(!r.body.contains("root:"));
+}
+
+#[tokio::test]
+async fn only_admins_edit_the_config_and_the_demo_cannot_be_edited() {
+    let f = fixture_with_config(SITE);
+    let app = router(f.shared.clone());
+    let admin = set_up(&app, &f.token).await;
+    let csrf = session_csrf(&app, &admin).await;
+    call(
+        &app,
+        "POST",
+        "/users",
+        &admin,
+        Some(&format!(
+            "csrf={csrf}&action=set&user=t&role=technician&password=tech+password"
+        )),
+    )
+    .await;
+    let tech = login(&app, "t", "tech password")
+        .await
+        .cookie("outpost_session")
+        .unwrap();
+    let r = call(&app, "GET", "/config", &tech, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        !r.body.contains("<textarea"),
+        "a technician is offered the editor"
+    );
+    let tcsrf = session_csrf(&app, &tech).await;
+    let body = format!("csrf={tcsrf}&action=apply&text={}", enc(SITE));
+    assert_eq!(
+        call(&app, "POST", "/config", &tech, Some(&body))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let body = format!("csrf=wrong&action=apply&text={}", enc(SITE));
+    assert_eq!(
+        call(&app, "POST", "/config", &admin, Some(&body))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert!(!f.shared.restart.is_cancelled());
+
+    let demo = fixture(true);
+    let app = router(demo.shared.clone());
+    let admin = set_up(&app, &demo.token).await;
+    let r = call(&app, "GET", "/config", &admin, None).await;
+    assert!(r.body.contains("the embedded demo configuration") && !r.body.contains("<textarea"));
+    let csrf = session_csrf(&app, &admin).await;
+    let r = call(
+        &app,
+        "POST",
+        "/config",
+        &admin,
+        Some(&format!("csrf={csrf}&action=apply&text=x")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
 }

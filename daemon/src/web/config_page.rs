@@ -1,0 +1,441 @@
+//! The configuration page: view the running file (secrets masked), edit it,
+//! validate it with the config crate's precise errors shown at their line,
+//! apply it, see the history of applied files and roll back to one.
+//!
+//! Invariants:
+//! - Secrets (`password`, `token`, `admin_password_hash`) are never sent to
+//!   a browser: they are shown as [`MASK`], and a line still holding the
+//!   mask when the file comes back gets its secret from the running file
+//!   (same table, same key).
+//! - A file that does not validate, or whose rule chains do not load, is
+//!   never written.
+//! - Applying writes the new file atomically (temporary file, fsync,
+//!   rename), keeps the previous one in `<data_dir>/config-history/` (the
+//!   newest [`HISTORY`] kept), records an audit event, then restarts
+//!   outpostd in place to run it (the same process id; sessions end).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Form;
+use serde::Deserialize;
+
+use super::auth::Role;
+use super::pages::{render, Me, PageUser};
+use super::Shared;
+
+pub const MASK: &str = "********";
+/// Applied files kept for rollback.
+pub const HISTORY: usize = 20;
+const SECRET_KEYS: [&str; 3] = ["password", "token", "admin_password_hash"];
+
+/// The key of a `key = value` line, if it is a secret's.
+fn secret_key(line: &str) -> Option<&str> {
+    let (k, _) = line.split_once('=')?;
+    let k = k.trim();
+    SECRET_KEYS.contains(&k).then_some(k)
+}
+
+/// `(table context, key)` of each line: the context is the last `[table]`
+/// or `[[array]]` header with the array's running index, so the same key
+/// in two devices is told apart.
+fn contexts(text: &str) -> Vec<(String, Option<String>)> {
+    let mut ctx = String::new();
+    let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    text.lines()
+        .map(|line| {
+            let t = line.trim();
+            if let Some(name) = t
+                .strip_prefix("[[")
+                .and_then(|r| r.split_once("]]"))
+                .map(|x| x.0)
+            {
+                let n = counts.entry(name.trim().to_string()).or_default();
+                ctx = format!("{}#{n}", name.trim());
+                *n += 1;
+            } else if let Some(name) = t
+                .strip_prefix('[')
+                .and_then(|r| r.split_once(']'))
+                .map(|x| x.0)
+            {
+                ctx = name.trim().to_string();
+            }
+            (ctx.clone(), secret_key(t).map(str::to_string))
+        })
+        .collect()
+}
+
+/// The file as a browser may see it: secret values replaced by [`MASK`].
+pub fn mask(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        match secret_key(line.trim()) {
+            Some(k) => {
+                let indent = &line[..line.len() - line.trim_start().len()];
+                out.push_str(&format!("{indent}{k} = \"{MASK}\""));
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `edited` with each masked secret put back from `running`.
+pub fn unmask(edited: &str, running: &str) -> String {
+    let originals: std::collections::HashMap<(String, String), String> = contexts(running)
+        .into_iter()
+        .zip(running.lines())
+        .filter_map(|((ctx, key), line)| key.map(|k| ((ctx, k), line.to_string())))
+        .collect();
+    let mut out = String::with_capacity(edited.len());
+    for ((ctx, key), line) in contexts(edited).into_iter().zip(edited.lines()) {
+        let restored = key
+            .filter(|_| line.contains(MASK))
+            .and_then(|k| originals.get(&(ctx, k)));
+        out.push_str(restored.map_or(line, String::as_str));
+        out.push('\n');
+    }
+    out
+}
+
+/// A problem found in a file: where, and what.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub line: usize,
+    pub column: usize,
+    pub key_path: String,
+    pub message: String,
+}
+
+/// Every problem of `text` (empty: it would run).
+pub fn check(text: &str, file: &str, base: &Path) -> Vec<Problem> {
+    match outpost_config::parse(text, file) {
+        Err(errors) => errors
+            .0
+            .into_iter()
+            .map(|e| Problem {
+                line: e.line,
+                column: e.column,
+                key_path: e.key_path,
+                message: e.message,
+            })
+            .collect(),
+        Ok(cfg) => match outpost_rules::build(&cfg.rules, base) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors
+                .into_iter()
+                .map(|m| Problem {
+                    line: 0,
+                    column: 0,
+                    key_path: "rules".into(),
+                    message: m,
+                })
+                .collect(),
+        },
+    }
+}
+
+/// One line of the listing, with the problems found on it.
+#[derive(Debug)]
+struct Listed {
+    n: usize,
+    text: String,
+    problems: Vec<String>,
+}
+
+struct Entry {
+    name: String,
+    when: String,
+    who: String,
+}
+
+fn history_dir(s: &Shared) -> PathBuf {
+    s.data_dir.join("config-history")
+}
+
+/// Applied files, newest first: (file name, when, who).
+fn history(s: &Shared) -> Vec<Entry> {
+    let Ok(rd) = std::fs::read_dir(history_dir(s)) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = rd
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".toml"))
+        .collect();
+    names.sort_unstable_by(|a, b| b.cmp(a));
+    names
+        .into_iter()
+        .map(|name| {
+            let stem = name.trim_end_matches(".toml");
+            let (ms, who) = stem.split_once('-').unwrap_or((stem, ""));
+            let when = ms
+                .parse::<i64>()
+                .map(super::time::format_utc)
+                .unwrap_or_default();
+            Entry {
+                when,
+                who: who.to_string(),
+                name,
+            }
+        })
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "config.html")]
+struct ConfigPage {
+    gateway: String,
+    me: Option<Me>,
+    page: &'static str,
+    path: String,
+    editable: bool,
+    text: String,
+    listing: Vec<Listed>,
+    problems: Vec<Problem>,
+    message: Option<String>,
+    history: Vec<Entry>,
+    csrf: String,
+}
+
+fn page(
+    s: &Shared,
+    user: &PageUser,
+    status: StatusCode,
+    text: String,
+    problems: Vec<Problem>,
+    message: Option<String>,
+) -> Response {
+    let listing = if problems.is_empty() {
+        Vec::new()
+    } else {
+        text.lines()
+            .enumerate()
+            .map(|(i, l)| Listed {
+                n: i + 1,
+                text: l.to_string(),
+                problems: problems
+                    .iter()
+                    .filter(|p| p.line == i + 1)
+                    .map(|p| {
+                        if p.key_path.is_empty() {
+                            format!("column {}: {}", p.column, p.message)
+                        } else {
+                            format!("column {}: {}: {}", p.column, p.key_path, p.message)
+                        }
+                    })
+                    .collect(),
+            })
+            .collect()
+    };
+    let mut r = render(&ConfigPage {
+        gateway: s.gateway.clone(),
+        me: user.me(),
+        page: "config",
+        path: s.config_path.as_ref().map_or_else(
+            || "the embedded demo configuration".into(),
+            |p| p.display().to_string(),
+        ),
+        editable: s.config_path.is_some() && user.0.role >= Role::Admin,
+        text,
+        listing,
+        problems,
+        message,
+        history: history(s),
+        csrf: user.0.csrf.clone(),
+    });
+    *r.status_mut() = status;
+    r
+}
+
+fn running_text(s: &Shared) -> String {
+    match &s.config_path {
+        Some(p) => std::fs::read_to_string(p).unwrap_or_default(),
+        None => outpost_config::DEMO_TOML.to_string(),
+    }
+}
+
+/// `GET /config`.
+pub async fn view(State(s): State<Arc<Shared>>, user: PageUser) -> Response {
+    page(
+        &s,
+        &user,
+        StatusCode::OK,
+        mask(&running_text(&s)),
+        Vec::new(),
+        None,
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EditForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    text: String,
+    /// `validate` or `apply`.
+    #[serde(default)]
+    action: String,
+}
+
+/// `POST /config`: validate or apply an edited file.
+pub async fn edit(
+    State(s): State<Arc<Shared>>,
+    user: PageUser,
+    Form(f): Form<EditForm>,
+) -> Response {
+    if let Err(r) = user.check(&f.csrf).and_then(|()| user.require(Role::Admin)) {
+        return axum::response::IntoResponse::into_response(r);
+    }
+    let Some(path) = s.config_path.clone() else {
+        return page(&s, &user, StatusCode::CONFLICT, f.text, Vec::new(), Some(
+            "outpostd runs the embedded demo: start it with --config FILE to edit a configuration here".into(),
+        ));
+    };
+    let edited = f.text.replace("\r\n", "\n");
+    let full = unmask(&edited, &running_text(&s));
+    let base = path
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let file = path
+        .file_name()
+        .map_or_else(|| "config".into(), |n| n.to_string_lossy().into_owned());
+    let problems = check(&full, &file, &base);
+    if !problems.is_empty() {
+        let n = problems.len();
+        return page(
+            &s,
+            &user,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            edited,
+            problems,
+            Some(format!("{n} problem(s); nothing was changed.")),
+        );
+    }
+    if f.action != "apply" {
+        return page(
+            &s,
+            &user,
+            StatusCode::OK,
+            edited,
+            Vec::new(),
+            Some("The configuration is valid. Apply it to run it.".into()),
+        );
+    }
+    match apply(&s, &path, &full, &user.0.user).await {
+        Ok(()) => page(
+            &s,
+            &user,
+            StatusCode::OK,
+            mask(&full),
+            Vec::new(),
+            Some("Applied. outpostd restarts with it now; log in again in a few seconds.".into()),
+        ),
+        Err(e) => page(
+            &s,
+            &user,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            edited,
+            Vec::new(),
+            Some(format!("Not applied: {e}")),
+        ),
+    }
+}
+
+/// Keeps the running file in the history, writes `text` in its place,
+/// audits, and asks the daemon to restart.
+async fn apply(s: &Shared, path: &Path, text: &str, user: &str) -> Result<(), String> {
+    let dir = history_dir(s);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let previous = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let kept = dir.join(format!("{:013}-{user}.toml", s.clock.now().unix_ms.max(0)));
+    super::auth::write_private(&kept, &previous).map_err(|e| format!("{}: {e}", kept.display()))?;
+    let mut old: Vec<_> = history(s).into_iter().skip(HISTORY).collect();
+    for e in old.drain(..) {
+        let _gone = std::fs::remove_file(dir.join(e.name));
+    }
+    super::auth::write_private(path, text.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    s.audit(
+        "config.applied",
+        user,
+        format!(
+            "{} ({} bytes); the previous file is kept as {}",
+            path.display(),
+            text.len(),
+            kept.display()
+        ),
+    )
+    .await;
+    tracing::info!(config = %path.display(), %user, "A new configuration was applied from the web page; restarting.");
+    s.restart.cancel();
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HistoryQuery {
+    #[serde(default)]
+    name: String,
+}
+
+/// `GET /config/history?name=…`: an earlier file, in the editor, ready to
+/// validate and apply (the rollback).
+pub async fn earlier(
+    State(s): State<Arc<Shared>>,
+    user: PageUser,
+    Query(q): Query<HistoryQuery>,
+) -> Response {
+    // Only names the history lists: never a path from the request.
+    let Some(e) = history(&s).into_iter().find(|e| e.name == q.name) else {
+        return page(
+            &s,
+            &user,
+            StatusCode::NOT_FOUND,
+            mask(&running_text(&s)),
+            Vec::new(),
+            Some(format!("no configuration {:?} in the history", q.name)),
+        );
+    };
+    let text = std::fs::read_to_string(history_dir(&s).join(&e.name)).unwrap_or_default();
+    page(
+        &s,
+        &user,
+        StatusCode::OK,
+        mask(&text),
+        Vec::new(),
+        Some(format!(
+            "The configuration applied before {} (by {}). Apply it to roll back to it.",
+            e.when, e.who
+        )),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "[gateway]\nid = \"gw\"\n[[uplink]]\nname = \"a\"\n[uplink.mqtt]\nurl = \"mqtt://h\"\npassword = \"first\"\n[[uplink]]\nname = \"b\"\n[uplink.nats]\nurl = \"nats://h\"\n  token = \"second\"\n";
+
+    #[test]
+    fn secrets_are_masked_and_come_back_from_the_running_file() {
+        let m = mask(FILE);
+        assert!(!m.contains("first") && !m.contains("second"), "{m}");
+        assert!(m.contains("password = \"********\"") && m.contains("  token = \"********\""));
+        // Untouched: the same file.
+        assert_eq!(unmask(&m, FILE), FILE);
+        // An edit elsewhere keeps both secrets; a secret typed anew wins.
+        let edited = m
+            .replace("name = \"b\"", "name = \"c\"")
+            .replace("password = \"********\"", "password = \"new\"");
+        let back = unmask(&edited, FILE);
+        assert!(
+            back.contains("password = \"new\"") && back.contains("token = \"second\""),
+            "{back}"
+        );
+        assert!(!back.contains(MASK));
+    }
+}
