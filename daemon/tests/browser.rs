@@ -1,7 +1,9 @@
 //! The web page in a real browser (headless Chromium through chromedriver)
 //! against outpostd reading a real Modbus device (pymodbus): first-boot
-//! setup, login, live values, trend charts, the Modbus tool, a write with confirmation that
-//! the next poll reads back, and a CSV export. Screenshots of each page go
+//! setup, login, live values, trend charts, the Modbus tool, a write with
+//! confirmation that the next poll reads back, a CSV export, and a
+//! configuration edit: an error shown at its line, then a valid change
+//! applied and running after the restart. Screenshots of each page go
 //! to `target/tmp/browser/`.
 
 #![allow(
@@ -217,12 +219,68 @@ fn a_technician_sets_up_logs_in_watches_writes_and_exports() {
         .filter(|r| r[4] == "telemetry" && r[5] == "setpoint")
         .map(|r| r[6])
         .collect();
-    assert!(
-        setpoints.contains(&"42") && setpoints.contains(&"55"),
-        "{setpoints:?}"
-    );
+    for v in ["42", "55", "60"] {
+        assert!(setpoints.contains(&v), "{v} missing in {setpoints:?}");
+    }
     assert!(
         rows.iter().any(|r| r[4] == "audit"),
         "the write's audit event is in the export"
     );
+
+    // The configuration: a deliberate error is shown at its line; a valid
+    // change is applied and outpostd comes back running it.
+    b.go(&format!("{base}/config"));
+    let text = b.run(
+        "return document.querySelector('textarea[name=text]').value;",
+        &[],
+    );
+    let text = text.as_str().unwrap().to_string();
+    let bad = text.replace(
+        "durability = \"normal\"\n",
+        "durability = \"normal\"\ncolour = \"red\"\n",
+    );
+    let line = bad.lines().position(|l| l.starts_with("colour")).unwrap() + 1;
+    b.run(
+        "document.querySelector('textarea[name=text]').value = arguments[0];",
+        &[serde_json::json!(bad)],
+    );
+    b.click("main button[value=validate]");
+    b.wait("the error at its line", Duration::from_secs(10), |b| {
+        (b.count(&format!("tr#line-{line}.problem")) == 1).then_some(())
+    });
+    assert!(b
+        .text(&format!("tr#line-{line}"))
+        .contains("unknown key `colour`"));
+    b.screenshot(&shots().join("10-config-error.png"));
+    let good = text.replace("id = \"site-7\"", "id = \"site-8\"");
+    b.run(
+        "document.querySelector('textarea[name=text]').value = arguments[0];",
+        &[serde_json::json!(good)],
+    );
+    b.click("main button[value=apply]");
+    b.wait("the applied notice", Duration::from_secs(10), |b| {
+        b.text("main")
+            .contains("Applied. outpostd restarts")
+            .then_some(())
+    });
+    assert!(std::fs::read_to_string(&cfg_path)
+        .unwrap()
+        .contains("id = \"site-8\""));
+    // It restarts in place (sessions end): log in again, see the new id.
+    b.wait(
+        "outpostd back with the new configuration",
+        Duration::from_secs(30),
+        |b| {
+            b.go(&format!("{base}/login"));
+            b.source().contains("site-8").then_some(())
+        },
+    );
+    b.type_into("input[name=user]", "admin");
+    b.type_into("input[name=password]", "a long passphrase");
+    b.click("main button[type=submit]");
+    b.wait("the overview", Duration::from_secs(10), |b| {
+        b.url().ends_with('/').then_some(())
+    });
+    assert!(b.text("header .gw").contains("site-8"));
+    b.screenshot(&shots().join("11-config-applied.png"));
 }
