@@ -33,6 +33,7 @@ pub async fn rules_task(
     tx: mpsc::Sender<Event>,
     router: Router,
     mut reload: mpsc::Receiver<Box<dyn Stage>>,
+    counters: SharedCounters,
 ) {
     let (wtx, mut wrx) = mpsc::channel::<WriteRequest>(WRITE_QUEUE);
     let writer = tokio::spawn(async move {
@@ -63,6 +64,11 @@ pub async fn rules_task(
             _ = tick.tick() => {
                 stage.on_tick(clock.now(), &mut out);
                 ticks += 1;
+                if ticks.is_multiple_of(PUBLISH_EVERY_TICKS) {
+                    if let Ok(mut c) = counters.lock() {
+                        *c = stage.counters();
+                    }
+                }
                 if ticks.is_multiple_of(COUNTERS_EVERY_TICKS) {
                     log_counters(stage.as_ref());
                 }
@@ -72,6 +78,9 @@ pub async fn rules_task(
                 // deduplication, delayed messages) is not carried over.
                 log_counters(stage.as_ref());
                 stage = new;
+                if let Ok(mut c) = counters.lock() {
+                    *c = stage.counters();
+                }
             }
         }
         for w in stage.take_writes() {
@@ -90,6 +99,14 @@ pub async fn rules_task(
     drop(wtx);
     let _writes_done = writer.await;
 }
+
+/// The rule chains' node counters, as the web page and metrics read them
+/// (refreshed every second by the rules task).
+pub type SharedCounters = Arc<std::sync::Mutex<outpost_rules::ChainCounters>>;
+
+/// Rule-node counters are published for the web page every this many
+/// ticks (1 s).
+const PUBLISH_EVERY_TICKS: u64 = 10;
 
 /// Rule-node counters are logged every this many ticks (10 s).
 const COUNTERS_EVERY_TICKS: u64 = 100;

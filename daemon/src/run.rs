@@ -321,6 +321,7 @@ async fn run(
     // SIGHUP reloads the chain files (a set that does not load is refused and
     // the running chains stay).
     let (reload_tx, reload_rx) = mpsc::channel(1);
+    let rule_counters: pipeline::SharedCounters = Arc::default();
     let rules = tokio::spawn(pipeline::rules_task(
         stage,
         clock.clone(),
@@ -328,6 +329,7 @@ async fn run(
         rules_tx,
         router.clone(),
         reload_rx,
+        rule_counters.clone(),
     ));
     let reloader = tokio::spawn(reload_on_sighup(
         cfg.rules.clone(),
@@ -411,6 +413,7 @@ async fn run(
                 units: units.clone(),
                 source: source.clone(),
                 config_path: restart.config.clone(),
+                rules: rule_counters.clone(),
                 restart: restart.token.clone(),
             },
             root.child_token(),
@@ -568,6 +571,7 @@ struct WebParts {
     source: String,
     config_path: Option<PathBuf>,
     restart: CancellationToken,
+    rules: pipeline::SharedCounters,
 }
 
 /// Starts the web page; one that cannot start is logged and the gateway
@@ -607,6 +611,7 @@ async fn start_web(
         history: std::sync::Mutex::new(std::collections::VecDeque::new()),
         config_source: p.source,
         config_path: p.config_path,
+        rules: p.rules,
         restart: p.restart,
         live: crate::web::live_channel(),
         stop,

@@ -25,6 +25,7 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/session", get(session))
         .route("/export", get(export))
         .route("/logs", get(logs))
+        .route("/rules", get(rules))
         .route("/modbus/read", get(super::commission::api))
         .route("/openapi.json", get(super::openapi::serve))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such API route") })
@@ -207,4 +208,9 @@ async fn logs(
 ) -> Json<Vec<crate::logring::Line>> {
     let (min, _) = super::pages::level_of(&q.level);
     Json(crate::logring::ring().recent(min, &q.component, 500))
+}
+
+/// The rule chains and their nodes' counters.
+async fn rules(State(s): State<Arc<Shared>>, _user: ApiUser) -> Json<Vec<model::RuleChain>> {
+    Json(model::rules(&s))
 }

@@ -255,6 +255,38 @@ fn snapshot(s: &Shared) -> Snapshot {
                 .collect()
         })
         .unwrap_or_default();
+    let chains = super::model::rules(s);
+    let (mut rin, mut rout, mut rerr) = (Vec::new(), Vec::new(), Vec::new());
+    for c in &chains {
+        for n in &c.nodes {
+            let at = || vec![("chain", c.name.clone()), ("node", n.name.clone())];
+            rin.push((at(), n.messages_in as f64));
+            rerr.push((at(), n.errors as f64));
+            for (rel, k) in &n.out {
+                let mut l = at();
+                l.push(("relation", rel.clone()));
+                rout.push((l, *k as f64));
+            }
+        }
+    }
+    out.add(
+        "outpost_rule_node_in",
+        "Messages into a rule node.",
+        Counter,
+        rin,
+    );
+    out.add(
+        "outpost_rule_node_out",
+        "Messages out of a rule node, by relation.",
+        Counter,
+        rout,
+    );
+    out.add(
+        "outpost_rule_node_errors",
+        "Messages a rule node failed on (script errors, timeouts).",
+        Counter,
+        rerr,
+    );
     out.add(
         "outpost_device_online",
         "1 while the device's last status is online.",

@@ -82,6 +82,8 @@ pub struct Shared {
     pub config_path: Option<PathBuf>,
     /// Cancelled to have outpostd restart (after a configuration is applied).
     pub restart: CancellationToken,
+    /// The rule chains' node counters.
+    pub rules: crate::pipeline::SharedCounters,
     /// Live updates for open pages (see [`live`]).
     pub live: tokio::sync::broadcast::Sender<Arc<str>>,
     /// Ends the server and its streams.
@@ -157,6 +159,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/devices/write", post(pages::write))
         .route("/devices/{device}", get(pages::device))
         .route("/logs", get(pages::logs))
+        .route("/rules", get(pages::rules))
         .route("/config", get(config_page::view).post(config_page::edit))
         .route("/config/history", get(config_page::earlier))
         .route("/modbus", get(commission::page))

@@ -340,3 +340,48 @@ fn disk(dir: &std::path::Path) -> Option<Disk> {
 fn disk(_dir: &std::path::Path) -> Option<Disk> {
     None
 }
+
+/// One rule node as the rules page shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleNode {
+    pub name: String,
+    /// The node type's short name (`TbJsFilterNode`, `Threshold`).
+    pub kind: String,
+    pub messages_in: u64,
+    /// (relation, messages)
+    pub out: Vec<(String, u64)>,
+    pub dropped: u64,
+    pub errors: u64,
+    pub script_ms: f64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleChain {
+    pub name: String,
+    pub nodes: Vec<RuleNode>,
+}
+
+pub fn rules(s: &Shared) -> Vec<RuleChain> {
+    let Ok(c) = s.rules.lock() else {
+        return Vec::new();
+    };
+    c.iter()
+        .map(|(chain, nodes)| RuleChain {
+            name: chain.clone(),
+            nodes: nodes
+                .iter()
+                .map(|(name, kind, c)| RuleNode {
+                    name: name.clone(),
+                    kind: kind.rsplit('.').next().unwrap_or(kind).to_string(),
+                    messages_in: c.messages_in,
+                    out: c.out.iter().map(|(r, n)| (r.clone(), *n)).collect(),
+                    dropped: c.dropped,
+                    errors: c.errors,
+                    script_ms: c.script_ns as f64 / 1e6,
+                    last_error: c.last_error.clone(),
+                })
+                .collect(),
+        })
+        .collect()
+}

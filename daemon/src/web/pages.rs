@@ -917,3 +917,23 @@ pub async fn logs(
         capacity: crate::logring::CAPACITY,
     })
 }
+
+// ---- rules ----
+
+#[derive(Template)]
+#[template(path = "rules.html")]
+struct RulesPage {
+    gateway: String,
+    me: Option<Me>,
+    page: &'static str,
+    chains: Vec<model::RuleChain>,
+}
+
+pub async fn rules(State(s): State<Arc<Shared>>, user: PageUser) -> Response {
+    render(&RulesPage {
+        gateway: s.gateway.clone(),
+        me: user.me(),
+        page: "rules",
+        chains: model::rules(&s),
+    })
+}

@@ -84,6 +84,7 @@ fn build(secure: bool, config: Option<&str>) -> Fixture {
         history: std::sync::Mutex::default(),
         config_source: "test".into(),
         config_path,
+        rules: Arc::default(),
         restart: tokio_util::sync::CancellationToken::new(),
         live: live_channel(),
         stop: tokio_util::sync::CancellationToken::new(),
@@ -1548,4 +1549,52 @@ async fn only_admins_edit_the_config_and_the_demo_cannot_be_edited() {
     )
     .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn rules_show_each_nodes_counters_on_the_page_the_api_and_metrics() {
+    let f = fixture(true);
+    let app = router(f.shared.clone());
+    let admin = set_up(&app, &f.token).await;
+    let r = call(&app, "GET", "/rules", &admin, None).await;
+    assert!(r.body.contains("No rule chain is configured"));
+    let counters = outpost_rules::NodeCounters {
+        messages_in: 5,
+        out: [("True".to_string(), 3), ("False".to_string(), 2)].into(),
+        dropped: 0,
+        errors: 1,
+        last_error: Some("<script> threw: x is not defined".into()),
+        script_ns: 2_500_000,
+    };
+    *f.shared.rules.lock().unwrap() = vec![(
+        "Boiler".into(),
+        vec![(
+            "Hot?".into(),
+            "org.thingsboard.rule.engine.filter.TbJsFilterNode".into(),
+            counters,
+        )],
+    )];
+    let r = call(&app, "GET", "/rules", &admin, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    for want in [
+        "<h2>Boiler</h2>",
+        "TbJsFilterNode",
+        "False: 2, True: 3",
+        "2.5 ms",
+        "&#60;script&#62; threw",
+    ] {
+        assert!(r.body.contains(want), "{want} missing in {}", r.body);
+    }
+    let r = call(&app, "GET", "/api/v1/rules", &admin, None).await;
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v[0]["nodes"][0]["messages_in"], 5);
+    assert_eq!(v[0]["nodes"][0]["errors"], 1);
+    let r = call(&app, "GET", "/metrics", "", None).await;
+    for want in [
+        "outpost_rule_node_in_total{chain=\"Boiler\",node=\"Hot?\"} 5",
+        "outpost_rule_node_out_total{chain=\"Boiler\",node=\"Hot?\",relation=\"True\"} 3",
+        "outpost_rule_node_errors_total{chain=\"Boiler\",node=\"Hot?\"} 1",
+    ] {
+        assert!(r.body.contains(want), "{want} missing in {}", r.body);
+    }
 }
