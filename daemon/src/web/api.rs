@@ -50,7 +50,7 @@ impl IntoResponse for Refused {
 }
 
 /// An API request with an open session (and, unless it only reads, the
-/// session's CSRF token).
+/// session's CSRF token), or with an API token (`Authorization: Bearer`).
 #[derive(Debug)]
 pub struct ApiUser(pub Session);
 
@@ -72,6 +72,26 @@ impl FromRequestParts<Arc<Shared>> for ApiUser {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, s: &Arc<Shared>) -> Result<Self, Response> {
+        // A machine with an API token: no cookie, so no CSRF to fear.
+        if let Some(auth) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+            let token = auth
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            return match s.auth.bearer(token.trim()) {
+                Some((user, role)) => Ok(ApiUser(Session {
+                    user,
+                    role,
+                    csrf: String::new(),
+                    expires: std::time::Instant::now(),
+                })),
+                None => Err(error(
+                    StatusCode::UNAUTHORIZED,
+                    "the API token is not valid",
+                )),
+            };
+        }
         let Some(session) = cookie(&parts.headers, SESSION_COOKIE).and_then(|t| s.auth.session(t))
         else {
             return Err(error(StatusCode::UNAUTHORIZED, "log in first"));

@@ -81,6 +81,32 @@ struct UsersFile {
     users: Vec<User>,
 }
 
+/// An API token for a machine: only its SHA-256 is kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Token {
+    name: String,
+    role: Role,
+    sha256: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct TokensFile {
+    tokens: Vec<Token>,
+}
+
+/// Prefix of API tokens, so a leaked one is recognisable.
+pub const TOKEN_PREFIX: &str = "opt_";
+
+fn sha256_hex(s: &str) -> String {
+    use std::fmt::Write;
+    let d = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in d.as_ref() {
+        let _infallible = write!(out, "{b:02x}");
+    }
+    out
+}
+
 /// A logged-in user, as a request sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
@@ -121,6 +147,7 @@ pub struct Auth {
     sessions: Mutex<HashMap<String, Session>>,
     by_user: Mutex<HashMap<String, Failures>>,
     by_ip: Mutex<HashMap<IpAddr, Failures>>,
+    tokens: Mutex<BTreeMap<String, Token>>,
     ttl: Duration,
     /// One password hash at a time.
     hashing: tokio::sync::Semaphore,
@@ -147,8 +174,20 @@ impl Auth {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(storage(&path, &e)),
         };
+        let tokens_path = dir.join("tokens.json");
+        let tokens: BTreeMap<String, Token> = match std::fs::read(&tokens_path) {
+            Ok(bytes) => serde_json::from_slice::<TokensFile>(&bytes)
+                .map_err(|e| AuthError::Storage(format!("{}: {e}", tokens_path.display())))?
+                .tokens
+                .into_iter()
+                .map(|t| (t.name.clone(), t))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(storage(&tokens_path, &e)),
+        };
         let auth = Auth {
             path,
+            tokens: Mutex::new(tokens),
             users: Mutex::new(users),
             setup_token: Mutex::new(None),
             sessions: Mutex::new(HashMap::new()),
@@ -329,6 +368,74 @@ impl Auth {
         next.remove(name);
         save(&self.path, &next)?;
         *users = next;
+        Ok(())
+    }
+
+    /// Makes an API token for a machine; returns it (shown once: only its
+    /// hash is kept). A token of the same name is replaced.
+    pub fn create_token(&self, name: &str, role: Role) -> Result<String, AuthError> {
+        check_name(name)?;
+        let token = format!("{TOKEN_PREFIX}{}", random_hex()?);
+        self.change_tokens(|t| {
+            t.insert(
+                name.to_string(),
+                Token {
+                    name: name.to_string(),
+                    role,
+                    sha256: sha256_hex(&token),
+                },
+            );
+            Ok(())
+        })?;
+        Ok(token)
+    }
+
+    pub fn revoke_token(&self, name: &str) -> Result<(), AuthError> {
+        self.change_tokens(|t| {
+            t.remove(name)
+                .map(|_| ())
+                .ok_or_else(|| AuthError::Invalid(format!("no token \"{name}\"")))
+        })
+    }
+
+    /// Token names and roles (never the tokens).
+    pub fn tokens(&self) -> Vec<(String, Role)> {
+        self.tokens
+            .lock()
+            .map(|t| t.values().map(|t| (t.name.clone(), t.role)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The machine a bearer token stands for: `token:<name>` and its role.
+    pub fn bearer(&self, token: &str) -> Option<(String, Role)> {
+        if !token.starts_with(TOKEN_PREFIX) {
+            return None;
+        }
+        let h = sha256_hex(token);
+        let t = self.tokens.lock().ok()?;
+        t.values()
+            .find(|t| constant_time_eq(t.sha256.as_bytes(), h.as_bytes()))
+            .map(|t| (format!("token:{}", t.name), t.role))
+    }
+
+    fn change_tokens(
+        &self,
+        f: impl FnOnce(&mut BTreeMap<String, Token>) -> Result<(), AuthError>,
+    ) -> Result<(), AuthError> {
+        let mut tokens = self
+            .tokens
+            .lock()
+            .map_err(|_| AuthError::Storage("the token table is poisoned".into()))?;
+        let mut next = tokens.clone();
+        f(&mut next)?;
+        let file = TokensFile {
+            tokens: next.values().cloned().collect(),
+        };
+        let bytes =
+            serde_json::to_vec_pretty(&file).map_err(|e| AuthError::Storage(e.to_string()))?;
+        let path = self.path.with_file_name("tokens.json");
+        write_private(&path, &bytes).map_err(|e| storage(&path, &e))?;
+        *tokens = next;
         Ok(())
     }
 
@@ -725,6 +832,27 @@ mod tests {
             Some("$argon2id$nonsense"),
         );
         assert!(matches!(bad, Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn api_tokens_are_kept_as_hashes_and_can_be_revoked() {
+        let (dir, auth, _) = fresh();
+        let t = auth.create_token("scada", Role::Viewer).unwrap();
+        assert!(t.starts_with(TOKEN_PREFIX) && t.len() == TOKEN_PREFIX.len() + 64);
+        assert_eq!(auth.bearer(&t), Some(("token:scada".into(), Role::Viewer)));
+        assert_eq!(auth.bearer("opt_0000"), None);
+        assert_eq!(auth.bearer(&t[1..]), None);
+        let file = std::fs::read_to_string(dir.path().join("tokens.json")).unwrap();
+        assert!(!file.contains(&t[4..]), "the token itself was stored");
+        // Kept across a restart.
+        let (again, _) = Auth::open(dir.path(), Duration::from_secs(60), None).unwrap();
+        assert_eq!(again.bearer(&t).map(|b| b.1), Some(Role::Viewer));
+        again.revoke_token("scada").unwrap();
+        assert_eq!(again.bearer(&t), None);
+        assert!(matches!(
+            again.revoke_token("scada"),
+            Err(AuthError::Invalid(_))
+        ));
     }
 
     #[test]

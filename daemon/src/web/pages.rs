@@ -610,6 +610,9 @@ struct UsersPage {
     page: &'static str,
     csrf: String,
     users: Vec<(String, &'static str)>,
+    tokens: Vec<(String, &'static str)>,
+    /// A token just made, shown this once.
+    new_token: Option<String>,
     message: Option<String>,
     error: Option<String>,
 }
@@ -620,6 +623,17 @@ fn users_page(
     status: StatusCode,
     message: Option<String>,
     error: Option<String>,
+) -> Response {
+    users_page_with(s, user, status, message, error, None)
+}
+
+fn users_page_with(
+    s: &Shared,
+    user: &PageUser,
+    status: StatusCode,
+    message: Option<String>,
+    error: Option<String>,
+    new_token: Option<String>,
 ) -> Response {
     let mut r = render(&UsersPage {
         gateway: s.gateway.clone(),
@@ -632,6 +646,13 @@ fn users_page(
             .into_iter()
             .map(|(n, r)| (n, r.as_str()))
             .collect(),
+        tokens: s
+            .auth
+            .tokens()
+            .into_iter()
+            .map(|(n, r)| (n, r.as_str()))
+            .collect(),
+        new_token,
         message,
         error,
     });
@@ -666,7 +687,39 @@ pub async fn user_change(
     if let Err(r) = user.check(&f.csrf).and_then(|()| user.require(Role::Admin)) {
         return r.into_response();
     }
+    if f.action == "token" {
+        return match Role::parse(&f.role)
+            .ok_or_else(|| AuthError::Invalid(format!("no role \"{}\"", f.role)))
+            .and_then(|role| s.auth.create_token(&f.user, role).map(|t| (t, role)))
+        {
+            Ok((token, role)) => {
+                let msg = format!(
+                    "API token {} ({}) made. Copy it now: it is not shown again.",
+                    f.user,
+                    role.as_str()
+                );
+                s.audit(
+                    "web.token",
+                    &user.0.user,
+                    format!("token {} made with role {}", f.user, role.as_str()),
+                )
+                .await;
+                users_page_with(&s, &user, StatusCode::OK, Some(msg), None, Some(token))
+            }
+            Err(e) => users_page(
+                &s,
+                &user,
+                StatusCode::BAD_REQUEST,
+                None,
+                Some(e.to_string()),
+            ),
+        };
+    }
     let done = match f.action.as_str() {
+        "revoke" => s
+            .auth
+            .revoke_token(&f.user)
+            .map(|()| format!("API token {} revoked.", f.user)),
         "set" => match Role::parse(&f.role) {
             Some(role) => s
                 .auth

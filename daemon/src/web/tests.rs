@@ -1598,3 +1598,115 @@ async fn rules_show_each_nodes_counters_on_the_page_the_api_and_metrics() {
         assert!(r.body.contains(want), "{want} missing in {}", r.body);
     }
 }
+
+#[tokio::test]
+async fn machines_use_api_tokens_without_cookies_or_csrf() {
+    let mut f = fixture(true);
+    let app = router(f.shared.clone());
+    let admin = set_up(&app, &f.token).await;
+    let csrf = session_csrf(&app, &admin).await;
+    let make = |name: &str, role: &str| format!("csrf={csrf}&action=token&user={name}&role={role}");
+    let r = call(
+        &app,
+        "POST",
+        "/users",
+        &admin,
+        Some(&make("scada", "viewer")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let token_of = |body: &str| {
+        let at = body.find("<code class=\"token\">").expect("no token shown") + 20;
+        body[at..at + body[at..].find('<').unwrap()].to_string()
+    };
+    let viewer = token_of(&r.body);
+    assert!(viewer.starts_with("opt_"));
+    // Shown once: not on the next visit.
+    assert!(!call(&app, "GET", "/users", &admin, None)
+        .await
+        .body
+        .contains(&viewer));
+    let tech = token_of(
+        &call(
+            &app,
+            "POST",
+            "/users",
+            &admin,
+            Some(&make("plc-script", "technician")),
+        )
+        .await
+        .body,
+    );
+    let bearer = |t: &str| format!("Bearer {t}");
+    let r = call_with(
+        &app,
+        "GET",
+        "/api/v1/devices",
+        "",
+        None,
+        &[("authorization", &bearer(&viewer))],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let json = ("content-type", "application/json");
+    let write = Some(r#"{"tag":"speed","value":3}"#);
+    let r = call_with(
+        &app,
+        "POST",
+        "/api/v1/devices/pump/write",
+        "",
+        write,
+        &[json, ("authorization", &bearer(&viewer))],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let driver = tokio::spawn(async move {
+        let cmd = next_write(&mut f.writes).await;
+        let actor = cmd.actor.clone();
+        cmd.reply.send(Ok(())).unwrap();
+        actor
+    });
+    let r = call_with(
+        &app,
+        "POST",
+        "/api/v1/devices/pump/write",
+        "",
+        write,
+        &[json, ("authorization", &bearer(&tech))],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(driver.await.unwrap(), "api:token:plc-script");
+    let r = call_with(
+        &app,
+        "GET",
+        "/api/v1/devices",
+        "",
+        None,
+        &[("authorization", "Bearer opt_forged")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // Revoked: refused.
+    call(
+        &app,
+        "POST",
+        "/users",
+        &admin,
+        Some(&format!("csrf={csrf}&action=revoke&user=scada")),
+    )
+    .await;
+    let r = call_with(
+        &app,
+        "GET",
+        "/api/v1/devices",
+        "",
+        None,
+        &[("authorization", &bearer(&viewer))],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(audit_actions(&f.shared.log)
+        .await
+        .contains(&"web.token".to_string()));
+}
