@@ -22,6 +22,8 @@ pub struct Latest {
 #[derive(Debug, Default)]
 pub struct DeviceView {
     pub status: Option<DeviceStatus>,
+    /// Alarms raised and not cleared: name → (severity, raised at).
+    pub alarms: BTreeMap<String, (outpost_core::AlarmSeverity, Timestamp)>,
     /// Latest point per tag, in first-seen order.
     pub values: Vec<(Point, Timestamp)>,
     index: HashMap<String, usize>,
@@ -74,6 +76,18 @@ impl Latest {
                 Body::Status(s) => {
                     if let Some(view) = self.device(&ev.device) {
                         view.status = Some(s.status);
+                    }
+                }
+                Body::Alarm(a) => {
+                    if let Some(view) = self.device(&ev.device) {
+                        match a.state {
+                            outpost_core::AlarmState::Active => {
+                                view.alarms.insert(a.name.clone(), (a.severity, ev.ts));
+                            }
+                            outpost_core::AlarmState::Cleared => {
+                                view.alarms.remove(&a.name);
+                            }
+                        }
                     }
                 }
                 _ => {}
@@ -178,6 +192,31 @@ mod tests {
             d.get("c").map(|(p, _)| p.value.clone()),
             Some(Value::F64(6.0))
         );
+    }
+
+    #[test]
+    fn alarms_are_kept_until_cleared() {
+        use outpost_core::{Alarm, AlarmSeverity, AlarmState};
+        let alarm = |state| {
+            Event::new(
+                "d".to_string(),
+                Timestamp::synced(5),
+                Body::Alarm(Alarm {
+                    name: "Overheat".into(),
+                    severity: AlarmSeverity::Critical,
+                    state,
+                    details: String::new(),
+                }),
+            )
+        };
+        let mut l = Latest::default();
+        l.apply(&batch(vec![alarm(AlarmState::Active)]));
+        assert_eq!(
+            l.devices["d"].alarms.get("Overheat").map(|a| a.0),
+            Some(AlarmSeverity::Critical)
+        );
+        l.apply(&batch(vec![alarm(AlarmState::Cleared)]));
+        assert!(l.devices["d"].alarms.is_empty());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 // The pages are complete without this file; it only keeps them fresh.
 (function () {
   "use strict";
-  if (!window.EventSource || !document.querySelector("[data-live],[data-live-value],[data-live-status],[data-live-uplink]")) {
+  if (!window.EventSource || !document.querySelector("[data-live],[data-live-value],[data-live-status],[data-live-uplink],[data-live-alarms]")) {
     return;
   }
   function index(attr) {
@@ -16,6 +16,7 @@
   }
   var values = index("data-live-value");
   var status = index("data-live-status");
+  var alarms = index("data-live-alarms");
   var uplinks = index("data-live-uplink");
   var tiles = index("data-live");
   function set(list, text, cls) {
@@ -36,6 +37,9 @@
     u.values.forEach(function (v) {
       set(values[v[0] + "/" + v[1]], v[3] ? v[2] + " " + v[3] : v[2]);
       set(values["q:" + v[0] + "/" + v[1]], v[4], v[4] === "good" ? "ok" : "bad");
+    });
+    u.alarms.forEach(function (a) {
+      set(alarms[a[0]], a[1]);
     });
     u.status.forEach(function (s) {
       set(status[s[0]], s[1], "status " + s[1]);

@@ -40,6 +40,9 @@ struct Update {
     values: Vec<[String; 5]>,
     /// `[device, status]`
     status: Vec<[String; 2]>,
+    /// `[device, "Name (severity), …"]` for devices whose alarms changed
+    /// (empty text: none active).
+    alarms: Vec<[String; 2]>,
     ingest: String,
     online: String,
     uplinks: Vec<UplinkLive>,
@@ -58,6 +61,7 @@ struct UplinkLive {
 pub struct Sent {
     values: HashMap<(String, String), i64>,
     status: HashMap<String, String>,
+    alarms: HashMap<String, String>,
 }
 
 /// The changes since `sent` (everything when `sent` is empty), and `sent`
@@ -76,6 +80,20 @@ fn update(s: &Shared, sent: &mut Sent) -> Update {
             if sent.status.get(device) != Some(&status) {
                 sent.status.insert(device.clone(), status.clone());
                 u.status.push([device.clone(), status]);
+            }
+            let alarms = view
+                .alarms
+                .iter()
+                .map(|(n, (sev, _))| format!("{n} ({})", format!("{sev:?}").to_lowercase()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            if sent
+                .alarms
+                .get(device)
+                .map_or(!alarms.is_empty(), |a| *a != alarms)
+            {
+                sent.alarms.insert(device.clone(), alarms.clone());
+                u.alarms.push([device.clone(), alarms]);
             }
             for (p, ts) in &view.values {
                 let key = (device.clone(), p.tag.clone());

@@ -59,6 +59,8 @@ pub struct DeviceRow {
     pub name: String,
     pub driver: String,
     pub status: String,
+    /// Active alarms: (name, severity).
+    pub alarms: Vec<(String, String)>,
     pub values: Vec<TagRow>,
     pub last_error: Option<String>,
     pub requests: u64,
@@ -288,6 +290,14 @@ pub fn devices(s: &Shared) -> Vec<DeviceRow> {
                 })
                 .unwrap_or_default();
             DeviceRow {
+                alarms: view
+                    .map(|v| {
+                        v.alarms
+                            .iter()
+                            .map(|(n, (sev, _))| (n.clone(), format!("{sev:?}").to_lowercase()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
                 status: view
                     .and_then(|v| v.status)
                     .map_or_else(|| "unknown".into(), |st| format!("{st:?}").to_lowercase()),

@@ -1710,3 +1710,77 @@ async fn machines_use_api_tokens_without_cookies_or_csrf() {
         .await
         .contains(&"web.token".to_string()));
 }
+
+#[tokio::test]
+async fn active_alarms_show_on_the_devices_page_and_in_live_updates() {
+    let f = fixture(true);
+    let app = router(f.shared.clone());
+    let admin = set_up(&app, &f.token).await;
+    reading(&f.shared, "pump", "speed", 1.0);
+    let alarm = |state| {
+        Arc::new(vec![StoredEvent {
+            seq: Seq(9),
+            event: Event::new(
+                "pump",
+                Timestamp::synced(NOW),
+                EvBody::Alarm(outpost_core::Alarm {
+                    name: "Overheat".into(),
+                    severity: outpost_core::AlarmSeverity::Critical,
+                    state,
+                    details: String::new(),
+                }),
+            ),
+        }])
+    };
+    f.shared
+        .latest
+        .write()
+        .unwrap()
+        .apply(&alarm(outpost_core::AlarmState::Active));
+    let r = call(&app, "GET", "/devices", &admin, None).await;
+    assert!(
+        r.body
+            .contains("data-live-alarms=\"pump\">Overheat (critical)</p>"),
+        "{}",
+        r.body
+    );
+    let r = call(&app, "GET", "/api/v1/devices", &admin, None).await;
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        v[0]["alarms"],
+        serde_json::json!([["Overheat", "critical"]])
+    );
+    let req = Request::builder()
+        .uri("/events")
+        .header(header::COOKIE, &admin)
+        .body(Body::empty())
+        .unwrap();
+    let mut body = app.clone().oneshot(req).await.unwrap().into_body();
+    let snap: serde_json::Value =
+        serde_json::from_str(next(&mut body).await.trim_start_matches("data: ").trim()).unwrap();
+    assert_eq!(
+        snap["alarms"],
+        serde_json::json!([["pump", "Overheat (critical)"]])
+    );
+    // Cleared: the change goes out, with no alarm left.
+    let publisher = tokio::spawn(live::publish(f.shared.clone(), f.shared.stop.clone()));
+    let _first = next(&mut body).await;
+    f.shared
+        .latest
+        .write()
+        .unwrap()
+        .apply(&alarm(outpost_core::AlarmState::Cleared));
+    let mut cleared = false;
+    for _ in 0..5 {
+        let d: serde_json::Value =
+            serde_json::from_str(next(&mut body).await.trim_start_matches("data: ").trim())
+                .unwrap();
+        if d["alarms"] == serde_json::json!([["pump", ""]]) {
+            cleared = true;
+            break;
+        }
+    }
+    assert!(cleared, "the cleared alarm was not sent");
+    f.shared.stop.cancel();
+    publisher.await.unwrap();
+}
