@@ -127,6 +127,26 @@ fn a_technician_sets_up_logs_in_watches_writes_and_exports() {
     });
     assert!(b.text("pre.toml").contains("address = 1"));
     b.screenshot(&shots().join("4b-modbus-tool.png"));
+    // Then as tags of the boiler, in the configuration editor, validated.
+    b.click("main form[action='/config'] button");
+    b.wait(
+        "the configuration with the new tags",
+        Duration::from_secs(10),
+        |b| {
+            b.text("main")
+                .contains("The configuration is valid.")
+                .then_some(())
+        },
+    );
+    let edited = b.run(
+        "return document.querySelector('textarea[name=text]').value;",
+        &[],
+    );
+    assert!(
+        edited.as_str().unwrap().contains("name = \"holding_1\""),
+        "{edited}"
+    );
+    b.screenshot(&shots().join("4c-tags-into-config.png"));
     b.go(&format!("{base}/devices"));
 
     // Write 55 to the setpoint: a confirmation, then the write.

@@ -324,6 +324,10 @@ struct ModbusPage {
     errors: Vec<String>,
     result: Option<ReadResult>,
     target: String,
+    /// For an admin reading a configured device's line: the configuration
+    /// (secrets masked) with the tags added to that device, for the editor.
+    with_tags: Option<(String, String)>,
+    csrf: String,
 }
 
 /// `GET /modbus`: the form, and with a query, the read.
@@ -375,6 +379,14 @@ pub async fn page(
             }
         }
     }
+    let with_tags = match (&result, q.via.strip_prefix("device:"), &s.config_path) {
+        (Some(r), Some(device), Some(path)) if user.0.role >= Role::Admin && !r.toml.is_empty() => {
+            let running = std::fs::read_to_string(path).unwrap_or_default();
+            super::config_page::insert_tags(&super::config_page::mask(&running), device, &r.toml)
+                .map(|t| (device.to_string(), t))
+        }
+        _ => None,
+    };
     let mut r = super::pages::render(&ModbusPage {
         gateway: s.gateway.clone(),
         me: user.me(),
@@ -387,6 +399,8 @@ pub async fn page(
         errors,
         result,
         target,
+        with_tags,
+        csrf: user.0.csrf.clone(),
     });
     *r.status_mut() = status;
     r

@@ -103,6 +103,62 @@ pub fn unmask(edited: &str, running: &str) -> String {
     out
 }
 
+/// `text` with `tags` (TOML `[[device.modbus.tag]]` sections) added at the
+/// end of the `[[device]]` whose `name` is `device`, or `None` if no such
+/// device is in the file.
+pub fn insert_tags(text: &str, device: &str, tags: &str) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let is_header = |l: &str| l.trim_start().starts_with('[');
+    let mut start = None;
+    let mut i = 0;
+    while i < lines.len() {
+        if lines[i].trim() == "[[device]]" {
+            // This device's own keys run to the next header.
+            let mut j = i + 1;
+            while j < lines.len() && !is_header(lines[j]) {
+                let kv = lines[j]
+                    .split_once('=')
+                    .map(|(k, v)| (k.trim(), v.trim().trim_matches('"')));
+                if kv == Some(("name", device)) {
+                    start = Some(i);
+                }
+                j += 1;
+            }
+            if start.is_some() {
+                break;
+            }
+        }
+        i += 1;
+    }
+    let start = start?;
+    // The block ends before the next header that is not one of its own
+    // sub-tables (`[device.…]`, `[[device.…]]`).
+    let mut end = start + 1;
+    while end < lines.len() {
+        let t = lines[end].trim_start();
+        if is_header(t) && !t.starts_with("[device.") && !t.starts_with("[[device.") {
+            break;
+        }
+        end += 1;
+    }
+    while end > start + 1 && lines[end - 1].trim().is_empty() {
+        end -= 1;
+    }
+    let mut out = String::with_capacity(text.len() + tags.len() + 2);
+    for l in &lines[..end] {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out.push('\n');
+    out.push_str(tags.trim_end());
+    out.push('\n');
+    for l in &lines[end..] {
+        out.push_str(l);
+        out.push('\n');
+    }
+    Some(out)
+}
+
 /// A problem found in a file: where, and what.
 #[derive(Debug, Clone)]
 pub struct Problem {
@@ -419,6 +475,31 @@ mod tests {
     use super::*;
 
     const FILE: &str = "[gateway]\nid = \"gw\"\n[[uplink]]\nname = \"a\"\n[uplink.mqtt]\nurl = \"mqtt://h\"\npassword = \"first\"\n[[uplink]]\nname = \"b\"\n[uplink.nats]\nurl = \"nats://h\"\n  token = \"second\"\n";
+
+    #[test]
+    fn tags_go_to_the_end_of_their_device() {
+        let text = "[gateway]\nid = \"gw\"\n\n[[device]]\nname = \"a\"\n[device.modbus]\ntcp = \"h:502\"\n[[device.modbus.tag]]\nname = \"x\"\ntable = \"holding\"\naddress = 0\n\n[[device]]\nname = \"b\"\n[device.sim]\ninterval = \"1s\"\n[[device.sim.tag]]\nname = \"t\"\nsine = { period = \"10s\" }\n\n[web]\nenabled = true\n";
+        let tag = "[[device.modbus.tag]]\nname = \"holding_5\"\ntable = \"holding\"\naddress = 5\n";
+        let out = insert_tags(text, "a", tag).unwrap();
+        let cfg = outpost_config::parse(&out, "t.toml").unwrap();
+        let tags: Vec<&str> = cfg.devices[0]
+            .modbus
+            .as_ref()
+            .unwrap()
+            .tags
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        assert_eq!(tags, ["x", "holding_5"]);
+        assert!(cfg.devices[1].sim.is_some());
+        // The last device of the file, followed by another table.
+        let text2 = text.replace("[[device]]\nname = \"b\"\n[device.sim]\ninterval = \"1s\"\n[[device.sim.tag]]\nname = \"t\"\nsine = { period = \"10s\" }\n\n", "");
+        let out = insert_tags(&text2, "a", tag).unwrap();
+        let cfg = outpost_config::parse(&out, "t.toml").unwrap();
+        assert_eq!(cfg.devices[0].modbus.as_ref().unwrap().tags.len(), 2);
+        assert!(cfg.web.enabled);
+        assert_eq!(insert_tags(text, "nobody", tag), None);
+    }
 
     #[test]
     fn secrets_are_masked_and_come_back_from_the_running_file() {
