@@ -397,6 +397,19 @@ async fn run(
             }
         }
     }
+    // Tags a write may go to (the web page offers writes only there).
+    let writable: std::collections::BTreeSet<(String, String)> = cfg
+        .devices
+        .iter()
+        .flat_map(|d| {
+            d.modbus.iter().flat_map(move |m| {
+                m.tags
+                    .iter()
+                    .filter(|t| t.writable)
+                    .map(move |t| (d.name.clone(), t.name.clone()))
+            })
+        })
+        .collect();
     let latest = Arc::new(std::sync::RwLock::new(views::Latest::default()));
     let web = if cfg.web.enabled {
         start_web(
@@ -411,6 +424,7 @@ async fn run(
                 writes: router.clone(),
                 devices: configured,
                 units: units.clone(),
+                writable,
                 source: source.clone(),
                 config_path: restart.config.clone(),
                 rules: rule_counters.clone(),
@@ -568,6 +582,7 @@ struct WebParts {
     writes: outpost_drivers::command::Router,
     devices: Vec<(String, String)>,
     units: BTreeMap<(String, String), String>,
+    writable: std::collections::BTreeSet<(String, String)>,
     source: String,
     config_path: Option<PathBuf>,
     restart: CancellationToken,
@@ -607,6 +622,7 @@ async fn start_web(
         auth,
         data_dir: dir.to_path_buf(),
         units: p.units,
+        writable: p.writable,
         secure_cookies: cfg.web.tls,
         history: std::sync::Mutex::new(std::collections::VecDeque::new()),
         config_source: p.source,

@@ -73,6 +73,8 @@ pub struct Shared {
     pub data_dir: PathBuf,
     /// Unit of each (device, tag), where configured.
     pub units: BTreeMap<(String, String), String>,
+    /// (device, tag) pairs that take writes.
+    pub writable: std::collections::BTreeSet<(String, String)>,
     /// Whether cookies get the `Secure` flag (served over HTTPS).
     pub secure_cookies: bool,
     pub history: Mutex<VecDeque<Sample>>,

@@ -77,6 +77,8 @@ pub struct TagRow {
     /// The last hour as an inline SVG chart (pages only).
     #[serde(skip)]
     pub spark: String,
+    /// The tag takes writes.
+    pub writable: bool,
 }
 
 pub async fn overview(s: &Shared) -> Overview {
@@ -284,6 +286,7 @@ pub fn devices(s: &Shared) -> Vec<DeviceRow> {
                             quality: quality_text(&p.quality),
                             age_ms: (now - ts.unix_ms).max(0),
                             spark: String::new(),
+                            writable: s.writable.contains(&(name.clone(), p.tag.clone())),
                             tag: p.tag.clone(),
                         })
                         .collect()

@@ -80,6 +80,7 @@ fn build(secure: bool, config: Option<&str>) -> Fixture {
         auth,
         data_dir: dir.path().to_path_buf(),
         units: [(("pump".to_string(), "speed".to_string()), "rpm".to_string())].into(),
+        writable: [("pump".to_string(), "speed".to_string())].into(),
         secure_cookies: secure,
         history: std::sync::Mutex::default(),
         config_source: "test".into(),
