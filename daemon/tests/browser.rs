@@ -218,6 +218,24 @@ fn a_technician_sets_up_logs_in_watches_writes_and_exports() {
     // Export: the page, then the CSV as the browser downloads it.
     b.go(&format!("{base}/export"));
     b.screenshot(&shots().join("9-export.png"));
+
+    // On a phone's width the pages keep to the screen: wide tables scroll
+    // inside their box, the page itself does not.
+    b.set_window(390, 844);
+    for page in ["/", "/devices", "/modbus", "/export", "/logs", "/config"] {
+        b.go(&format!("{base}{page}"));
+        let wide = b.run(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+            &[],
+        );
+        assert!(
+            wide.as_i64().unwrap_or(999) <= 1,
+            "{page} is {wide} px wider than a phone"
+        );
+    }
+    b.go(&format!("{base}/devices"));
+    b.screenshot(&shots().join("9b-devices-phone.png"));
+    b.set_window(1280, 1000);
     let csv = b.run_async(
         "const done = arguments[arguments.length - 1];\
          fetch('/export/data?device=boiler&format=csv').then(r => r.text()).then(done, e => done('error ' + e));",

@@ -124,6 +124,15 @@ impl Browser {
         format!("/session/{}{rest}", self.session)
     }
 
+    /// Resizes the window (CSS pixels).
+    pub fn set_window(&self, width: u32, height: u32) {
+        self.call(
+            "POST",
+            &self.at("/window/rect"),
+            Some(&json!({"width": width, "height": height})),
+        );
+    }
+
     pub fn go(&self, url: &str) {
         self.call("POST", &self.at("/url"), Some(&json!({"url": url})));
     }

@@ -59,8 +59,11 @@ impl Collector for Snapshot {
             for (labels, v) in &f.rows {
                 let m = fam.encode_family(labels)?;
                 match f.kind {
-                    // Counters are whole numbers; gauges may not be.
-                    MetricType::Counter => ConstCounter::new(*v as u64).encode(m)?,
+                    // Counts are written as whole numbers, seconds as they are.
+                    MetricType::Counter if v.fract() == 0.0 => {
+                        ConstCounter::new(*v as u64).encode(m)?;
+                    }
+                    MetricType::Counter => ConstCounter::new(*v).encode(m)?,
                     _ => ConstGauge::new(*v).encode(m)?,
                 }
             }
@@ -84,6 +87,26 @@ fn snapshot(s: &Shared) -> Snapshot {
             "Resident memory of outpostd.",
             Gauge,
             rss as f64,
+        );
+    }
+    if let Some(p) = super::model::process() {
+        out.one(
+            "outpost_process_cpu_seconds",
+            "CPU time outpostd used (user and system).",
+            Counter,
+            p.cpu_seconds,
+        );
+        out.one(
+            "outpost_process_threads",
+            "Threads of outpostd.",
+            Gauge,
+            p.threads as f64,
+        );
+        out.one(
+            "outpost_process_open_fds",
+            "Open file descriptors of outpostd.",
+            Gauge,
+            p.open_fds as f64,
         );
     }
     let st = s.log.stats().borrow().clone();

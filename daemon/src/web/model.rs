@@ -325,6 +325,46 @@ pub fn rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// This process's CPU time, threads and open files.
+#[derive(Debug, Clone, Copy)]
+pub struct Process {
+    pub cpu_seconds: f64,
+    pub threads: u64,
+    pub open_fds: u64,
+}
+
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub fn process() -> Option<Process> {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `ru` is writable memory of the right type; getrusage fills
+    // it on success (0) and it is read only then.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: getrusage returned 0, so the struct is initialised.
+    let ru = unsafe { ru.assume_init() };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    Some(Process {
+        cpu_seconds: secs(ru.ru_utime) + secs(ru.ru_stime),
+        threads,
+        open_fds,
+    })
+}
+
+#[cfg(not(unix))]
+pub fn process() -> Option<Process> {
+    None
+}
+
 /// Size and free space of the file system holding the data directory.
 #[cfg(unix)]
 #[allow(unsafe_code)]

@@ -805,6 +805,8 @@ async fn health_metrics_static_and_unknown_routes() {
         "outpost_device_errors_total{device=\"pump\",kind=\"timeout\"} 0",
         "outpost_device_online{device=\"pump\"} 1",
         "outpost_log_dropped_total{limit=\"age\"} 0",
+        "# TYPE outpost_process_cpu_seconds_total counter",
+        "# TYPE outpost_process_open_fds gauge",
     ] {
         assert!(r.body.contains(want), "{want} missing in:\n{}", r.body);
     }
