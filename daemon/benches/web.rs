@@ -14,7 +14,7 @@
     clippy::let_underscore_must_use
 )] // benchmark code
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,18 +30,14 @@ fn bin() -> String {
 
 struct Reply {
     status: u16,
-    headers: Vec<(String, String)>,
+    resp: outpost_tests::http::Response,
     body: Vec<u8>,
     ttfb: Duration,
 }
 
 impl Reply {
     fn header(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        self.resp.header(name)
     }
 }
 
@@ -64,51 +60,13 @@ fn http(port: u16, method: &str, path: &str, cookie: &str, form: &str) -> Reply 
     let t0 = Instant::now();
     s.write_all(req.as_bytes()).unwrap();
     let mut r = BufReader::with_capacity(64 * 1024, s);
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
+    let status = outpost_tests::http::read_status(&mut r);
     let ttfb = t0.elapsed();
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("0")
-        .parse()
-        .unwrap_or(0);
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        r.read_line(&mut line).unwrap();
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            headers.push((k.trim().to_string(), v.trim().to_string()));
-        }
-    }
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let mut body = Vec::new();
-    if chunked {
-        loop {
-            line.clear();
-            r.read_line(&mut line).unwrap();
-            let n = usize::from_str_radix(line.trim(), 16).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            let at = body.len();
-            body.resize(at + n, 0);
-            r.read_exact(&mut body[at..]).unwrap();
-            line.clear();
-            r.read_line(&mut line).unwrap();
-        }
-    } else {
-        r.read_to_end(&mut body).unwrap();
-    }
+    let mut resp = outpost_tests::http::read_rest(&mut r, status);
+    let body = std::mem::take(&mut resp.body);
     Reply {
         status,
-        headers,
+        resp,
         body,
         ttfb,
     }

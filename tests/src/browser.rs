@@ -3,7 +3,7 @@
 //! HTTP on loopback; the few requests needed are written here over a plain
 //! TCP stream). Both processes are killed on drop.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -85,39 +85,11 @@ impl Browser {
             payload.len()
         )
         .unwrap();
-        let mut r = BufReader::new(s);
-        let mut line = String::new();
-        r.read_line(&mut line).unwrap();
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let mut len = None;
-        loop {
-            line.clear();
-            r.read_line(&mut line).unwrap();
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = l.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    len = v.trim().parse::<usize>().ok();
-                }
-            }
-        }
-        let mut buf = Vec::new();
-        match len {
-            Some(n) => {
-                buf.resize(n, 0);
-                r.read_exact(&mut buf).unwrap();
-            }
-            None => {
-                r.read_to_end(&mut buf).unwrap();
-            }
-        }
-        (status, serde_json::from_slice(&buf).unwrap_or(Value::Null))
+        let resp = super::http::read_response(&mut BufReader::new(s));
+        (
+            resp.status,
+            serde_json::from_slice(&resp.body).unwrap_or(Value::Null),
+        )
     }
 
     fn at(&self, rest: &str) -> String {

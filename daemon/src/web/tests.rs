@@ -236,6 +236,22 @@ async fn login(app: &Router, user: &str, password: &str) -> Reply {
     call(app, "POST", "/login", &form_cookie, Some(&body)).await
 }
 
+/// Adds a user through the users page as `admin`; returns their session
+/// cookie after a login.
+async fn add_user(app: &Router, admin: &str, name: &str, role: &str, password: &str) -> String {
+    let csrf = session_csrf(app, admin).await;
+    let body = format!(
+        "csrf={csrf}&action=set&user={name}&role={role}&password={}",
+        enc(password)
+    );
+    let r = call(app, "POST", "/users", admin, Some(&body)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    login(app, name, password)
+        .await
+        .cookie("outpost_session")
+        .unwrap()
+}
+
 /// The CSRF token of a session, from a page it renders.
 async fn session_csrf(app: &Router, cookie: &str) -> String {
     call(app, "GET", "/devices", cookie, None).await.csrf()
@@ -1306,21 +1322,7 @@ async fn the_modbus_tool_reads_through_the_driver_and_decodes_side_by_side() {
         r.body
     );
     // Viewers cannot use it, on the page or the API.
-    let csrf = session_csrf(&app, &admin).await;
-    call(
-        &app,
-        "POST",
-        "/users",
-        &admin,
-        Some(&format!(
-            "csrf={csrf}&action=set&user=v&role=viewer&password=viewer+password"
-        )),
-    )
-    .await;
-    let viewer = login(&app, "v", "viewer password")
-        .await
-        .cookie("outpost_session")
-        .unwrap();
+    let viewer = add_user(&app, &admin, "v", "viewer", "viewer password").await;
     assert_eq!(
         call(&app, "GET", "/modbus", &viewer, None).await.status,
         StatusCode::FORBIDDEN
@@ -1499,21 +1501,7 @@ async fn only_admins_edit_the_config_and_the_demo_cannot_be_edited() {
     let f = fixture_with_config(SITE);
     let app = router(f.shared.clone());
     let admin = set_up(&app, &f.token).await;
-    let csrf = session_csrf(&app, &admin).await;
-    call(
-        &app,
-        "POST",
-        "/users",
-        &admin,
-        Some(&format!(
-            "csrf={csrf}&action=set&user=t&role=technician&password=tech+password"
-        )),
-    )
-    .await;
-    let tech = login(&app, "t", "tech password")
-        .await
-        .cookie("outpost_session")
-        .unwrap();
+    let tech = add_user(&app, &admin, "t", "technician", "tech password").await;
     let r = call(&app, "GET", "/config", &tech, None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(

@@ -96,6 +96,31 @@ pub struct LogStats {
     pub cursors: Vec<(String, u64)>,
 }
 
+/// Decodes a row's body onto `out`; a row that does not decode is logged
+/// and skipped (false), never fatal: the rest of the log stays readable.
+fn push_decoded(
+    out: &mut Vec<StoredEvent>,
+    seq: u64,
+    body: Result<&[u8], rusqlite::types::FromSqlError>,
+) -> bool {
+    let decoded = body
+        .map_err(|e| e.to_string())
+        .and_then(|b| codec::decode(b).map_err(|e| e.to_string()));
+    match decoded {
+        Ok(event) => {
+            out.push(StoredEvent {
+                seq: Seq(seq),
+                event,
+            });
+            true
+        }
+        Err(e) => {
+            tracing::error!(seq, error = %e, "Skipping an event row that does not decode.");
+            false
+        }
+    }
+}
+
 /// Which events a [`Store::scan`] returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanFilter {
@@ -623,19 +648,8 @@ impl Store {
             let seq: i64 = r.get(0).map_err(sql_err("reading seq"))?;
             let body = r.get_ref(1).map_err(sql_err("reading body"))?;
             bytes = bytes.saturating_add(body.as_blob().map_or(0, <[u8]>::len));
-            let decoded = body
-                .as_blob()
-                .map_err(|e| e.to_string())
-                .and_then(|b| codec::decode(b).map_err(|e| e.to_string()));
-            match decoded {
-                Ok(event) => out.push(StoredEvent {
-                    seq: Seq(to_u64(seq)),
-                    event,
-                }),
-                Err(e) => {
-                    corrupt += 1;
-                    tracing::error!(seq, error = %e, "Skipping an event row that does not decode.");
-                }
+            if !push_decoded(&mut out, to_u64(seq), body.as_blob()) {
+                corrupt += 1;
             }
         }
         drop(q);
@@ -692,19 +706,9 @@ impl Store {
                 }
             }
             let body = r.get_ref(3).map_err(sql_err("reading body"))?;
-            let blob = body.as_blob().map_err(|e| LogError::Corrupt {
-                reason: format!("row {seq}: {e}"),
-            })?;
-            bytes = bytes.saturating_add(blob.len());
-            match codec::decode(blob) {
-                Ok(event) => events.push(StoredEvent {
-                    seq: Seq(seq),
-                    event,
-                }),
-                Err(e) => {
-                    corrupt += 1;
-                    tracing::error!(seq, error = %e, "Skipping an event row that does not decode.");
-                }
+            bytes = bytes.saturating_add(body.as_blob().map_or(0, <[u8]>::len));
+            if !push_decoded(&mut events, seq, body.as_blob()) {
+                corrupt += 1;
             }
         }
         drop(q);
