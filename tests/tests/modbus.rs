@@ -306,7 +306,16 @@ async fn tcp_writes_are_checked_sent_read_back_and_audited() {
         .write("vfd", "run", Value::Bool(true), "tester")
         .await
         .unwrap();
-    let writes_before = peer.requests().iter().filter(|r| r.function > 4).count();
+    // The peer logs each request after answering it: wait for the three
+    // writes to show before counting, or a late line looks like a refused
+    // write that went out.
+    let writes = || peer.requests().iter().filter(|r| r.function > 4).count();
+    let start = std::time::Instant::now();
+    while writes() < 3 && start.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let writes_before = writes();
+    assert_eq!(writes_before, 3, "the three accepted writes were sent");
     let too_fast = run
         .router
         .write("vfd", "speed", Value::F64(600.0), "tester")
@@ -328,11 +337,8 @@ async fn tcp_writes_are_checked_sent_read_back_and_audited() {
         nosuch,
         Err(outpost_drivers::command::WriteFailure::UnknownTag { .. })
     ));
-    assert_eq!(
-        peer.requests().iter().filter(|r| r.function > 4).count(),
-        writes_before,
-        "refused writes send nothing"
-    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(writes(), writes_before, "refused writes send nothing");
     // Read back by the next polls.
     let mut got = run.telemetry("vfd").await;
     for _ in 0..10 {
