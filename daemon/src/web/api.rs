@@ -26,6 +26,8 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/export", get(export))
         .route("/logs", get(logs))
         .route("/rules", get(rules))
+        .route("/config", get(super::config_page::api_view))
+        .route("/config/{action}", post(super::config_page::api_submit))
         .route("/modbus/read", get(super::commission::api))
         .route("/openapi.json", get(super::openapi::serve))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such API route") })

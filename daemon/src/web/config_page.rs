@@ -20,7 +20,7 @@ use std::sync::Arc;
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Form;
 use serde::Deserialize;
 
@@ -338,22 +338,22 @@ pub struct EditForm {
     action: String,
 }
 
-/// `POST /config`: validate or apply an edited file.
-pub async fn edit(
-    State(s): State<Arc<Shared>>,
-    user: PageUser,
-    Form(f): Form<EditForm>,
-) -> Response {
-    if let Err(r) = user.check(&f.csrf).and_then(|()| user.require(Role::Admin)) {
-        return axum::response::IntoResponse::into_response(r);
-    }
+/// What became of a submitted file.
+enum Outcome {
+    /// The demo runs: there is no file.
+    Demo,
+    Invalid(Vec<Problem>),
+    Valid,
+    Applied,
+    Failed(String),
+}
+
+/// Validates `edited` (secrets still masked) and, with `apply`, applies it.
+async fn submit(s: &Shared, user: &str, edited: &str, apply_it: bool) -> Outcome {
     let Some(path) = s.config_path.clone() else {
-        return page(&s, &user, StatusCode::CONFLICT, f.text, Vec::new(), Some(
-            "outpostd runs the embedded demo: start it with --config FILE to edit a configuration here".into(),
-        ));
+        return Outcome::Demo;
     };
-    let edited = f.text.replace("\r\n", "\n");
-    let full = unmask(&edited, &running_text(&s));
+    let full = unmask(edited, &running_text(s));
     let base = path
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
@@ -362,36 +362,71 @@ pub async fn edit(
         .map_or_else(|| "config".into(), |n| n.to_string_lossy().into_owned());
     let problems = check(&full, &file, &base);
     if !problems.is_empty() {
-        let n = problems.len();
-        return page(
+        return Outcome::Invalid(problems);
+    }
+    if !apply_it {
+        return Outcome::Valid;
+    }
+    match apply(s, &path, &full, user).await {
+        Ok(()) => Outcome::Applied,
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+const DEMO_REFUSAL: &str =
+    "outpostd runs the embedded demo: start it with --config FILE to edit a configuration here";
+const APPLIED: &str = "Applied. outpostd restarts with it now; log in again in a few seconds.";
+
+/// `POST /config`: validate or apply an edited file.
+pub async fn edit(
+    State(s): State<Arc<Shared>>,
+    user: PageUser,
+    Form(f): Form<EditForm>,
+) -> Response {
+    if let Err(r) = user.check(&f.csrf).and_then(|()| user.require(Role::Admin)) {
+        return r.into_response();
+    }
+    let edited = f.text.replace("\r\n", "\n");
+    match submit(&s, &user.0.user, &edited, f.action == "apply").await {
+        Outcome::Demo => page(
             &s,
             &user,
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::CONFLICT,
             edited,
-            problems,
-            Some(format!("{n} problem(s); nothing was changed.")),
-        );
-    }
-    if f.action != "apply" {
-        return page(
+            Vec::new(),
+            Some(DEMO_REFUSAL.into()),
+        ),
+        Outcome::Invalid(problems) => {
+            let n = problems.len();
+            page(
+                &s,
+                &user,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                edited,
+                problems,
+                Some(format!("{n} problem(s); nothing was changed.")),
+            )
+        }
+        Outcome::Valid => page(
             &s,
             &user,
             StatusCode::OK,
             edited,
             Vec::new(),
             Some("The configuration is valid. Apply it to run it.".into()),
-        );
-    }
-    match apply(&s, &path, &full, &user.0.user).await {
-        Ok(()) => page(
-            &s,
-            &user,
-            StatusCode::OK,
-            mask(&full),
-            Vec::new(),
-            Some("Applied. outpostd restarts with it now; log in again in a few seconds.".into()),
         ),
-        Err(e) => page(
+        Outcome::Applied => {
+            let text = mask(&running_text(&s));
+            page(
+                &s,
+                &user,
+                StatusCode::OK,
+                text,
+                Vec::new(),
+                Some(APPLIED.into()),
+            )
+        }
+        Outcome::Failed(e) => page(
             &s,
             &user,
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -400,6 +435,71 @@ pub async fn edit(
             Some(format!("Not applied: {e}")),
         ),
     }
+}
+
+/// `GET /api/v1/config`: the running file, secrets masked.
+pub async fn api_view(State(s): State<Arc<Shared>>, _user: super::api::ApiUser) -> Response {
+    axum::Json(serde_json::json!({
+        "path": s.config_path.as_ref().map(|p| p.display().to_string()),
+        "text": mask(&running_text(&s)),
+    }))
+    .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ApiEdit {
+    text: String,
+}
+
+/// `POST /api/v1/config/validate` and `/apply`: the page's checks, as
+/// JSON: `{valid, problems: [{line, column, key_path, message}]}`.
+pub async fn api_submit(
+    State(s): State<Arc<Shared>>,
+    user: super::api::ApiUser,
+    axum::extract::Path(action): axum::extract::Path<String>,
+    body: Result<axum::Json<ApiEdit>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    use super::api::error;
+    if user.0.role < Role::Admin {
+        return error(
+            StatusCode::FORBIDDEN,
+            "changing the configuration needs the admin role",
+        );
+    }
+    let apply_it = match action.as_str() {
+        "validate" => false,
+        "apply" => true,
+        _ => return error(StatusCode::NOT_FOUND, "no such API route"),
+    };
+    let axum::Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let edited = b.text.replace("\r\n", "\n");
+    let (status, v) = match submit(&s, &user.0.user, &edited, apply_it).await {
+        Outcome::Demo => return error(StatusCode::CONFLICT, DEMO_REFUSAL),
+        Outcome::Failed(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("not applied: {e}"),
+            )
+        }
+        Outcome::Invalid(problems) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            serde_json::json!({"valid": false, "applied": false, "problems": problems.iter().map(|p| serde_json::json!({
+                "line": p.line, "column": p.column, "key_path": p.key_path, "message": p.message,
+            })).collect::<Vec<_>>()}),
+        ),
+        Outcome::Valid => (
+            StatusCode::OK,
+            serde_json::json!({"valid": true, "applied": false, "problems": []}),
+        ),
+        Outcome::Applied => (
+            StatusCode::OK,
+            serde_json::json!({"valid": true, "applied": true, "problems": []}),
+        ),
+    };
+    (status, axum::Json(v)).into_response()
 }
 
 /// Keeps the running file in the history, writes `text` in its place,

@@ -57,6 +57,9 @@ fn params(path: &str) -> Value {
         "/api/v1/devices/{device}/write" => json!([
             {"name": "device", "in": "path", "required": true, "schema": {"type": "string"}}
         ]),
+        "/api/v1/config/{action}" => json!([
+            {"name": "action", "in": "path", "required": true, "schema": {"type": "string", "enum": ["validate", "apply"]}}
+        ]),
         "/api/v1/export" => json!([
             q("device", "one device (default: all)"),
             q(
@@ -100,6 +103,14 @@ fn response(path: &str) -> Value {
         "/api/v1/export" => json!({"description": "the export", "content": {
             "text/csv": {"schema": {"type": "string"}},
             "application/x-ndjson": {"schema": {"type": "string"}}}}),
+        "/api/v1/config/{action}" => {
+            json!({"description": "valid (and applied, for apply); 422 with the problems otherwise",
+            "content": {"application/json": {"schema": {"type": "object", "properties": {
+                "valid": {"type": "boolean"}, "applied": {"type": "boolean"},
+                "problems": {"type": "array", "items": {"type": "object", "properties": {
+                    "line": {"type": "integer"}, "column": {"type": "integer"},
+                    "key_path": {"type": "string"}, "message": {"type": "string"}}}}}}}}})
+        }
         "/api/v1/devices/{device}/write" => json!({"description": "written",
             "content": {"application/json": {"schema": {"type": "object", "properties": {"written": {"type": "boolean"}}}}}}),
         _ => {
@@ -123,9 +134,15 @@ pub fn document() -> Value {
             if let Some(a) = op["parameters"].as_array_mut() {
                 a.push(json!({"name": "X-CSRF-Token", "in": "header", "required": true, "schema": {"type": "string"}}));
             }
-            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {
-                "type": "object", "required": ["tag", "value"],
-                "properties": {"tag": {"type": "string"}, "value": {"type": ["boolean", "number", "string"]}}}}}});
+            let schema = if path.starts_with("/api/v1/config") {
+                json!({"type": "object", "required": ["text"],
+                       "properties": {"text": {"type": "string", "description": "the TOML file; `********` keeps a secret as it is"}}})
+            } else {
+                json!({"type": "object", "required": ["tag", "value"],
+                       "properties": {"tag": {"type": "string"}, "value": {"type": ["boolean", "number", "string"]}}})
+            };
+            op["requestBody"] =
+                json!({"required": true, "content": {"application/json": {"schema": schema}}});
         }
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         entry[*method] = op;

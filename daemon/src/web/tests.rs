@@ -1354,7 +1354,9 @@ async fn the_openapi_document_lists_every_operation_and_each_is_served() {
     for (path, ops) in doc["paths"].as_object().unwrap() {
         for method in ops.as_object().unwrap().keys() {
             documented += 1;
-            let uri = path.replace("{device}", "pump");
+            let uri = path
+                .replace("{device}", "pump")
+                .replace("{action}", "validate");
             // Without a session every operation answers 401, not the
             // router's 404: it exists.
             let r = call(&app, &method.to_uppercase(), &uri, "", Some("{}")).await;
@@ -1774,4 +1776,82 @@ async fn active_alarms_show_on_the_devices_page_and_in_live_updates() {
     assert!(cleared, "the cleared alarm was not sent");
     f.shared.stop.cancel();
     publisher.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_config_api_validates_with_line_precise_problems_and_applies() {
+    let f = fixture_with_config(SITE);
+    let app = router(f.shared.clone());
+    let admin = set_up(&app, &f.token).await;
+    let r = call(&app, "GET", "/api/v1/config", &admin, None).await;
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert!(v["text"]
+        .as_str()
+        .unwrap()
+        .contains("password = \"********\""));
+    assert!(!r.body.contains("s3cret-pw"));
+    let csrf = session_csrf(&app, &admin).await;
+    let hdr = [
+        ("content-type", "application/json"),
+        ("x-csrf-token", csrf.as_str()),
+    ];
+    let bad = serde_json::json!({"text": v["text"].as_str().unwrap().replace("[gateway]\n", "[gateway]\ncolour = 1\n")}).to_string();
+    let r = call_with(
+        &app,
+        "POST",
+        "/api/v1/config/validate",
+        &admin,
+        Some(&bad),
+        &hdr,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let p: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(p["problems"][0]["line"], 2);
+    assert_eq!(p["problems"][0]["key_path"], "gateway.colour");
+    let good = serde_json::json!({"text": v["text"].as_str().unwrap().replace("site", "site-3")})
+        .to_string();
+    let r = call_with(
+        &app,
+        "POST",
+        "/api/v1/config/apply",
+        &admin,
+        Some(&good),
+        &hdr,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("\"applied\":true"));
+    let written = std::fs::read_to_string(f.shared.config_path.as_ref().unwrap()).unwrap();
+    assert!(
+        written.contains("id = \"site-3\"") && written.contains("s3cret-pw"),
+        "{written}"
+    );
+    assert!(f.shared.restart.is_cancelled());
+    // Without the CSRF header, or as a technician: refused.
+    let r = call_with(
+        &app,
+        "POST",
+        "/api/v1/config/apply",
+        &admin,
+        Some(&good),
+        &[("content-type", "application/json")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let tech = add_user(&app, &admin, "t", "technician", "tech password").await;
+    let tcsrf = session_csrf(&app, &tech).await;
+    let r = call_with(
+        &app,
+        "POST",
+        "/api/v1/config/validate",
+        &tech,
+        Some(&good),
+        &[
+            ("content-type", "application/json"),
+            ("x-csrf-token", tcsrf.as_str()),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
