@@ -209,6 +209,13 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
+/// The router of `f`, set up, with the admin's session cookie.
+async fn ready(f: Fixture) -> (Fixture, Router, String) {
+    let app = router(f.shared.clone());
+    let admin = set_up(&app, &f.token).await;
+    (f, app, admin)
+}
+
 /// Goes through first start; returns the admin's session cookie.
 async fn set_up(app: &Router, token: &str) -> String {
     let page = call(app, "GET", "/setup", "", None).await;
@@ -429,9 +436,7 @@ async fn ten_wrong_passwords_lock_the_login_and_every_attempt_is_audited() {
 
 #[tokio::test]
 async fn overview_devices_and_escaping() {
-    let f = fixture(true);
-    let app = router(f.shared.clone());
-    let admin = set_up(&app, &f.token).await;
+    let (f, app, admin) = ready(fixture(true)).await;
     reading(&f.shared, "pump", "speed", 1450.0);
     reading(&f.shared, "<script>alert(1)</script>", "x", 1.0);
     f.shared.sample();
@@ -497,9 +502,7 @@ async fn overview_devices_and_escaping() {
 
 #[tokio::test]
 async fn a_write_is_confirmed_then_sent_to_the_driver_with_the_user() {
-    let mut f = fixture(true);
-    let app = router(f.shared.clone());
-    let admin = set_up(&app, &f.token).await;
+    let (mut f, app, admin) = ready(fixture(true)).await;
     let csrf = session_csrf(&app, &admin).await;
     // Without the session's token: refused, nothing sent.
     let r = call(
@@ -587,9 +590,7 @@ async fn a_write_is_confirmed_then_sent_to_the_driver_with_the_user() {
 
 #[tokio::test]
 async fn roles_limit_what_a_user_may_do() {
-    let mut f = fixture(true);
-    let app = router(f.shared.clone());
-    let admin = set_up(&app, &f.token).await;
+    let (mut f, app, admin) = ready(fixture(true)).await;
     let csrf = session_csrf(&app, &admin).await;
     let r = call(
         &app,
@@ -671,9 +672,7 @@ async fn roles_limit_what_a_user_may_do() {
 
 #[tokio::test]
 async fn logout_needs_the_token_and_ends_the_session() {
-    let f = fixture(true);
-    let app = router(f.shared.clone());
-    let admin = set_up(&app, &f.token).await;
+    let (_f, app, admin) = ready(fixture(true)).await;
     let r = call(&app, "POST", "/logout", &admin, Some("csrf=wrong")).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let csrf = session_csrf(&app, &admin).await;
@@ -960,9 +959,7 @@ async fn history(shared: &Shared, n: i64) {
 
 #[tokio::test]
 async fn export_streams_csv_and_json_lines_by_device_and_range() {
-    let f = fixture(true);
-    let app = router(f.shared.clone());
-    let admin = set_up(&app, &f.token).await;
+    let (f, app, admin) = ready(fixture(true)).await;
     history(&f.shared, 3000).await;
     // The page, with its form.
     let r = call(&app, "GET", "/export", &admin, None).await;
@@ -1105,9 +1102,7 @@ async fn export_refuses_unknown_devices_bad_ranges_and_strangers() {
 
 #[tokio::test]
 async fn device_pages_draw_trends_from_the_log() {
-    let f = fixture(true);
-    let app = router(f.shared.clone());
-    let admin = set_up(&app, &f.token).await;
+    let (f, app, admin) = ready(fixture(true)).await;
     history(&f.shared, 3000).await;
     reading(&f.shared, "pump", "speed", 2999.0);
     // The devices page: a last-hour chart next to the live value.
@@ -1150,9 +1145,7 @@ async fn device_pages_draw_trends_from_the_log() {
 
 #[tokio::test]
 async fn the_log_view_filters_by_level_and_component() {
-    let f = fixture(true);
-    let app = router(f.shared.clone());
-    let admin = set_up(&app, &f.token).await;
+    let (_f, app, admin) = ready(fixture(true)).await;
     let ring = crate::logring::ring();
     for (level, component, text) in [
         (
@@ -1221,9 +1214,7 @@ async fn the_log_view_filters_by_level_and_component() {
 
 #[tokio::test]
 async fn the_modbus_tool_reads_through_the_driver_and_decodes_side_by_side() {
-    let mut f = fixture(true);
-    let app = router(f.shared.clone());
-    let admin = set_up(&app, &f.token).await;
+    let (mut f, app, admin) = ready(fixture(true)).await;
     let r = call(&app, "GET", "/modbus", &admin, None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(
@@ -1377,9 +1368,7 @@ const SITE: &str = "[gateway]\nid = \"site\"\n\n[[uplink]]\nname = \"cloud\"\n[u
 
 #[tokio::test]
 async fn the_config_page_masks_secrets_shows_errors_at_their_line_and_applies() {
-    let f = fixture_with_config(SITE);
-    let app = router(f.shared.clone());
-    let admin = set_up(&app, &f.token).await;
+    let (f, app, admin) = ready(fixture_with_config(SITE)).await;
     let r = call(&app, "GET", "/config", &admin, None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(
@@ -1500,9 +1489,7 @@ async fn the_config_page_masks_secrets_shows_errors_at_their_line_and_applies() 
 
 #[tokio::test]
 async fn only_admins_edit_the_config_and_the_demo_cannot_be_edited() {
-    let f = fixture_with_config(SITE);
-    let app = router(f.shared.clone());
-    let admin = set_up(&app, &f.token).await;
+    let (f, app, admin) = ready(fixture_with_config(SITE)).await;
     let tech = add_user(&app, &admin, "t", "technician", "tech password").await;
     let r = call(&app, "GET", "/config", &tech, None).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -1546,9 +1533,7 @@ async fn only_admins_edit_the_config_and_the_demo_cannot_be_edited() {
 
 #[tokio::test]
 async fn rules_show_each_nodes_counters_on_the_page_the_api_and_metrics() {
-    let f = fixture(true);
-    let app = router(f.shared.clone());
-    let admin = set_up(&app, &f.token).await;
+    let (f, app, admin) = ready(fixture(true)).await;
     let r = call(&app, "GET", "/rules", &admin, None).await;
     assert!(r.body.contains("No rule chain is configured"));
     let counters = outpost_rules::NodeCounters {
@@ -1594,9 +1579,7 @@ async fn rules_show_each_nodes_counters_on_the_page_the_api_and_metrics() {
 
 #[tokio::test]
 async fn machines_use_api_tokens_without_cookies_or_csrf() {
-    let mut f = fixture(true);
-    let app = router(f.shared.clone());
-    let admin = set_up(&app, &f.token).await;
+    let (mut f, app, admin) = ready(fixture(true)).await;
     let csrf = session_csrf(&app, &admin).await;
     let make = |name: &str, role: &str| format!("csrf={csrf}&action=token&user={name}&role={role}");
     let r = call(
@@ -1706,9 +1689,7 @@ async fn machines_use_api_tokens_without_cookies_or_csrf() {
 
 #[tokio::test]
 async fn active_alarms_show_on_the_devices_page_and_in_live_updates() {
-    let f = fixture(true);
-    let app = router(f.shared.clone());
-    let admin = set_up(&app, &f.token).await;
+    let (f, app, admin) = ready(fixture(true)).await;
     reading(&f.shared, "pump", "speed", 1.0);
     let alarm = |state| {
         Arc::new(vec![StoredEvent {
@@ -1780,9 +1761,7 @@ async fn active_alarms_show_on_the_devices_page_and_in_live_updates() {
 
 #[tokio::test]
 async fn the_config_api_validates_with_line_precise_problems_and_applies() {
-    let f = fixture_with_config(SITE);
-    let app = router(f.shared.clone());
-    let admin = set_up(&app, &f.token).await;
+    let (f, app, admin) = ready(fixture_with_config(SITE)).await;
     let r = call(&app, "GET", "/api/v1/config", &admin, None).await;
     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert!(v["text"]
