@@ -259,6 +259,11 @@ async fn add_user(app: &Router, admin: &str, name: &str, role: &str, password: &
         .unwrap()
 }
 
+/// A form posted with `cookie`.
+async fn post(app: &Router, uri: &str, cookie: &str, form: &str) -> Reply {
+    call(app, "POST", uri, cookie, Some(form)).await
+}
+
 /// The CSRF token of a session, from a page it renders.
 async fn session_csrf(app: &Router, cookie: &str) -> String {
     call(app, "GET", "/devices", cookie, None).await.csrf()
@@ -321,22 +326,14 @@ async fn setup_checks_the_form_token_and_the_setup_token() {
     )
     .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    let r = call(
-        &app,
-        "POST",
-        "/setup",
-        &form_cookie,
-        Some(&good(&f.token, "forged")),
-    )
-    .await;
+    let r = post(&app, "/setup", &form_cookie, &good(&f.token, "forged")).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     // A wrong setup token: refused, shown, audited, nobody created.
-    let r = call(
+    let r = post(
         &app,
-        "POST",
         "/setup",
         &form_cookie,
-        Some(&good("AAAA-BBBB-CCCC", &page.csrf())),
+        &good("AAAA-BBBB-CCCC", &page.csrf()),
     )
     .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
@@ -352,14 +349,7 @@ async fn setup_checks_the_form_token_and_the_setup_token() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.body.contains("the two passwords differ"));
     // The right one.
-    let r = call(
-        &app,
-        "POST",
-        "/setup",
-        &form_cookie,
-        Some(&good(&f.token, &page.csrf())),
-    )
-    .await;
+    let r = post(&app, "/setup", &form_cookie, &good(&f.token, &page.csrf())).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert_eq!(r.location(), "/");
     assert!(f.shared.auth.has_users());
@@ -505,12 +495,11 @@ async fn a_write_is_confirmed_then_sent_to_the_driver_with_the_user() {
     let (mut f, app, admin) = ready(fixture(true)).await;
     let csrf = session_csrf(&app, &admin).await;
     // Without the session's token: refused, nothing sent.
-    let r = call(
+    let r = post(
         &app,
-        "POST",
         "/devices/write",
         &admin,
-        Some("csrf=nope&device=pump&tag=speed&value=5&confirm=yes"),
+        "csrf=nope&device=pump&tag=speed&value=5&confirm=yes",
     )
     .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
@@ -539,22 +528,20 @@ async fn a_write_is_confirmed_then_sent_to_the_driver_with_the_user() {
             .unwrap();
         seen
     });
-    let r = call(
+    let r = post(
         &app,
-        "POST",
         "/devices/write",
         &admin,
-        Some(&format!("{body}&confirm=yes")),
+        &format!("{body}&confirm=yes"),
     )
     .await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.body.contains("Wrote 5 to pump/speed."), "{}", r.body);
-    let r = call(
+    let r = post(
         &app,
-        "POST",
         "/devices/write",
         &admin,
-        Some(&format!("{body}&confirm=yes")),
+        &format!("{body}&confirm=yes"),
     )
     .await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
@@ -605,12 +592,11 @@ async fn roles_limit_what_a_user_may_do() {
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.body.contains("watcher is now a viewer."), "{}", r.body);
     // The last admin cannot be removed.
-    let r = call(
+    let r = post(
         &app,
-        "POST",
         "/users",
         &admin,
-        Some(&format!("csrf={csrf}&action=remove&user=admin")),
+        &format!("csrf={csrf}&action=remove&user=admin"),
     )
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
@@ -659,12 +645,11 @@ async fn roles_limit_what_a_user_may_do() {
             StatusCode::FORBIDDEN
         );
     }
-    let r = call(
+    let r = post(
         &app,
-        "POST",
         "/users",
         &viewer,
-        Some(&format!("csrf={vcsrf}&action=remove&user=admin")),
+        &format!("csrf={vcsrf}&action=remove&user=admin"),
     )
     .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
@@ -676,14 +661,7 @@ async fn logout_needs_the_token_and_ends_the_session() {
     let r = call(&app, "POST", "/logout", &admin, Some("csrf=wrong")).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let csrf = session_csrf(&app, &admin).await;
-    let r = call(
-        &app,
-        "POST",
-        "/logout",
-        &admin,
-        Some(&format!("csrf={csrf}")),
-    )
-    .await;
+    let r = post(&app, "/logout", &admin, &format!("csrf={csrf}")).await;
     assert_eq!(r.location(), "/login");
     assert!(r
         .cookies()
@@ -1422,23 +1400,21 @@ async fn the_config_page_masks_secrets_shows_errors_at_their_line_and_applies() 
     );
     // A valid edit: validated, then applied; the secret stays.
     let good = mask(SITE).replace("id = \"site\"", "id = \"site-2\"");
-    let r = call(
+    let r = post(
         &app,
-        "POST",
         "/config",
         &admin,
-        Some(&format!("csrf={csrf}&action=validate&text={}", enc(&good))),
+        &format!("csrf={csrf}&action=validate&text={}", enc(&good)),
     )
     .await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.body.contains("The configuration is valid."));
     assert!(!f.shared.restart.is_cancelled());
-    let r = call(
+    let r = post(
         &app,
-        "POST",
         "/config",
         &admin,
-        Some(&format!("csrf={csrf}&action=apply&text={}", enc(&good))),
+        &format!("csrf={csrf}&action=apply&text={}", enc(&good)),
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
@@ -1520,12 +1496,11 @@ async fn only_admins_edit_the_config_and_the_demo_cannot_be_edited() {
     let r = call(&app, "GET", "/config", &admin, None).await;
     assert!(r.body.contains("the embedded demo configuration") && !r.body.contains("<textarea"));
     let csrf = session_csrf(&app, &admin).await;
-    let r = call(
+    let r = post(
         &app,
-        "POST",
         "/config",
         &admin,
-        Some(&format!("csrf={csrf}&action=apply&text=x")),
+        &format!("csrf={csrf}&action=apply&text=x"),
     )
     .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
@@ -1582,14 +1557,7 @@ async fn machines_use_api_tokens_without_cookies_or_csrf() {
     let (mut f, app, admin) = ready(fixture(true)).await;
     let csrf = session_csrf(&app, &admin).await;
     let make = |name: &str, role: &str| format!("csrf={csrf}&action=token&user={name}&role={role}");
-    let r = call(
-        &app,
-        "POST",
-        "/users",
-        &admin,
-        Some(&make("scada", "viewer")),
-    )
-    .await;
+    let r = post(&app, "/users", &admin, &make("scada", "viewer")).await;
     assert_eq!(r.status, StatusCode::OK);
     let token_of = |body: &str| {
         let at = body.find("<code class=\"token\">").expect("no token shown") + 20;
@@ -1603,15 +1571,9 @@ async fn machines_use_api_tokens_without_cookies_or_csrf() {
         .body
         .contains(&viewer));
     let tech = token_of(
-        &call(
-            &app,
-            "POST",
-            "/users",
-            &admin,
-            Some(&make("plc-script", "technician")),
-        )
-        .await
-        .body,
+        &post(&app, "/users", &admin, &make("plc-script", "technician"))
+            .await
+            .body,
     );
     let bearer = |t: &str| format!("Bearer {t}");
     let r = call_with(
@@ -1664,12 +1626,11 @@ async fn machines_use_api_tokens_without_cookies_or_csrf() {
     .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     // Revoked: refused.
-    call(
+    post(
         &app,
-        "POST",
         "/users",
         &admin,
-        Some(&format!("csrf={csrf}&action=revoke&user=scada")),
+        &format!("csrf={csrf}&action=revoke&user=scada"),
     )
     .await;
     let r = call_with(
