@@ -15,6 +15,7 @@
 pub mod command;
 pub mod metrics;
 pub mod modbus;
+pub mod serial;
 pub mod sim;
 
 use std::future::Future;

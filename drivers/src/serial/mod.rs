@@ -1,0 +1,6 @@
+//! Plain serial instruments (scales, barcode readers, gas analysers, GPS,
+//! meters that print a line per reading): frames cut from the byte stream,
+//! checked, and parsed into tags.
+
+pub mod checksum;
+pub mod frame;
