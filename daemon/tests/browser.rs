@@ -163,12 +163,9 @@ fn a_technician_sets_up_logs_in_watches_writes_and_exports() {
             .contains("Wrote 55 to boiler/setpoint.")
             .then_some(())
     });
-    assert!(
-        plc.requests()
-            .iter()
-            .any(|r| r.function == 6 || r.function == 16),
-        "the write did not reach the device"
-    );
+    plc.requests_when("the write at the device", |r| {
+        r.iter().any(|r| r.function == 6 || r.function == 16)
+    });
     b.wait("the value 55", Duration::from_secs(15), |b| {
         (b.text(cell) == "55 °C").then_some(())
     });

@@ -252,6 +252,20 @@ impl ModbusPeer {
             .collect()
     }
 
+    /// The logged requests once `ok` holds for them (10 s at most). The
+    /// peer logs a request after answering it, so a test that has its
+    /// answer may not see its line yet: wait, do not read at once.
+    pub fn requests_when(
+        &self,
+        what: &str,
+        ok: impl Fn(&[SeenRequest]) -> bool,
+    ) -> Vec<SeenRequest> {
+        wait_for(what, Duration::from_secs(10), || {
+            let r = self.requests();
+            ok(&r).then_some(r)
+        })
+    }
+
     /// Sends a command (see the script) and waits for its acknowledgement.
     pub fn command(&mut self, cmd: &str) {
         writeln!(self.stdin, "{cmd}").unwrap();

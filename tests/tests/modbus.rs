@@ -222,8 +222,25 @@ async fn tcp_every_type_and_order_decodes_in_few_requests() {
     }
     assert_eq!(got.len(), want.len());
     // One poll: the holding block needs ceil(regs / 125) requests; coils,
-    // discrete and input one each.
-    let first_poll: Vec<_> = reads(&peer.requests());
+    // discrete and input one each. The peer logs each request after
+    // answering it, so wait for the second poll to begin (a read repeats):
+    // then the first is logged whole.
+    let first_poll = |all: &[(u8, u16, u16)]| -> Option<Vec<(u8, u16, u16)>> {
+        let repeat = (1..all.len()).find(|&i| all[..i].contains(&all[i]))?;
+        Some(all[..repeat].to_vec())
+    };
+    let start = std::time::Instant::now();
+    let first_poll = loop {
+        if let Some(p) = first_poll(&reads(&peer.requests())) {
+            break p;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no second poll: {:?}",
+            peer.requests()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let holding = first_poll.iter().filter(|r| r.0 == 3).count();
     assert!(holding <= 2, "holding registers merged: {first_poll:?}");
     assert_eq!(
@@ -259,7 +276,7 @@ async fn tcp_exceptions_are_data_and_refused_merges_are_split_for_good() {
         got["missing"]
     );
     let _second = run.telemetry("meter").await;
-    let seen = reads(&peer.requests());
+    let seen = reads(&peer.requests_when("two polls logged", |r| reads(r).len() >= 7));
     // Poll 1: merged 0..6 refused, then 0 and 5 apart; 100 alone (refused).
     // Poll 2: the split plan is kept.
     assert_eq!(
