@@ -171,6 +171,10 @@ pub async fn run(spec: UplinkSpec, log: EventLog, stop: CancellationToken, statu
         });
         let err = match ended {
             Ok(()) => return,
+            // A session cut short by the stop (its event loop ended with
+            // it) is the shutdown, not a link error: the last real error
+            // stays what the status shows.
+            Err(_) if stop.is_cancelled() => return,
             Err(e) => e,
         };
         let progressed = status
