@@ -12,9 +12,11 @@ mod de;
 pub mod modbus;
 pub mod schema;
 pub mod secret;
+pub mod serial;
 pub mod units;
 mod validate;
 mod validate_modbus;
+mod validate_serial;
 
 use std::collections::HashMap;
 use std::fmt;

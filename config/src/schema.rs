@@ -156,6 +156,9 @@ pub struct Device {
     /// `[device.modbus]`: a Modbus RTU or TCP device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modbus: Option<crate::modbus::ModbusDevice>,
+    /// `[device.serial]`: an instrument on a plain serial line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<crate::serial::SerialDevice>,
 }
 
 fn yes() -> bool {
@@ -165,9 +168,10 @@ fn yes() -> bool {
 impl Device {
     /// The name of the configured driver section, if exactly one is set.
     pub fn driver_name(&self) -> Option<&'static str> {
-        match (&self.sim, &self.modbus) {
-            (Some(_), None) => Some("sim"),
-            (None, Some(m)) => Some(m.transport_name()),
+        match (&self.sim, &self.modbus, &self.serial) {
+            (Some(_), None, None) => Some("sim"),
+            (None, Some(m), None) => Some(m.transport_name()),
+            (None, None, Some(_)) => Some("serial"),
             _ => None,
         }
     }

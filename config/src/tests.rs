@@ -414,3 +414,41 @@ fn web_settings_are_checked_together() {
         "the password is echoed"
     );
 }
+
+#[test]
+fn serial_devices_parse_and_every_problem_is_located() {
+    let base = "[gateway]\nid = \"gw\"\n[[device]]\nname = \"scale\"\n[device.serial]\nport = \"/dev/ttyUSB0\"\n";
+    let good = format!(
+        "{base}frame = {{ delimiter = \"\\r\\n\" }}\nparse = {{ regex = '^(?P<weight>[-+]?\\d+\\.\\d+) kg$', types = {{ weight = \"f64\" }} }}\npoll = {{ command = \"W\\r\\n\" }}\n[[device.serial.write]]\ntag = \"tare\"\ncommand = \"T{{value}}\\r\\n\"\n"
+    );
+    let cfg = parse(&good, "t.toml").unwrap();
+    let s = cfg.devices[0].serial.as_ref().unwrap();
+    assert_eq!(
+        (s.baud, s.data_bits, s.stop_bits, s.max_frame),
+        (9600, 8, 1, 1024)
+    );
+    assert_eq!(s.frame.delimiter.as_deref(), Some("\r\n"));
+    assert_eq!(s.poll.as_ref().map(|p| p.period.as_millis()), Some(1000));
+    assert_eq!(cfg.devices[0].driver_name(), Some("serial"));
+
+    let bad = format!(
+        "{base}data_bits = 9\nframe = {{ delimiter = \"\\n\", length = 4 }}\nparse = {{ regex = '(?P<w>\\d+', types = {{ x = \"float\" }} }}\nchecksum = {{ kind = \"md5\" }}\npoll = {{ command = \"W\", period = \"1s\", timeout = \"2s\" }}\n[[device.serial.write]]\ntag = \"tare\"\ncommand = \"T\\r\\n\"\n"
+    );
+    let errs = errors(&bad);
+    let paths: Vec<&str> = errs.iter().map(|e| e.key_path.as_str()).collect();
+    for want in [
+        "device[0].serial.data_bits",
+        "device[0].serial.frame",
+        "device[0].serial.parse.regex",
+        "device[0].serial.checksum.kind",
+        "device[0].serial.poll.timeout",
+        "device[0].serial.write[0].command",
+    ] {
+        assert!(paths.contains(&want), "{want} missing in {paths:?}");
+    }
+    assert!(errs.iter().all(|e| e.line > 0), "{errs:?}");
+    let both = format!("{good}[device.sim]\ninterval = \"1s\"\n[[device.sim.tag]]\nname = \"t\"\nsine = {{ period = \"10s\" }}\n");
+    assert!(errors(&both)
+        .iter()
+        .any(|e| e.message.contains("has 2 drivers")));
+}

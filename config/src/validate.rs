@@ -81,21 +81,34 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
                 format!("device name \"{}\" is used twice", dev.name),
             ));
         }
+        let drivers = [
+            dev.sim.is_some(),
+            dev.modbus.is_some(),
+            dev.serial.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if let Some(serial) = &dev.serial {
+            crate::validate_serial::device(&mut out, &at, serial);
+        }
         match (&dev.sim, &dev.modbus) {
+            _ if drivers > 1 => out.push(problem(
+                at.clone(),
+                format!(
+                    "device \"{}\" has {drivers} drivers: keep one of [device.sim], [device.modbus] and [device.serial]",
+                    dev.name
+                ),
+            )),
+            (None, None) if dev.serial.is_some() => {}
             (None, None) => out.push(problem(
                 at.clone(),
                 format!(
-                    "device \"{}\" has no driver: add a [device.sim] or [device.modbus] section",
+                    "device \"{}\" has no driver: add a [device.sim], [device.modbus] or [device.serial] section",
                     dev.name
                 ),
             )),
-            (Some(_), Some(_)) => out.push(problem(
-                at.clone(),
-                format!(
-                    "device \"{}\" has two drivers: keep one of [device.sim] and [device.modbus]",
-                    dev.name
-                ),
-            )),
+            (Some(_), Some(_)) => {}
             (None, Some(m)) => crate::validate_modbus::device(&mut out, &at, m, &cfg.buses),
             (Some(sim), None) => {
                 if sim.interval.as_millis() < 10 {

@@ -66,6 +66,8 @@ pub enum BuildError {
     NoDriver { device: String },
     #[error("device {device}: no bus named {bus:?}")]
     NoBus { device: String, bus: String },
+    #[error("device {device}: {message}")]
+    Invalid { device: String, message: String },
 }
 
 /// One driver task to run: its name, the devices it serves, and how to
@@ -85,6 +87,8 @@ enum SpecKind {
         modbus::Opener,
         Vec<(String, outpost_config::modbus::ModbusDevice)>,
     ),
+    /// A built serial driver, cloned for each run.
+    Serial(Box<serial::SerialDriver>),
 }
 
 impl DriverSpec {
@@ -97,6 +101,7 @@ impl DriverSpec {
                 opener.clone(),
                 devices.clone(),
             )),
+            SpecKind::Serial(d) => d.clone(),
         }
     }
 
@@ -106,6 +111,7 @@ impl DriverSpec {
         match &self.kind {
             SpecKind::Sim(_) => "sim".into(),
             SpecKind::Modbus(opener, _) => format!("modbus {}", opener.describe()),
+            SpecKind::Serial(d) => format!("serial {}", d.describe()),
         }
     }
 }
@@ -161,11 +167,25 @@ pub fn specs(cfg: &Config) -> Result<Vec<DriverSpec>, BuildError> {
                     });
                 }
             }
-            (None, None) => {
-                return Err(BuildError::NoDriver {
-                    device: dev.name.clone(),
-                })
-            }
+            (None, None) => match &dev.serial {
+                Some(sc) => out.push(DriverSpec {
+                    name: dev.name.clone(),
+                    devices: vec![dev.name.clone()],
+                    kind: SpecKind::Serial(Box::new(
+                        serial::SerialDriver::new(&dev.name, sc).map_err(|message| {
+                            BuildError::Invalid {
+                                device: dev.name.clone(),
+                                message,
+                            }
+                        })?,
+                    )),
+                }),
+                None => {
+                    return Err(BuildError::NoDriver {
+                        device: dev.name.clone(),
+                    })
+                }
+            },
         }
     }
     for bus in &cfg.buses {

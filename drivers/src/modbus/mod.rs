@@ -17,7 +17,7 @@ pub mod link;
 pub mod pdu;
 pub mod plan;
 pub mod poller;
-mod rs485;
+pub(crate) mod rs485;
 pub mod value;
 
 pub use bus::{ModbusDriver, Opener};

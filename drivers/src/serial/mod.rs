@@ -3,5 +3,8 @@
 //! checked, and parsed into tags.
 
 pub mod checksum;
+mod driver;
 pub mod frame;
 pub mod parse;
+
+pub use driver::SerialDriver;
