@@ -11,6 +11,7 @@
 )] // test support
 
 pub mod browser;
+pub mod drivers;
 pub mod http;
 
 use std::io::{BufRead, BufReader, Write};
