@@ -398,18 +398,22 @@ async fn run(
         }
     }
     // Tags a write may go to (the web page offers writes only there).
-    let writable: std::collections::BTreeSet<(String, String)> = cfg
-        .devices
-        .iter()
-        .flat_map(|d| {
-            d.modbus.iter().flat_map(move |m| {
-                m.tags
-                    .iter()
-                    .filter(|t| t.writable)
-                    .map(move |t| (d.name.clone(), t.name.clone()))
+    let writable: std::collections::BTreeSet<(String, String)> =
+        cfg.devices
+            .iter()
+            .flat_map(|d| {
+                let modbus = d.modbus.iter().flat_map(move |m| {
+                    m.tags
+                        .iter()
+                        .filter(|t| t.writable)
+                        .map(move |t| (d.name.clone(), t.name.clone()))
+                });
+                let serial = d.serial.iter().flat_map(move |s| {
+                    s.write.iter().map(move |w| (d.name.clone(), w.tag.clone()))
+                });
+                modbus.chain(serial)
             })
-        })
-        .collect();
+            .collect();
     let latest = Arc::new(std::sync::RwLock::new(views::Latest::default()));
     let web = if cfg.web.enabled {
         start_web(
