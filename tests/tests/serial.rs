@@ -283,3 +283,26 @@ async fn polls_time_out_writes_are_sent_and_the_line_comes_back_after_an_unplug(
     assert_eq!(next(&mut run).await, [("weight".into(), Value::F64(8.25))]);
     run.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_gap_ends_a_frame() {
+    let pty = PtyPair::new();
+    let mut run = start(&config(
+        &pty,
+        "frame = { idle = \"60ms\" }\nparse = { key_value = {} }\n",
+    ));
+    online(&mut run).await;
+    let mut inst = far_end(&pty);
+    // One frame in three writes close together, then a pause, then another.
+    write(&mut inst, b"A=1,").await;
+    write(&mut inst, b"B=").await;
+    write(&mut inst, b"2").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    write(&mut inst, b"A=3").await;
+    assert_eq!(
+        next(&mut run).await,
+        [("A".into(), Value::I64(1)), ("B".into(), Value::I64(2))]
+    );
+    assert_eq!(next(&mut run).await, [("A".into(), Value::I64(3))]);
+    run.stop().await;
+}
