@@ -13,6 +13,7 @@
 //!   adding an arm.
 
 pub mod command;
+pub mod gpio;
 pub mod metrics;
 pub mod modbus;
 pub mod serial;
