@@ -14,4 +14,5 @@
 //! - An output is driven to its initial state at start and to its safe
 //!   state on shutdown, whatever happened in between.
 
+pub mod core;
 pub mod logic;
