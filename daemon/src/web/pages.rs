@@ -801,12 +801,35 @@ pub async fn export_data(
 // ---- one device, with trends ----
 
 /// Ranges offered on a device page: (query value, label, milliseconds).
-const RANGES: [(&str, &str, i64); 5] = [
+/// The time of `device`'s first event in the log (its oldest kept, as
+/// events are appended in time order), found slice by slice.
+async fn first_ts(log: &outpost_sync::EventLog, device: &str) -> Option<i64> {
+    let filter = outpost_sync::log::ScanFilter {
+        device: Some(device.to_string()),
+        from_ms: i64::MIN,
+        to_ms: i64::MAX,
+    };
+    let mut after = outpost_core::Seq(0);
+    loop {
+        let slice = log.scan(filter.clone(), after).await.ok()?;
+        if let Some(e) = slice.events.first() {
+            return Some(e.event.ts.unix_ms);
+        }
+        if slice.done {
+            return None;
+        }
+        after = slice.next;
+    }
+}
+
+/// `0`: everything the log keeps (from the device's oldest event).
+const RANGES: [(&str, &str, i64); 6] = [
     ("1h", "1 hour", 3_600_000),
     ("6h", "6 hours", 6 * 3_600_000),
     ("24h", "24 hours", 86_400_000),
     ("7d", "7 days", 7 * 86_400_000),
     ("30d", "30 days", 30 * 86_400_000),
+    ("all", "all kept", 0),
 ];
 
 #[derive(Debug)]
@@ -856,7 +879,13 @@ pub async fn device(
         .find(|(k, _, _)| *k == q.range)
         .map_or(("1h", 3_600_000), |(k, _, ms)| (*k, *ms));
     let to = s.clock.now().unix_ms;
-    let from = to - span;
+    let from = if span == 0 {
+        first_ts(&s.log, &name)
+            .await
+            .map_or(to - 3_600_000, |ts| ts.min(to - 60_000))
+    } else {
+        to - span
+    };
     let t = match super::trend::read(&s.log, Some(&name), from, to, 240).await {
         Ok(t) => t,
         Err(e) => {

@@ -1110,6 +1110,22 @@ async fn device_pages_draw_trends_from_the_log() {
         "{}",
         r.body
     );
+    // Everything the log keeps: from its oldest event (3000 s ago).
+    let r = call(&app, "GET", "/devices/pump?range=all", &admin, None).await;
+    assert!(
+        r.body.contains("aria-current=\"page\">all kept"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains("min 0 · mean 1499.5 · max 2999 (rpm)"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains(&time::format_minutes(NOW - 3_000_000)),
+        "the range starts at the oldest event"
+    );
     let r = call(&app, "GET", "/devices/pump?range=nonsense", &admin, None).await;
     assert!(
         r.body.contains("aria-current=\"page\">1 hour"),
