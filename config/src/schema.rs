@@ -159,6 +159,9 @@ pub struct Device {
     /// `[device.serial]`: an instrument on a plain serial line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<crate::serial::SerialDevice>,
+    /// `[device.gpio]`: contacts, pulse inputs and relays on GPIO lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpio: Option<crate::gpio::GpioDevice>,
 }
 
 fn yes() -> bool {
@@ -168,10 +171,11 @@ fn yes() -> bool {
 impl Device {
     /// The name of the configured driver section, if exactly one is set.
     pub fn driver_name(&self) -> Option<&'static str> {
-        match (&self.sim, &self.modbus, &self.serial) {
-            (Some(_), None, None) => Some("sim"),
-            (None, Some(m), None) => Some(m.transport_name()),
-            (None, None, Some(_)) => Some("serial"),
+        match (&self.sim, &self.modbus, &self.serial, &self.gpio) {
+            (Some(_), None, None, None) => Some("sim"),
+            (None, Some(m), None, None) => Some(m.transport_name()),
+            (None, None, Some(_), None) => Some("serial"),
+            (None, None, None, Some(_)) => Some("gpio"),
             _ => None,
         }
     }

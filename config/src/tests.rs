@@ -452,3 +452,35 @@ fn serial_devices_parse_and_every_problem_is_located() {
         .iter()
         .any(|e| e.message.contains("has 2 drivers")));
 }
+
+#[test]
+fn gpio_devices_parse_and_every_problem_is_located() {
+    let base = "[gateway]\nid = \"gw\"\n[[device]]\nname = \"cabinet\"\n[device.gpio]\n";
+    let good = format!(
+        "{base}[[device.gpio.input]]\nname = \"door\"\nline = 17\nactive_low = true\n[[device.gpio.input]]\nname = \"water\"\nline_name = \"FLOW\"\nmode = \"pulse\"\n[[device.gpio.output]]\nname = \"siren\"\nline = 22\npulse = \"2s\"\n"
+    );
+    let cfg = parse(&good, "t.toml").unwrap();
+    let g = cfg.devices[0].gpio.as_ref().unwrap();
+    assert_eq!(g.chip, std::path::PathBuf::from("/dev/gpiochip0"));
+    assert_eq!(g.inputs[0].debounce.as_millis(), 20);
+    assert_eq!(g.tags(), ["door", "water", "water_per_min", "siren"]);
+    assert_eq!(cfg.devices[0].driver_name(), Some("gpio"));
+    let bad = format!(
+        "{base}report_every = \"10ms\"\n[[device.gpio.input]]\nname = \"door\"\nline = 17\nline_name = \"X\"\n[[device.gpio.input]]\nname = \"door\"\nline = 18\n[[device.gpio.output]]\nname = \"siren\"\nline = 18\npulse = \"0s\"\n"
+    );
+    let errs = errors(&bad);
+    let text = ConfigErrors(errs.clone()).to_string();
+    for want in [
+        "device[0].gpio.report_every",
+        "needs exactly one of `line` (offset) and `line_name`",
+        "tag \"door\" is used twice",
+        "line 18 is used twice",
+        "device[0].gpio.output[0].pulse",
+    ] {
+        assert!(text.contains(want), "{want} missing in {text}");
+    }
+    assert!(errs.iter().all(|e| e.line > 0), "{errs:?}");
+    assert!(errors(&format!("{base}chip = \"/dev/gpiochip1\"\n"))
+        .iter()
+        .any(|e| e.message.contains("at least one")));
+}

@@ -92,19 +92,22 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
         if let Some(serial) = &dev.serial {
             crate::validate_serial::device(&mut out, &at, serial);
         }
+        if let Some(gpio) = &dev.gpio {
+            crate::validate_serial::gpio(&mut out, &at, gpio);
+        }
         match (&dev.sim, &dev.modbus) {
             _ if drivers > 1 => out.push(problem(
                 at.clone(),
                 format!(
-                    "device \"{}\" has {drivers} drivers: keep one of [device.sim], [device.modbus] and [device.serial]",
+                    "device \"{}\" has {drivers} drivers: keep one of [device.sim], [device.modbus], [device.serial] and [device.gpio]",
                     dev.name
                 ),
             )),
-            (None, None) if dev.serial.is_some() => {}
+            (None, None) if dev.serial.is_some() || dev.gpio.is_some() => {}
             (None, None) => out.push(problem(
                 at.clone(),
                 format!(
-                    "device \"{}\" has no driver: add a [device.sim], [device.modbus] or [device.serial] section",
+                    "device \"{}\" has no driver: add a [device.sim], [device.modbus], [device.serial] or [device.gpio] section",
                     dev.name
                 ),
             )),

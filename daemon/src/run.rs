@@ -289,7 +289,34 @@ async fn run(
         abort.clone(),
     ));
 
-    let specs = outpost_drivers::specs(&cfg).context("planning the device drivers")?;
+    let mut specs = outpost_drivers::specs(&cfg).context("planning the device drivers")?;
+    // Counters (GPIO pulses) continue from their last value in the log.
+    for spec in &mut specs {
+        let tags = spec.counters();
+        if tags.is_empty() {
+            continue;
+        }
+        let mut counts = BTreeMap::new();
+        for d in spec.devices.clone() {
+            match log.last_values(&d, tags.clone()).await {
+                Ok(values) => {
+                    for (tag, v) in values {
+                        let n = match v {
+                            outpost_core::Value::U64(n) => n,
+                            outpost_core::Value::I64(n) => u64::try_from(n).unwrap_or(0),
+                            _ => 0,
+                        };
+                        tracing::info!(device = %d, %tag, count = n, "Counter restored from the log.");
+                        counts.insert(tag, n);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(device = %d, error = %e, "Counters cannot be restored from the log; they start at 0.")
+                }
+            }
+        }
+        spec.restore(counts);
+    }
     let metrics = outpost_drivers::metrics::Metrics::default();
     let mut router = outpost_drivers::command::Router::default();
     let mut drivers = Vec::new();

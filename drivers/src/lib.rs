@@ -90,6 +90,9 @@ enum SpecKind {
     ),
     /// A built serial driver, cloned for each run.
     Serial(Box<serial::SerialDriver>),
+    /// A GPIO driver, cloned for each run.
+    #[cfg(target_os = "linux")]
+    Gpio(Box<gpio::linux::GpioDriver>),
 }
 
 impl DriverSpec {
@@ -103,6 +106,27 @@ impl DriverSpec {
                 devices.clone(),
             )),
             SpecKind::Serial(d) => d.clone(),
+            #[cfg(target_os = "linux")]
+            SpecKind::Gpio(d) => d.clone(),
+        }
+    }
+
+    /// Tags whose last counts the daemon restores from the log before the
+    /// first run (GPIO pulse counters).
+    pub fn counters(&self) -> Vec<String> {
+        match &self.kind {
+            #[cfg(target_os = "linux")]
+            SpecKind::Gpio(d) => d.counters(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Hands the restored counts (by tag) to the driver.
+    pub fn restore(&mut self, counts: std::collections::BTreeMap<String, u64>) {
+        match &mut self.kind {
+            #[cfg(target_os = "linux")]
+            SpecKind::Gpio(d) => d.restore(counts),
+            _ => drop(counts),
         }
     }
 
@@ -113,6 +137,8 @@ impl DriverSpec {
             SpecKind::Sim(_) => "sim".into(),
             SpecKind::Modbus(opener, _) => format!("modbus {}", opener.describe()),
             SpecKind::Serial(d) => format!("serial {}", d.describe()),
+            #[cfg(target_os = "linux")]
+            SpecKind::Gpio(d) => format!("gpio {}", d.describe()),
         }
     }
 }
@@ -165,6 +191,16 @@ pub fn specs(cfg: &Config) -> Result<Vec<DriverSpec>, BuildError> {
                         name: dev.name.clone(),
                         devices: vec![dev.name.clone()],
                         kind: SpecKind::Modbus(opener, vec![(dev.name.clone(), m.clone())]),
+                    });
+                }
+            }
+            #[cfg(target_os = "linux")]
+            (None, None) if dev.gpio.is_some() => {
+                if let Some(g) = &dev.gpio {
+                    out.push(DriverSpec {
+                        name: dev.name.clone(),
+                        devices: vec![dev.name.clone()],
+                        kind: SpecKind::Gpio(Box::new(gpio::linux::GpioDriver::new(&dev.name, g))),
                     });
                 }
             }

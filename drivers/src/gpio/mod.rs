@@ -15,4 +15,6 @@
 //!   state on shutdown, whatever happened in between.
 
 pub mod core;
+#[cfg(target_os = "linux")]
+pub mod linux;
 pub mod logic;

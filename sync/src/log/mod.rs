@@ -50,6 +50,9 @@ pub use store::{
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+/// A device's rows a look back for its last values examines at most.
+pub const LOOK_BACK_ROWS: usize = 100_000;
+
 /// Rows one scan slice examines at most.
 pub const SCAN_WINDOW: u64 = 20_000;
 /// Stored bytes one scan slice returns at most.
@@ -207,6 +210,13 @@ enum Command {
         ts_ms: i64,
         reply: oneshot::Sender<Result<Seq, LogError>>,
     },
+    LastValues {
+        device: String,
+        tags: Vec<String>,
+        reply: oneshot::Sender<
+            Result<std::collections::BTreeMap<String, outpost_core::Value>, LogError>,
+        >,
+    },
     Cursor {
         name: String,
         reply: oneshot::Sender<Option<Seq>>,
@@ -362,6 +372,26 @@ impl EventLog {
     pub async fn seq_before(&self, ts_ms: i64) -> Result<Seq, LogError> {
         self.call(|reply| Command::SeqBefore { ts_ms, reply })
             .await?
+    }
+
+    /// The last value of each of `tags` that `device` reported (see
+    /// [`Store::last_values`]), looking back over at most
+    /// [`LOOK_BACK_ROWS`] of its events.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn last_values(
+        &self,
+        device: &str,
+        tags: Vec<String>,
+    ) -> Result<std::collections::BTreeMap<String, outpost_core::Value>, LogError> {
+        let device = device.to_string();
+        self.call(|reply| Command::LastValues {
+            device,
+            tags,
+            reply,
+        })
+        .await?
     }
 
     /// Acknowledges every event up to `upto` for the consumer `cursor`.
@@ -581,6 +611,13 @@ impl Writer {
             }
             Command::SeqBefore { ts_ms, reply } => {
                 let _ignored = reply.send(self.store.seq_before(ts_ms));
+            }
+            Command::LastValues {
+                device,
+                tags,
+                reply,
+            } => {
+                let _ignored = reply.send(self.store.last_values(&device, &tags, LOOK_BACK_ROWS));
             }
             Command::Ack {
                 cursor,

@@ -721,6 +721,55 @@ impl Store {
         })
     }
 
+    /// The last value of each of `tags` that `device` reported, looking
+    /// back from the newest event over at most `max_rows` of its rows (for
+    /// counters that continue across restarts).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub fn last_values(
+        &mut self,
+        device: &str,
+        tags: &[String],
+        max_rows: usize,
+    ) -> Result<BTreeMap<String, outpost_core::Value>, LogError> {
+        let mut found = BTreeMap::new();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, body FROM events WHERE device = ?1 ORDER BY seq DESC")
+            .map_err(sql_err("preparing a look back"))?;
+        let mut q = stmt
+            .query(params![device])
+            .map_err(sql_err("looking back"))?;
+        let mut rows = 0;
+        while found.len() < tags.len() && rows < max_rows {
+            let Some(r) = q.next().map_err(sql_err("looking back"))? else {
+                break;
+            };
+            rows += 1;
+            let Ok(blob) = r
+                .get_ref(1)
+                .map_err(|e| e.to_string())
+                .and_then(|b| b.as_blob().map_err(|e| e.to_string()))
+            else {
+                continue;
+            };
+            let Ok(event) = codec::decode(blob) else {
+                continue;
+            };
+            if let outpost_core::Body::Telemetry(points) | outpost_core::Body::Attributes(points) =
+                event.body
+            {
+                for p in points {
+                    if tags.contains(&p.tag) && !found.contains_key(&p.tag) {
+                        found.insert(p.tag, p.value);
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// The seq after which events are stamped at or after `ts_ms`, found by
     /// bisecting on seq: exact when timestamps grow with seq (one clock),
     /// an approximation after clock jumps, which a scan's time filter then

@@ -412,6 +412,37 @@ fn scans_filter_by_device_and_time_in_resumable_slices() {
     assert!(s.done && s.events.is_empty());
 }
 
+/// The last value of a tag, looking back from the newest event: how
+/// counters continue across restarts.
+#[test]
+fn last_values_look_back_from_the_newest_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Timestamp::synced(T0);
+    let (mut store, _) = Store::open(
+        &dir.path().join("events.db"),
+        opts(Limits::UNLIMITED, Durability::Normal),
+        now,
+    )
+    .unwrap();
+    let mut events: Vec<Event> = (0..50).map(|i| reading("meter", i, T0 + i)).collect();
+    events.extend((0..50).map(|i| reading("other", 1000 + i, T0 + i)));
+    store.append(&events, now).unwrap();
+    let got = store
+        .last_values("meter", &["v".to_string(), "absent".to_string()], 1000)
+        .unwrap();
+    assert_eq!(got.get("v"), Some(&Value::I64(49)));
+    assert!(!got.contains_key("absent"));
+    assert!(store
+        .last_values("nobody", &["v".to_string()], 1000)
+        .unwrap()
+        .is_empty());
+    // The look back is bounded.
+    let got = store
+        .last_values("other", &["absent".to_string()], 10)
+        .unwrap();
+    assert!(got.is_empty());
+}
+
 #[test]
 fn seqs_are_never_reused_after_everything_is_reclaimed() {
     let dir = tempfile::tempdir().unwrap();
