@@ -42,6 +42,46 @@ pub struct DriverContext {
     pub metrics: metrics::Metrics,
 }
 
+impl DriverContext {
+    /// A status event of `device`: online or offline, with the reason.
+    pub fn status(&self, device: &str, online: bool, detail: impl Into<String>) -> Event {
+        Event::new(
+            device,
+            self.clock.now(),
+            outpost_core::Body::Status(outpost_core::Status {
+                status: if online {
+                    outpost_core::DeviceStatus::Online
+                } else {
+                    outpost_core::DeviceStatus::Offline
+                },
+                detail: detail.into(),
+            }),
+        )
+    }
+
+    /// Sends an event of `device` into the pipeline (waits when it is full).
+    ///
+    /// # Errors
+    /// [`DriverError::PipelineClosed`] when the pipeline has shut down.
+    pub async fn send(&self, device: &str, ev: Event) -> Result<(), DriverError> {
+        self.out
+            .send(ev)
+            .await
+            .map_err(|_| DriverError::PipelineClosed {
+                device: device.to_string(),
+            })
+    }
+
+    /// Waits `d`, or less if the driver is stopped meanwhile (then `true`).
+    pub async fn pause(&self, d: std::time::Duration) -> bool {
+        tokio::select! {
+            biased;
+            () = self.stop.cancelled() => true,
+            () = tokio::time::sleep(d) => false,
+        }
+    }
+}
+
 pub type DriverFuture = Pin<Box<dyn Future<Output = Result<(), DriverError>> + Send>>;
 
 /// A device driver, built from its config and consumed by running it.

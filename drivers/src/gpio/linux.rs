@@ -11,7 +11,6 @@ use embedded_hal::digital::{ErrorType, OutputPin};
 use futures_util::StreamExt;
 use gpio_cdev::{Chip, EventRequestFlags, EventType, LineHandle, LineRequestFlags};
 use outpost_config::gpio::{GpioDevice, InputMode};
-use outpost_core::{Body, DeviceStatus, Event, Status};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -191,21 +190,6 @@ impl GpioDriver {
         Ok((inputs, outputs))
     }
 
-    fn status(&self, cx: &DriverContext, online: bool, detail: String) -> Event {
-        Event::new(
-            self.name.clone(),
-            cx.clock.now(),
-            Body::Status(Status {
-                status: if online {
-                    DeviceStatus::Online
-                } else {
-                    DeviceStatus::Offline
-                },
-                detail,
-            }),
-        )
-    }
-
     async fn serve(self, cx: DriverContext) -> Result<(), DriverError> {
         let metrics = cx.metrics.device(&self.name);
         let mut reopen = REOPEN_MIN;
@@ -215,14 +199,12 @@ impl GpioDriver {
             match self.open(&lines_stop) {
                 Ok((inputs, outputs)) => {
                     tracing::info!(device = %self.name, chip = %self.describe(), "GPIO lines requested.");
-                    let online =
-                        self.status(&cx, true, format!("{} lines requested", self.describe()));
-                    cx.out
-                        .send(online)
-                        .await
-                        .map_err(|_| DriverError::PipelineClosed {
-                            device: self.name.clone(),
-                        })?;
+                    let online = cx.status(
+                        &self.name,
+                        true,
+                        format!("{} lines requested", self.describe()),
+                    );
+                    cx.send(&self.name, online).await?;
                     let ended = driver_loop::run(
                         &self.name,
                         inputs,
@@ -239,20 +221,14 @@ impl GpioDriver {
                     metrics.set_error(why.clone());
                     if !reported {
                         tracing::warn!(device = %self.name, error = %why, "GPIO lines unavailable; retrying.");
-                        cx.out
-                            .send(self.status(&cx, false, why))
-                            .await
-                            .map_err(|_| DriverError::PipelineClosed {
-                                device: self.name.clone(),
-                            })?;
+                        cx.send(&self.name, cx.status(&self.name, false, why))
+                            .await?;
                         reported = true;
                     }
                 }
             }
-            tokio::select! {
-                biased;
-                () = cx.stop.cancelled() => return Ok(()),
-                () = tokio::time::sleep(reopen) => {}
+            if cx.pause(reopen).await {
+                return Ok(());
             }
             reopen = (reopen * 2).min(REOPEN_MAX);
         }

@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use outpost_config::serial::SerialDevice;
-use outpost_core::{Body, DeviceStatus, Event, Status, Value};
+use outpost_core::{Body, Event, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -165,28 +165,8 @@ impl SerialDriver {
         Ok(port)
     }
 
-    fn status(&self, cx: &DriverContext, online: bool, detail: &str) -> Event {
-        Event::new(
-            self.name.clone(),
-            cx.clock.now(),
-            Body::Status(Status {
-                status: if online {
-                    DeviceStatus::Online
-                } else {
-                    DeviceStatus::Offline
-                },
-                detail: detail.to_string(),
-            }),
-        )
-    }
-
     async fn send(&self, cx: &DriverContext, ev: Event) -> Result<(), DriverError> {
-        cx.out
-            .send(ev)
-            .await
-            .map_err(|_| DriverError::PipelineClosed {
-                device: self.name.clone(),
-            })
+        cx.send(&self.name, ev).await
     }
 
     async fn serve(self, cx: DriverContext) -> Result<(), DriverError> {
@@ -206,7 +186,7 @@ impl SerialDriver {
                     tracing::info!(device = %self.name, port = %self.describe(), "Serial port open.");
                     self.send(
                         &cx,
-                        self.status(&cx, true, &format!("{} open", self.describe())),
+                        cx.status(&self.name, true, format!("{} open", self.describe())),
                     )
                     .await?;
                     let why = self.session(port, &cx, &metrics, &mut inbox).await?;
@@ -214,7 +194,8 @@ impl SerialDriver {
                     DeviceMetrics::add(&metrics.io_errors, 1);
                     metrics.set_error(why.clone());
                     tracing::warn!(device = %self.name, error = %why, "Serial port lost; reopening.");
-                    self.send(&cx, self.status(&cx, false, &why)).await?;
+                    self.send(&cx, cx.status(&self.name, false, why.clone()))
+                        .await?;
                     offline_reported = true;
                 }
                 Err(e) => {
@@ -223,15 +204,14 @@ impl SerialDriver {
                     metrics.set_error(why.clone());
                     if !offline_reported {
                         tracing::warn!(device = %self.name, error = %why, "Serial port unavailable; retrying.");
-                        self.send(&cx, self.status(&cx, false, &why)).await?;
+                        self.send(&cx, cx.status(&self.name, false, why.clone()))
+                            .await?;
                         offline_reported = true;
                     }
                 }
             }
-            tokio::select! {
-                biased;
-                () = cx.stop.cancelled() => return Ok(()),
-                () = tokio::time::sleep(reopen) => {}
+            if cx.pause(reopen).await {
+                return Ok(());
             }
             reopen = (reopen * 2).min(REOPEN_MAX);
         }
