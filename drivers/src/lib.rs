@@ -16,6 +16,7 @@ pub mod command;
 pub mod gpio;
 pub mod metrics;
 pub mod modbus;
+pub mod port;
 pub mod serial;
 pub mod sim;
 

@@ -85,31 +85,17 @@ impl Opener {
                 char_time,
                 rs485,
             } => {
-                use tokio_serial::SerialPortBuilderExt;
-                let stream = tokio_serial::new(port.to_string_lossy(), *baud)
-                    .parity(match parity {
-                        Parity::None => tokio_serial::Parity::None,
-                        Parity::Even => tokio_serial::Parity::Even,
-                        Parity::Odd => tokio_serial::Parity::Odd,
-                    })
-                    .data_bits(if *data_bits == 7 {
-                        tokio_serial::DataBits::Seven
-                    } else {
-                        tokio_serial::DataBits::Eight
-                    })
-                    .stop_bits(if *stop_bits == 2 {
-                        tokio_serial::StopBits::Two
-                    } else {
-                        tokio_serial::StopBits::One
-                    })
-                    .flow_control(tokio_serial::FlowControl::None)
-                    .open_native_async()
-                    .map_err(std::io::Error::other)?;
-                if *rs485 {
-                    if let Err(e) = super::rs485::enable(&stream) {
-                        tracing::warn!(port = %port.display(), error = %e, "RS-485 mode is not available on this port; using it as is.");
-                    }
-                }
+                let stream = crate::port::open(
+                    port,
+                    crate::port::LineSettings {
+                        baud: *baud,
+                        parity: *parity,
+                        data_bits: *data_bits,
+                        stop_bits: *stop_bits,
+                        flow_control: outpost_config::serial::FlowControl::None,
+                        rs485: *rs485,
+                    },
+                )?;
                 Ok(Link::Rtu(RtuLink::new(Box::new(stream), *char_time, *gap)))
             }
         }

@@ -130,39 +130,18 @@ impl SerialDriver {
     }
 
     fn open(&self) -> std::io::Result<tokio_serial::SerialStream> {
-        use outpost_config::modbus::Parity;
-        use outpost_config::serial::FlowControl;
-        use tokio_serial::SerialPortBuilderExt;
         let c = &self.cfg;
-        let port = tokio_serial::new(c.port.to_string_lossy(), c.baud)
-            .parity(match c.parity {
-                Parity::None => tokio_serial::Parity::None,
-                Parity::Even => tokio_serial::Parity::Even,
-                Parity::Odd => tokio_serial::Parity::Odd,
-            })
-            .data_bits(if c.data_bits == 7 {
-                tokio_serial::DataBits::Seven
-            } else {
-                tokio_serial::DataBits::Eight
-            })
-            .stop_bits(if c.stop_bits == 2 {
-                tokio_serial::StopBits::Two
-            } else {
-                tokio_serial::StopBits::One
-            })
-            .flow_control(match c.flow_control {
-                FlowControl::None => tokio_serial::FlowControl::None,
-                FlowControl::Hardware => tokio_serial::FlowControl::Hardware,
-                FlowControl::Software => tokio_serial::FlowControl::Software,
-            })
-            .open_native_async()
-            .map_err(std::io::Error::other)?;
-        if c.rs485 {
-            if let Err(e) = crate::modbus::rs485::enable(&port) {
-                tracing::warn!(port = %c.port.display(), error = %e, "RS-485 mode is not available on this port; using it as is.");
-            }
-        }
-        Ok(port)
+        crate::port::open(
+            &c.port,
+            crate::port::LineSettings {
+                baud: c.baud,
+                parity: c.parity,
+                data_bits: c.data_bits,
+                stop_bits: c.stop_bits,
+                flow_control: c.flow_control,
+                rs485: c.rs485,
+            },
+        )
     }
 
     async fn send(&self, cx: &DriverContext, ev: Event) -> Result<(), DriverError> {
