@@ -18,8 +18,8 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use outpost_core::{Body as EvBody, Quality, Seq, Value};
-use outpost_sync::log::{ScanFilter, StoredEvent, SCAN_WINDOW};
+use outpost_core::{Body as EvBody, Quality, Value};
+use outpost_sync::log::{ScanFilter, StoredEvent};
 use serde::Deserialize;
 
 use super::{time, Shared};
@@ -100,20 +100,7 @@ pub fn plan(q: &ExportQuery) -> Result<Plan, String> {
 pub async fn respond(s: Arc<Shared>, plan: Plan, actor: &str) -> Response {
     let log = s.log.clone();
     let f = &plan.filter;
-    // Skip the part of the log older than the range, and stop one slice
-    // past its end (timestamps grow with seq, give or take clock steps).
-    let start = if f.from_ms == i64::MIN {
-        Seq(0)
-    } else {
-        log.seq_before(f.from_ms).await.unwrap_or(Seq(0))
-    };
-    let end = if f.to_ms == i64::MAX {
-        u64::MAX
-    } else {
-        log.seq_before(f.to_ms)
-            .await
-            .map_or(u64::MAX, |q| q.0.saturating_add(SCAN_WINDOW))
-    };
+    let (start, end) = log.scan_bounds(f).await;
     s.audit(
         "web.export",
         actor,

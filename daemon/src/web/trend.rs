@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use outpost_core::{Body, Seq, Value};
+use outpost_core::{Body, Value};
 use outpost_sync::log::ScanFilter;
 use outpost_sync::EventLog;
 
@@ -93,10 +93,7 @@ pub async fn read(
         from_ms,
         to_ms,
     };
-    let mut after = log.seq_before(from_ms).await.unwrap_or(Seq(0));
-    let end = log.seq_before(to_ms).await.map_or(u64::MAX, |q| {
-        q.0.saturating_add(outpost_sync::log::SCAN_WINDOW)
-    });
+    let (mut after, end) = log.scan_bounds(&filter).await;
     while after.0 < end {
         let slice = log.scan(filter.clone(), after).await?;
         after = slice.next;

@@ -394,6 +394,27 @@ impl EventLog {
         .await?
     }
 
+    /// Where a scan of `filter`'s time range starts (the seq before its
+    /// first event) and the seq past which it can stop: one slice past the
+    /// range's end, as timestamps grow with seq give or take clock steps.
+    /// An open end (`i64::MIN`, `i64::MAX`) needs no lookup; a failed
+    /// lookup scans the whole log.
+    pub async fn scan_bounds(&self, filter: &ScanFilter) -> (Seq, u64) {
+        let start = if filter.from_ms == i64::MIN {
+            Seq(0)
+        } else {
+            self.seq_before(filter.from_ms).await.unwrap_or(Seq(0))
+        };
+        let end = if filter.to_ms == i64::MAX {
+            u64::MAX
+        } else {
+            self.seq_before(filter.to_ms)
+                .await
+                .map_or(u64::MAX, |q| q.0.saturating_add(SCAN_WINDOW))
+        };
+        (start, end)
+    }
+
     /// Acknowledges every event up to `upto` for the consumer `cursor`.
     ///
     /// # Errors
