@@ -192,7 +192,7 @@ fn format(events: &[StoredEvent], f: Format) -> Vec<u8> {
 fn csv_rows(out: &mut Vec<u8>, e: &StoredEvent) {
     use std::io::Write;
     let ev = &e.event;
-    let kind = kind_name(&ev.body);
+    let kind = ev.kind().as_str();
     let head = format!(
         "{},{},{},{},{kind},",
         e.seq.0,
@@ -254,35 +254,6 @@ fn csv_cell(s: &str) -> String {
     }
 }
 
-fn kind_name(b: &EvBody) -> &'static str {
-    match b {
-        EvBody::Telemetry(_) => "telemetry",
-        EvBody::Attributes(_) => "attributes",
-        EvBody::Alarm(_) => "alarm",
-        EvBody::Status(_) => "status",
-        EvBody::Audit(_) => "audit",
-        EvBody::Gap(_) => "gap",
-        _ => "other",
-    }
-}
-
-fn json_value(v: &Value) -> serde_json::Value {
-    match v {
-        Value::Bool(b) => (*b).into(),
-        Value::I64(i) => (*i).into(),
-        Value::U64(u) => (*u).into(),
-        Value::F64(f) => {
-            serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into)
-        }
-        Value::Str(s) => s.clone().into(),
-        Value::Bytes(b) => b
-            .iter()
-            .map(|x| format!("{x:02x}"))
-            .collect::<String>()
-            .into(),
-    }
-}
-
 /// One event as a flat JSON object.
 fn json_line(e: &StoredEvent) -> serde_json::Value {
     let ev = &e.event;
@@ -292,13 +263,18 @@ fn json_line(e: &StoredEvent) -> serde_json::Value {
         "ts_ms": ev.ts.unix_ms,
         "clock_synced": ev.ts.clock == outpost_core::ClockQuality::Synced,
         "device": ev.device,
-        "kind": kind_name(&ev.body),
+        "kind": ev.kind().as_str(),
     });
     match &ev.body {
         EvBody::Telemetry(points) | EvBody::Attributes(points) => {
             let values: serde_json::Map<String, serde_json::Value> = points
                 .iter()
-                .map(|p| (p.tag.clone(), json_value(&p.value)))
+                .map(|p| {
+                    (
+                        p.tag.clone(),
+                        outpost_sync::uplink::format::value_json(&p.value),
+                    )
+                })
                 .collect();
             o["values"] = values.into();
             let bad: serde_json::Map<String, serde_json::Value> = points

@@ -42,6 +42,11 @@ impl Serialize for ValueOut<'_> {
     }
 }
 
+/// A value as the uplinks write it in JSON (see [`ValueOut`]).
+pub fn value_json(v: &Value) -> Json {
+    serde_json::to_value(ValueOut(v)).unwrap_or(Json::Null)
+}
+
 struct Hex<'a>(&'a [u8]);
 
 impl std::fmt::Display for Hex<'_> {
