@@ -50,22 +50,31 @@ impl Ring {
         };
         l.iter()
             .rev()
-            .filter(|x| level_of(x.level) <= min_level && x.component.contains(component))
+            .filter(|x| {
+                parse_level(x.level).unwrap_or(Level::TRACE) <= min_level
+                    && x.component.contains(component)
+            })
             .take(max)
             .cloned()
             .collect()
     }
 }
 
-/// `tracing::Level` orders TRACE > DEBUG > INFO > WARN > ERROR.
-fn level_of(s: &str) -> Level {
-    match s {
-        "error" => Level::ERROR,
-        "warn" => Level::WARN,
-        "info" => Level::INFO,
-        "debug" => Level::DEBUG,
-        _ => Level::TRACE,
+/// A level's name as lines carry it: `error`, `warn`, `info`, `debug`, `trace`.
+pub fn level_name(l: Level) -> &'static str {
+    match l {
+        Level::ERROR => "error",
+        Level::WARN => "warn",
+        Level::INFO => "info",
+        Level::DEBUG => "debug",
+        Level::TRACE => "trace",
     }
+}
+
+/// The level a name stands for (any case), if it names one. Note that
+/// `tracing::Level` orders TRACE > DEBUG > INFO > WARN > ERROR.
+pub fn parse_level(s: &str) -> Option<Level> {
+    s.parse().ok()
 }
 
 /// The ring of this process (empty until [`layer`] is installed).
@@ -127,13 +136,7 @@ impl<S: Subscriber> Layer<S> for RingLayer {
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         self.0.push(Line {
             unix_ms,
-            level: match *meta.level() {
-                Level::ERROR => "error",
-                Level::WARN => "warn",
-                Level::INFO => "info",
-                Level::DEBUG => "debug",
-                Level::TRACE => "trace",
-            },
+            level: level_name(*meta.level()),
             component,
             text: message,
         });

@@ -969,13 +969,8 @@ pub struct LogsQuery {
 
 /// The level named in a query (default: info).
 pub fn level_of(s: &str) -> (tracing::Level, &'static str) {
-    match s {
-        "error" => (tracing::Level::ERROR, "error"),
-        "warn" => (tracing::Level::WARN, "warn"),
-        "debug" => (tracing::Level::DEBUG, "debug"),
-        "trace" => (tracing::Level::TRACE, "trace"),
-        _ => (tracing::Level::INFO, "info"),
-    }
+    let l = crate::logring::parse_level(s).unwrap_or(tracing::Level::INFO);
+    (l, crate::logring::level_name(l))
 }
 
 pub fn time_of(ms: impl std::borrow::Borrow<i64>) -> String {
