@@ -16,6 +16,7 @@ pub mod secret;
 pub mod serial;
 pub mod units;
 mod validate;
+mod validate_gpio;
 mod validate_modbus;
 mod validate_serial;
 

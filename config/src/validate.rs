@@ -93,7 +93,7 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
             crate::validate_serial::device(&mut out, &at, serial);
         }
         if let Some(gpio) = &dev.gpio {
-            crate::validate_serial::gpio(&mut out, &at, gpio);
+            crate::validate_gpio::device(&mut out, &at, gpio);
         }
         match (&dev.sim, &dev.modbus) {
             _ if drivers > 1 => out.push(problem(
