@@ -13,3 +13,6 @@ done
 
 echo "== the event log's unit tests under qemu-aarch64"
 cargo test --locked --target aarch64-unknown-linux-gnu -p outpost-core -p outpost-sync --lib
+
+echo "== the GPIO driver in an emulated arm64 gateway (qemu-system, gpio-sim)"
+bash cross/vm/run.sh

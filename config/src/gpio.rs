@@ -10,6 +10,7 @@
 //! name = "door"
 //! line = 17                # or line_name = "DOOR_CONTACT"
 //! active_low = true
+//! bias = "pull-up"         # or "pull-down", "disabled"; default "as-is"
 //! debounce = "20ms"
 //! [[device.gpio.input]]
 //! name = "water"
@@ -86,6 +87,24 @@ pub struct GpioInput {
     /// With `mode = "pulse"`: the window of the rate. Default: `"60s"`.
     #[serde(default = "minute")]
     pub rate_window: Duration,
+    /// The line's pull resistor. Default: `"as-is"` (left as the board or
+    /// device tree set it).
+    #[serde(default)]
+    pub bias: Bias,
+}
+
+/// An input line's pull resistor, set when the line is requested (Linux
+/// 5.5 or later; older kernels refuse the request, which is reported).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bias {
+    /// Left as the board or device tree set it. The default.
+    #[default]
+    AsIs,
+    PullUp,
+    PullDown,
+    /// No pull resistor.
+    Disabled,
 }
 
 fn twenty_ms() -> Duration {

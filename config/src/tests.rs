@@ -457,12 +457,14 @@ fn serial_devices_parse_and_every_problem_is_located() {
 fn gpio_devices_parse_and_every_problem_is_located() {
     let base = "[gateway]\nid = \"gw\"\n[[device]]\nname = \"cabinet\"\n[device.gpio]\n";
     let good = format!(
-        "{base}[[device.gpio.input]]\nname = \"door\"\nline = 17\nactive_low = true\n[[device.gpio.input]]\nname = \"water\"\nline_name = \"FLOW\"\nmode = \"pulse\"\n[[device.gpio.output]]\nname = \"siren\"\nline = 22\npulse = \"2s\"\n"
+        "{base}[[device.gpio.input]]\nname = \"door\"\nline = 17\nactive_low = true\nbias = \"pull-up\"\n[[device.gpio.input]]\nname = \"water\"\nline_name = \"FLOW\"\nmode = \"pulse\"\n[[device.gpio.output]]\nname = \"siren\"\nline = 22\npulse = \"2s\"\n"
     );
     let cfg = parse(&good, "t.toml").unwrap();
     let g = cfg.devices[0].gpio.as_ref().unwrap();
     assert_eq!(g.chip, std::path::PathBuf::from("/dev/gpiochip0"));
     assert_eq!(g.inputs[0].debounce.as_millis(), 20);
+    assert_eq!(g.inputs[0].bias, crate::gpio::Bias::PullUp);
+    assert_eq!(g.inputs[1].bias, crate::gpio::Bias::AsIs);
     assert_eq!(g.tags(), ["door", "water", "water_per_min", "siren"]);
     assert_eq!(cfg.devices[0].driver_name(), Some("gpio"));
     let bad = format!(
@@ -480,6 +482,14 @@ fn gpio_devices_parse_and_every_problem_is_located() {
         assert!(text.contains(want), "{want} missing in {text}");
     }
     assert!(errs.iter().all(|e| e.line > 0), "{errs:?}");
+    let bias = ConfigErrors(errors(&format!(
+        "{base}[[device.gpio.input]]\nname = \"door\"\nline = 17\nbias = \"up\"\n"
+    )))
+    .to_string();
+    assert!(
+        bias.contains("t.toml:9:8: device[0].gpio.input[0].bias: unknown variant `up`"),
+        "{bias}"
+    );
     assert!(errors(&format!("{base}chip = \"/dev/gpiochip1\"\n"))
         .iter()
         .any(|e| e.message.contains("at least one")));

@@ -10,7 +10,7 @@ use std::time::Duration;
 use embedded_hal::digital::{ErrorType, OutputPin};
 use futures_util::StreamExt;
 use gpio_cdev::{Chip, EventRequestFlags, EventType, LineHandle, LineRequestFlags};
-use outpost_config::gpio::{GpioDevice, InputMode};
+use outpost_config::gpio::{Bias, GpioDevice, InputMode};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -20,6 +20,18 @@ use crate::metrics::DeviceMetrics;
 use crate::{Driver, DriverContext, DriverError, DriverFuture};
 
 const CONSUMER: &str = "outpostd";
+
+/// The v1 character-device interface's bias flags (`GPIOHANDLE_REQUEST_BIAS_*`,
+/// Linux 5.5), which gpio-cdev 0.6 does not name.
+fn bias_flags(bias: Bias) -> LineRequestFlags {
+    let bits = match bias {
+        Bias::AsIs => 0,
+        Bias::PullUp => 1 << 5,
+        Bias::PullDown => 1 << 6,
+        Bias::Disabled => 1 << 7,
+    };
+    LineRequestFlags::from_bits_retain(bits)
+}
 const REOPEN_MIN: Duration = Duration::from_millis(500);
 const REOPEN_MAX: Duration = Duration::from_secs(30);
 
@@ -135,6 +147,7 @@ impl GpioDriver {
             if i.active_low {
                 flags |= LineRequestFlags::ACTIVE_LOW;
             }
+            flags |= bias_flags(i.bias);
             let events = line
                 .async_events(flags, EventRequestFlags::BOTH_EDGES, CONSUMER)
                 .map_err(busy)?;
