@@ -9,6 +9,7 @@
 //! - Secrets ([`Secret`]) never show in `Debug` output or error messages.
 
 mod de;
+pub mod document;
 pub mod gpio;
 pub mod modbus;
 pub mod schema;

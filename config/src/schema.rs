@@ -628,12 +628,74 @@ impl Default for Web {
     }
 }
 
-/// `[remote]`: configuration managed from the cloud.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+/// `[remote]`: configuration managed from the cloud. Every source is
+/// optional; each borrows the server and credentials of a configured uplink
+/// (its own connection: the control plane never shares the data plane's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Remote {
     /// Hex-encoded ed25519 public key; when set, only documents signed with
     /// its private key are applied. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleet_public_key: Option<String>,
+    /// A NATS uplink whose server holds the KV bucket with this gateway's
+    /// desired configuration (key: the gateway id). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_uplink: Option<String>,
+    /// Default: `"outpost-config"`.
+    #[serde(default = "default_kv_bucket")]
+    pub kv_bucket: String,
+    /// Create the bucket when it is missing (needs nats-server 2.10 or
+    /// later). Default: `false`.
+    #[serde(default)]
+    pub create_bucket: bool,
+    /// An MQTT uplink whose broker holds the retained desired configuration
+    /// (and, in ThingsBoard mode, the `configuration` shared attribute).
+    /// Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_uplink: Option<String>,
+    /// The retained topic (`{gateway}` is replaced; empty: none); reports go
+    /// to `<topic>/report`, retained. Default: `"outpost/{gateway}/config"`.
+    #[serde(default = "default_config_topic")]
+    pub topic: String,
+    /// Also take the ThingsBoard shared attribute `configuration` (needs the
+    /// MQTT uplink in ThingsBoard mode). Default: `false`.
+    #[serde(default)]
+    pub thingsboard: bool,
+    /// How long changed parts must prove healthy before a configuration is
+    /// kept; otherwise it is rolled back. Default: `"30s"`.
+    #[serde(default = "default_grace")]
+    pub grace: Duration,
+    /// Applied documents kept on disk for rollback. Default: `10`.
+    #[serde(default = "default_history")]
+    pub history: u32,
+}
+
+impl Default for Remote {
+    fn default() -> Self {
+        Remote {
+            fleet_public_key: None,
+            nats_uplink: None,
+            kv_bucket: default_kv_bucket(),
+            create_bucket: false,
+            mqtt_uplink: None,
+            topic: default_config_topic(),
+            thingsboard: false,
+            grace: default_grace(),
+            history: default_history(),
+        }
+    }
+}
+
+fn default_kv_bucket() -> String {
+    "outpost-config".to_string()
+}
+fn default_config_topic() -> String {
+    "outpost/{gateway}/config".to_string()
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_history() -> u32 {
+    10
 }

@@ -316,6 +316,7 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
             ));
         }
     }
+    check_remote(&mut out, cfg);
     if let Some(key) = &cfg.remote.fleet_public_key {
         if key.len() != 64 || !key.chars().all(|c| c.is_ascii_hexdigit()) {
             out.push(problem(
@@ -325,6 +326,73 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
         }
     }
     out
+}
+
+fn check_remote(out: &mut Vec<Problem>, cfg: &Config) {
+    let r = &cfg.remote;
+    let uplink = |name: &str| cfg.uplinks.iter().find(|u| u.name == name);
+    if let Some(n) = &r.nats_uplink {
+        match uplink(n) {
+            Some(u) if u.nats.is_some() => {}
+            Some(_) => out.push(problem(
+                "remote.nats_uplink",
+                format!("uplink {n:?} is not a NATS uplink"),
+            )),
+            None => out.push(problem(
+                "remote.nats_uplink",
+                format!("no uplink is named {n:?}"),
+            )),
+        }
+        if r.kv_bucket.is_empty()
+            || !r
+                .kv_bucket
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            out.push(problem(
+                "remote.kv_bucket",
+                "a bucket name is letters, digits, `-` and `_`",
+            ));
+        }
+    }
+    if let Some(m) = &r.mqtt_uplink {
+        match uplink(m) {
+            Some(u) => {
+                match &u.mqtt {
+                    Some(mq) => {
+                        if r.thingsboard && mq.mode != crate::schema::MqttMode::Thingsboard {
+                            out.push(problem(
+                            "remote.thingsboard",
+                            format!("uplink {m:?} is not in ThingsBoard mode (mode = \"thingsboard\")"),
+                        ));
+                        }
+                    }
+                    None => out.push(problem(
+                        "remote.mqtt_uplink",
+                        format!("uplink {m:?} is not an MQTT uplink"),
+                    )),
+                }
+            }
+            None => out.push(problem(
+                "remote.mqtt_uplink",
+                format!("no uplink is named {m:?}"),
+            )),
+        }
+        if r.topic.contains(['+', '#']) {
+            out.push(problem(
+                "remote.topic",
+                "a topic to subscribe to has no wildcards",
+            ));
+        }
+    } else if r.thingsboard {
+        out.push(problem("remote.thingsboard", "needs `mqtt_uplink`"));
+    }
+    if r.grace.as_millis() < 1_000 || r.grace.as_millis() > 600_000 {
+        out.push(problem("remote.grace", "must be between 1s and 10m"));
+    }
+    if r.history == 0 || r.history > 100 {
+        out.push(problem("remote.history", "must be between 1 and 100"));
+    }
 }
 
 fn check_tls(out: &mut Vec<Problem>, at: &str, tls: &crate::schema::Tls, secure_url: bool) {

@@ -2,7 +2,9 @@
 
 mod logring;
 mod memory;
+mod parts;
 mod pipeline;
+mod remote;
 mod run;
 mod supervisor;
 mod views;
@@ -36,6 +38,31 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Apply a configuration to the running daemon by diff (only what
+    /// changed restarts; rolled back if the changed parts are not healthy
+    /// within `[remote] grace`). FILE is TOML, or a configuration document
+    /// (JSON) such as one from `<data_dir>/config/history/`.
+    Apply {
+        file: PathBuf,
+        /// The running daemon's data directory (default: as in `run`, from FILE).
+        #[arg(long, env = "OUTPOST_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Make a configuration document (JSON, on stdout) of a TOML file, for
+    /// the NATS KV bucket, the retained topic or ThingsBoard's attribute.
+    Document {
+        file: PathBuf,
+        /// Must grow with every document a gateway is sent.
+        #[arg(long)]
+        version: u64,
+        /// A file holding the fleet's ed25519 private key (64 hex digits, from `outpostd keygen`).
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Make a fleet signing key: the private key (keep it off the gateways)
+    /// on the first line, the public key for `[remote] fleet_public_key` on
+    /// the second.
+    Keygen,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -54,6 +81,9 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
         Some(Command::Run(args)) => run::main(args),
+        Some(Command::Apply { file, data_dir }) => apply(&file, data_dir),
+        Some(Command::Document { file, version, key }) => document(&file, version, key.as_deref()),
+        Some(Command::Keygen) => keygen(),
         None => run::main(cli.run),
     }
 }
@@ -94,4 +124,119 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn keygen() -> ExitCode {
+    let made = outpost_config::document::new_seed().and_then(|seed| {
+        let public = outpost_config::document::public_key_of(&seed)?;
+        Ok((seed, public))
+    });
+    match made {
+        Ok((seed, public)) => {
+            println!("{seed}");
+            println!("{public}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("outpostd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn document(file: &std::path::Path, version: u64, key: Option<&std::path::Path>) -> ExitCode {
+    let body = match std::fs::read_to_string(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("outpostd: {}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(errors) = outpost_config::parse(&body, &file.display().to_string()) {
+        eprintln!("{errors}");
+        return ExitCode::FAILURE;
+    }
+    let mut doc = outpost_config::document::Document::new(version, body);
+    if let Some(k) = key {
+        let signed = std::fs::read_to_string(k)
+            .map_err(|e| format!("{}: {e}", k.display()))
+            .and_then(|seed| doc.sign(seed.trim()).map_err(|e| e.to_string()));
+        if let Err(e) = signed {
+            eprintln!("outpostd: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    println!("{}", doc.to_json());
+    ExitCode::SUCCESS
+}
+
+/// Sends FILE to the running daemon's control socket and prints the report.
+#[cfg(unix)]
+fn apply(file: &std::path::Path, data_dir: Option<PathBuf>) -> ExitCode {
+    use std::io::{Read, Write};
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("outpostd: {}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    // A document (from the history) carries its TOML in `body`.
+    let body = match outpost_config::document::Document::from_json(text.as_bytes()) {
+        Ok(d) => d.body,
+        Err(_) => text,
+    };
+    let dir = run::data_dir_default(data_dir.or_else(|| {
+        let t: toml::Table = body.parse().ok()?;
+        t.get("gateway")?
+            .get("data_dir")?
+            .as_str()
+            .map(PathBuf::from)
+    }));
+    let sock = remote::control::socket_path(&dir);
+    let sent = std::os::unix::net::UnixStream::connect(&sock).and_then(|mut s| {
+        s.write_all(body.as_bytes())?;
+        s.shutdown(std::net::Shutdown::Write)?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)?;
+        Ok(answer)
+    });
+    let answer = match sent {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!(
+                "outpostd: cannot reach the running daemon at {} ({e}); is it running with this data directory?",
+                sock.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let report: serde_json::Value = serde_json::from_str(answer.trim()).unwrap_or_default();
+    let state = report
+        .get("state")
+        .and_then(|s| s.as_str())
+        .unwrap_or("no answer");
+    println!(
+        "{state}: {}",
+        report.get("changed").and_then(|s| s.as_str()).unwrap_or("")
+    );
+    for e in report
+        .get("errors")
+        .and_then(|e| e.as_array())
+        .into_iter()
+        .flatten()
+    {
+        println!("  {}", e.as_str().unwrap_or_default());
+    }
+    if matches!(state, "applied" | "unchanged") {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+#[cfg(not(unix))]
+fn apply(_file: &std::path::Path, _data_dir: Option<PathBuf>) -> ExitCode {
+    eprintln!("outpostd apply needs a Unix control socket");
+    ExitCode::FAILURE
 }

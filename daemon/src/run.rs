@@ -22,16 +22,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use outpost_config::document::Document;
 use outpost_config::Config;
 use outpost_core::{Audit, Body, Clock, Event, SystemClock};
-use outpost_drivers::DriverContext;
-use outpost_sync::uplink::{Protocol, RpcHandler, SharedStatus, UplinkSpec};
+use outpost_sync::uplink::SharedStatus;
 use outpost_sync::{EventLog, LogOptions};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::filter::Targets;
 
-use crate::{pipeline, supervisor, views, RunArgs};
+use crate::parts::{Parts, PartsContext};
+use crate::remote::store::Store;
+use crate::remote::{self, Manager};
+use crate::{pipeline, views, RunArgs};
 
 /// Longest the daemon waits for the pipeline to drain on shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,7 +44,7 @@ const CHANNEL_CAPACITY: usize = 64;
 
 pub fn main(args: RunArgs) -> ExitCode {
     init_tracing();
-    let (cfg, source) = match load_config(&args) {
+    let (cfg, source, doc) = match select_config(&args) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -77,6 +80,7 @@ pub fn main(args: RunArgs) -> ExitCode {
     let ran = runtime.block_on(run(
         cfg,
         source,
+        doc,
         args.data_dir.clone(),
         stage,
         base,
@@ -163,38 +167,116 @@ fn init_tracing() {
     }
 }
 
-fn load_config(args: &RunArgs) -> Result<(Config, String), ExitCode> {
-    match &args.config {
-        Some(path) => match outpost_config::load(path) {
-            Ok(cfg) => Ok((cfg, path.display().to_string())),
-            Err(outpost_config::LoadError::Invalid(errors)) => {
-                eprintln!("{errors}");
-                eprintln!(
-                    "outpostd: {} has {} problem(s); not starting.",
-                    path.display(),
-                    errors.0.len()
-                );
-                Err(ExitCode::from(2))
-            }
-            Err(e) => {
-                eprintln!("outpostd: {e}; not starting.");
-                Err(ExitCode::from(2))
-            }
-        },
-        None => match outpost_config::demo() {
-            Ok(cfg) => Ok((cfg, "the embedded demo configuration".to_string())),
+/// The configuration to run, where it came from, and its document.
+///
+/// With a file: the file, unless the last-known-good document kept in the
+/// data directory (applied remotely, or by `outpostd apply`) is newer, or
+/// the file is newer but invalid (then its problems are printed and the
+/// last-known-good runs). Without a last-known-good, an invalid file never
+/// starts the daemon.
+fn select_config(args: &RunArgs) -> Result<(Config, String, Document), ExitCode> {
+    let Some(path) = &args.config else {
+        return match outpost_config::demo() {
+            Ok(cfg) => Ok((
+                cfg,
+                "the embedded demo configuration".to_string(),
+                Document::new(0, outpost_config::DEMO_TOML.to_string()),
+            )),
             Err(errors) => {
                 eprintln!("{errors}");
                 Err(ExitCode::FAILURE)
             }
-        },
+        };
+    };
+    let read = std::fs::read_to_string(path);
+    let parsed = match &read {
+        Ok(src) => {
+            outpost_config::parse(src, &path.display().to_string()).map_err(|e| e.to_string())
+        }
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    };
+    let dir = args
+        .data_dir
+        .clone()
+        .or_else(|| {
+            parsed
+                .as_ref()
+                .ok()
+                .and_then(|c| c.gateway.data_dir.clone())
+        })
+        .or_else(|| read.as_ref().ok().and_then(|src| data_dir_hint(src)))
+        .unwrap_or_else(|| data_dir_default(None));
+    let store = Store::new(&dir, 100);
+    let kept = store.current().and_then(|d| {
+        match outpost_config::parse(&d.body, "the last-known-good configuration") {
+            Ok(c) => Some((c, d)),
+            Err(e) => {
+                tracing::error!(errors = %e, "The last-known-good configuration does not parse; ignored.");
+                None
+            }
+        }
+    });
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let kept_is_newer = match (mtime(&store.current_path()), mtime(path)) {
+        (Some(k), Some(f)) => k > f,
+        _ => true,
+    };
+    match (parsed, kept) {
+        (Ok(_), Some((cfg, d))) if kept_is_newer => {
+            let source = format!(
+                "the last-known-good configuration v{} (newer than {})",
+                d.version,
+                path.display()
+            );
+            Ok((cfg, source, d))
+        }
+        (Ok(cfg), kept) => {
+            let version = kept.map_or(0, |(_, d)| d.version);
+            let body = read.unwrap_or_default();
+            let mut doc = Document::new(version, body);
+            doc.version = version;
+            Ok((cfg, path.display().to_string(), doc))
+        }
+        (Err(errors), Some((cfg, d))) => {
+            eprintln!("{errors}");
+            tracing::error!(
+                file = %path.display(),
+                version = d.version,
+                "The configuration file is not valid; running the last-known-good configuration instead."
+            );
+            let source = format!(
+                "the last-known-good configuration v{} ({} is invalid)",
+                d.version,
+                path.display()
+            );
+            Ok((cfg, source, d))
+        }
+        (Err(errors), None) => {
+            eprintln!("{errors}");
+            eprintln!("outpostd: {} is not valid; not starting.", path.display());
+            Err(ExitCode::from(2))
+        }
     }
+}
+
+/// `gateway.data_dir` of a file that may not validate.
+fn data_dir_hint(src: &str) -> Option<PathBuf> {
+    let t: toml::Table = src.parse().ok()?;
+    t.get("gateway")?
+        .get("data_dir")?
+        .as_str()
+        .map(PathBuf::from)
 }
 
 /// The data directory: the command line, else the configuration, else
 /// `$XDG_STATE_HOME/outpost`, else `./outpost-data`.
 fn data_dir(cfg: &Config, cli: Option<PathBuf>) -> PathBuf {
-    cli.or_else(|| cfg.gateway.data_dir.clone())
+    data_dir_default(cli.or_else(|| cfg.gateway.data_dir.clone()))
+}
+
+/// `given`, else `$XDG_STATE_HOME/outpost`, else `./outpost-data`.
+pub fn data_dir_default(given: Option<PathBuf>) -> PathBuf {
+    given
         .or_else(|| {
             std::env::var_os("XDG_STATE_HOME")
                 .filter(|v| !v.is_empty())
@@ -215,6 +297,7 @@ pub fn config_dir(args: &RunArgs) -> PathBuf {
 async fn run(
     cfg: Config,
     source: String,
+    doc: Document,
     data_dir_arg: Option<PathBuf>,
     stage: Box<dyn outpost_rules::Stage>,
     base: PathBuf,
@@ -266,7 +349,12 @@ async fn run(
         Body::Audit(Audit {
             action: "daemon.started".into(),
             actor: "gateway".into(),
-            detail: format!("outpostd {} with {source}", env!("CARGO_PKG_VERSION")),
+            detail: format!(
+                "outpostd {} with {source} (configuration version {}, {})",
+                env!("CARGO_PKG_VERSION"),
+                doc.version,
+                doc.hash
+            ),
         }),
     );
     if let Err(refused) = log.append(vec![started]).await {
@@ -289,9 +377,13 @@ async fn run(
         abort.clone(),
     ));
 
-    let mut specs = outpost_drivers::specs(&cfg).context("planning the device drivers")?;
+    let mut specs: Vec<(String, outpost_drivers::DriverSpec)> = outpost_drivers::specs(&cfg)
+        .context("planning the device drivers")?
+        .into_iter()
+        .map(|s| (s.fingerprint(), s))
+        .collect();
     // Counters (GPIO pulses) continue from their last value in the log.
-    for spec in &mut specs {
+    for (_, spec) in &mut specs {
         let tags = spec.counters();
         if tags.is_empty() {
             continue;
@@ -318,32 +410,11 @@ async fn run(
         spec.restore(counts);
     }
     let metrics = outpost_drivers::metrics::Metrics::default();
-    let mut router = outpost_drivers::command::Router::default();
-    let mut drivers = Vec::new();
-    let mut configured = Vec::new();
-    for spec in specs {
-        for d in &spec.devices {
-            configured.push((d.clone(), spec.describe()));
-        }
-        tracing::info!(
-            driver = %spec.name,
-            devices = ?spec.devices,
-            kind = %spec.describe(),
-            "Starting driver."
-        );
-        let (tx, inbox) = outpost_drivers::command::inbox();
-        for d in &spec.devices {
-            router.add(d, tx.clone());
-        }
-        let cx = DriverContext {
-            out: driver_tx.clone(),
-            stop: drivers_stop.clone(),
-            clock: clock.clone(),
-            commands: inbox,
-            metrics: metrics.clone(),
-        };
-        drivers.push(tokio::spawn(supervisor::supervise(spec, cx)));
-    }
+    let router = outpost_drivers::command::Router::default();
+    let configured: Vec<(String, String)> = specs
+        .iter()
+        .flat_map(|(_, spec)| spec.devices.iter().map(|d| (d.clone(), spec.describe())))
+        .collect();
     // Rule chains: writes they ask for go to the drivers through the router;
     // SIGHUP reloads the chain files (a set that does not load is refused and
     // the running chains stay).
@@ -360,54 +431,82 @@ async fn run(
     ));
     let reloader = tokio::spawn(reload_on_sighup(
         cfg.rules.clone(),
-        base,
+        base.clone(),
         log.clone(),
         clock.clone(),
-        reload_tx,
+        reload_tx.clone(),
     ));
-    // Uplinks: one worker each, from its own cursor. ThingsBoard RPC writes
-    // reach the drivers through the router.
-    let mut uplinks = Vec::new();
-    let mut uplink_status = Vec::new();
-    for up in cfg.uplinks.iter().filter(|u| u.enabled) {
-        let protocol = match (&up.mqtt, &up.nats) {
-            (Some(m), _) => Protocol::Mqtt(m.clone()),
-            (None, Some(n)) => Protocol::Nats(n.clone()),
-            (None, None) => continue,
-        };
-        let r = router.clone();
-        let rpc: RpcHandler = Arc::new(move |device, tag, value| {
-            let r = r.clone();
-            Box::pin(async move {
-                r.write(&device, &tag, value, "thingsboard-rpc")
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-        });
-        let spec = UplinkSpec {
-            name: up.name.clone(),
-            gateway: cfg.gateway.id.clone(),
-            protocol,
-            read_batch: 256,
-            live_lane: up.live_lane,
-            rpc: Some(rpc),
-        };
-        let status: SharedStatus = Arc::default();
-        uplink_status.push((up.name.clone(), status.clone()));
-        tracing::info!(uplink = %up.name, "Starting uplink.");
-        uplinks.push(tokio::spawn(outpost_sync::uplink::run(
-            spec,
-            log.clone(),
-            uplinks_stop.clone(),
-            status,
-        )));
-    }
-    drop(driver_tx);
+    // Drivers and uplinks (one worker each, from its own cursor; ThingsBoard
+    // RPC writes reach the drivers through the router), each with its own
+    // stop so that a new configuration restarts only what changed.
+    let parts = Parts::start(
+        PartsContext {
+            driver_tx,
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+            router: router.clone(),
+            log: log.clone(),
+            reload: reload_tx,
+            drivers_stop,
+            uplinks_stop,
+            base,
+        },
+        &cfg,
+        specs,
+    );
+    let uplink_status = parts.uplink_statuses(&cfg);
     tracing::info!(
-        devices = drivers.len(),
+        devices = configured.len(),
         "outpostd is running. Stop it with Ctrl-C (SIGINT) or SIGTERM."
     );
 
+    // The configuration manager owns the parts from here on.
+    let store = Store::new(&dir, cfg.remote.history as usize);
+    let interrupted = store.pending();
+    let mut manager = Manager::new(
+        parts,
+        cfg.clone(),
+        doc,
+        store.clone(),
+        remote::Settings {
+            fleet_key: cfg.remote.fleet_public_key.clone(),
+            grace: cfg.remote.grace.get(),
+        },
+        log.clone(),
+        clock.clone(),
+    );
+    let control_stop = root.child_token();
+    let (requests_tx, requests_rx) = mpsc::channel::<remote::Request>(4);
+    let links = remote::control::start_links(&cfg, &mut manager, &requests_tx, &control_stop);
+    if let Some(p) = interrupted {
+        // The daemon died during an apply: the last-known-good is running.
+        store.end();
+        let report = remote::Report {
+            gateway: cfg.gateway.id.clone(),
+            version: p.version,
+            hash: p.hash,
+            state: remote::State::RolledBack,
+            errors: vec![format!(
+                "the apply was interrupted (outpostd stopped during it); running {source}"
+            )],
+            changed: String::new(),
+            origin: remote::Origin::Local,
+            at: crate::web::time::format_utc(clock.now().unix_ms),
+            running_version: manager.version(),
+            took_ms: 0,
+        };
+        tracing::warn!(
+            version = report.version,
+            "An apply was interrupted by a stop; the last-known-good configuration runs."
+        );
+        manager.publish(&report).await;
+    }
+    let socket = tokio::spawn(remote::control::serve_socket(
+        remote::control::socket_path(&dir),
+        requests_tx.clone(),
+        control_stop.clone(),
+    ));
+    let manager_task = tokio::spawn(manager.run(requests_rx, control_stop.clone()));
     let mut units: BTreeMap<(String, String), String> = BTreeMap::new();
     for d in &cfg.devices {
         let sim = d
@@ -558,12 +657,20 @@ async fn run(
     }
     tracing::info!("Stopping: draining the pipeline.");
     reloader.abort();
+    control_stop.cancel();
+    drop(requests_tx);
+    let parts = manager_task
+        .await
+        .context("the configuration manager failed")?;
+    for l in links {
+        l.abort();
+    }
+    let _socket_done = socket.await;
     root.cancel();
 
+    let mut uplinks = Vec::new();
     let drain = async {
-        for d in drivers {
-            let _joined = d.await;
-        }
+        uplinks = parts.stop_drivers().await;
         let _rules_done = rules.await;
         ingest.await.unwrap_or(0)
     };

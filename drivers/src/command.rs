@@ -71,15 +71,31 @@ pub fn inbox() -> (mpsc::Sender<Command>, Inbox) {
 /// Longest a write or an ad hoc read waits for its driver.
 pub const WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Sends writes to the driver serving each device.
+type Routes = std::collections::BTreeMap<String, mpsc::Sender<Command>>;
+
+/// Sends writes to the driver serving each device. Clones share the routes:
+/// a driver restarted with a new configuration is reached by every holder.
 #[derive(Debug, Clone, Default)]
 pub struct Router {
-    routes: std::collections::BTreeMap<String, mpsc::Sender<Command>>,
+    routes: Arc<std::sync::RwLock<Routes>>,
 }
 
 impl Router {
     pub fn add(&mut self, device: &str, to: mpsc::Sender<Command>) {
-        self.routes.insert(device.to_string(), to);
+        if let Ok(mut r) = self.routes.write() {
+            r.insert(device.to_string(), to);
+        }
+    }
+
+    /// Forgets `device` (its driver was stopped).
+    pub fn remove(&self, device: &str) {
+        if let Ok(mut r) = self.routes.write() {
+            r.remove(device);
+        }
+    }
+
+    fn route(&self, device: &str) -> Option<mpsc::Sender<Command>> {
+        self.routes.read().ok()?.get(device).cloned()
     }
 
     /// Writes `value` to `device`'s `tag` and waits for the outcome.
@@ -94,8 +110,7 @@ impl Router {
         actor: &str,
     ) -> Result<(), WriteFailure> {
         let to = self
-            .routes
-            .get(device)
+            .route(device)
             .ok_or_else(|| WriteFailure::UnknownDevice(device.to_string()))?;
         let (reply, rx) = oneshot::channel();
         let cmd = WriteCommand {
@@ -137,8 +152,7 @@ impl Router {
         count: u16,
     ) -> Result<Raw, String> {
         let to = self
-            .routes
-            .get(device)
+            .route(device)
             .ok_or_else(|| format!("no device {device:?}"))?;
         let (reply, rx) = oneshot::channel();
         let cmd = Command::ModbusRead(ModbusRead {

@@ -137,6 +137,13 @@ enum SpecKind {
 }
 
 impl DriverSpec {
+    /// Everything the driver is built from, as text: two specs with the same
+    /// name and fingerprint run the same way, so a new configuration that
+    /// leaves it alone needs no restart. (Taken before counters are restored.)
+    pub fn fingerprint(&self) -> String {
+        format!("{:?}", self.kind)
+    }
+
     /// Builds a fresh driver.
     pub fn build(&self) -> Box<dyn Driver> {
         match &self.kind {

@@ -4,6 +4,7 @@
 //! Uplinks reach the log only through its cursor API (`read`, `ack`); the
 //! log knows nothing about them.
 
+pub mod control;
 pub mod log;
 pub mod uplink;
 

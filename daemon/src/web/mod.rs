@@ -28,7 +28,7 @@ mod metrics;
 mod model;
 mod openapi;
 mod pages;
-mod time;
+pub(crate) mod time;
 mod trend;
 
 use std::collections::{BTreeMap, VecDeque};

@@ -27,8 +27,8 @@
 
 mod feed;
 pub mod format;
-mod mqtt;
-mod nats;
+pub(crate) mod mqtt;
+pub(crate) mod nats;
 pub mod tls;
 pub mod window;
 

@@ -77,7 +77,7 @@ impl Client {
 const V5_MIN_KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// Where the broker is: (TLS, host, port).
-fn endpoint(m: &MqttUplink) -> Result<(bool, String, u16), UplinkError> {
+pub(crate) fn endpoint(m: &MqttUplink) -> Result<(bool, String, u16), UplinkError> {
     let (tls, rest) = if let Some(r) = m.url.strip_prefix("mqtts://") {
         (true, r)
     } else if let Some(r) = m.url.strip_prefix("mqtt://") {

@@ -21,7 +21,7 @@ use crate::log::{EventLog, StoredEvent};
 
 /// What the client presents when it authenticates, read once per session.
 #[derive(Default)]
-struct Credentials {
+pub(crate) struct Credentials {
     token: Option<String>,
     user: Option<String>,
     password: Option<String>,
@@ -32,7 +32,7 @@ struct Credentials {
 }
 
 impl Credentials {
-    fn read(n: &NatsUplink) -> Result<Self, UplinkError> {
+    pub(crate) fn read(n: &NatsUplink) -> Result<Self, UplinkError> {
         let mut c = Self {
             token: super::secret(n.token.as_ref(), n.token_file.as_deref())?,
             ..Self::default()
@@ -61,7 +61,7 @@ impl Credentials {
     }
 
     /// The CONNECT fields for one server nonce.
-    fn auth(&self, nonce: &[u8]) -> Result<async_nats::Auth, async_nats::AuthError> {
+    pub(crate) fn auth(&self, nonce: &[u8]) -> Result<async_nats::Auth, async_nats::AuthError> {
         let mut a = async_nats::Auth::new();
         a.token.clone_from(&self.token);
         a.username.clone_from(&self.user);

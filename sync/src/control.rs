@@ -1,0 +1,325 @@
+//! The control plane's links: where a gateway's desired configuration
+//! arrives from, and where the outcome of each is reported. Each link is its
+//! own connection (a reconnecting client, unlike the uplinks' one-session
+//! connections: nothing here needs order across a reconnect), built from a
+//! configured uplink's server and credentials.
+//!
+//! - NATS KV: the bucket's key `<gateway>` is watched with its last value,
+//!   so the current desired document arrives at connect and every put after
+//!   it within a round trip; reports are put under `<gateway>.report`.
+//! - MQTT: a retained topic (the broker hands the current document on
+//!   subscribe); reports go retained to `<topic>/report`.
+//! - ThingsBoard: the shared attribute `configuration`, asked for at connect
+//!   (`v1/devices/me/attributes/request/<n>`) and pushed on change
+//!   (`v1/devices/me/attributes`); reports are the client attribute
+//!   `configurationState`.
+//!
+//! What arrives is handed on as bytes, unparsed; a link that fails is
+//! retried with capped back-off until `stop`.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use outpost_config::{MqttUplink, NatsUplink};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::uplink::nats::Credentials;
+use crate::uplink::UplinkError;
+
+/// Which link a document came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    NatsKv,
+    Mqtt,
+    Thingsboard,
+}
+
+/// A desired-configuration payload as it arrived.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub source: Source,
+    pub payload: Vec<u8>,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+async fn pause(stop: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        () = stop.cancelled() => true,
+        () = tokio::time::sleep(d) => false,
+    }
+}
+
+async fn nats_client(n: &NatsUplink) -> Result<async_nats::Client, UplinkError> {
+    let creds = std::sync::Arc::new(Credentials::read(n)?);
+    let mut o = async_nats::ConnectOptions::with_auth_callback(move |nonce| {
+        let creds = creds.clone();
+        async move { creds.auth(&nonce) }
+    })
+    .connection_timeout(Duration::from_secs(10))
+    .ping_interval(Duration::from_secs(10))
+    .name("outpostd-config");
+    if n.url.starts_with("tls://") {
+        o = o.require_tls(true);
+        if let Some(ca) = &n.tls.ca_file {
+            o = o.add_root_certificates(ca.clone());
+        }
+        if let (Some(c), Some(k)) = (&n.tls.cert_file, &n.tls.key_file) {
+            o = o.add_client_certificate(c.clone(), k.clone());
+        }
+    }
+    o.connect(n.url.as_str())
+        .await
+        .map_err(|e| UplinkError::Link(format!("connecting to {}: {e}", n.url)))
+}
+
+/// Watches `bucket`/`key` on the server of `n` and puts reports under
+/// `<key>.report`, until `stop`.
+pub async fn nats_kv(
+    n: NatsUplink,
+    bucket: String,
+    key: String,
+    create: bool,
+    docs: mpsc::Sender<Incoming>,
+    mut reports: mpsc::Receiver<Vec<u8>>,
+    stop: CancellationToken,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let mut warned = false;
+    loop {
+        let ended = nats_session(&n, &bucket, &key, create, &docs, &mut reports, &stop).await;
+        match ended {
+            Ok(()) => return,
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(bucket = %bucket, key = %key, error = %e, "Configuration watch on NATS KV failed; retrying.");
+                    warned = true;
+                } else {
+                    tracing::debug!(error = %e, "Configuration watch still failing.");
+                }
+            }
+        }
+        if pause(&stop, backoff).await {
+            return;
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn nats_session(
+    n: &NatsUplink,
+    bucket: &str,
+    key: &str,
+    create: bool,
+    docs: &mpsc::Sender<Incoming>,
+    reports: &mut mpsc::Receiver<Vec<u8>>,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    let client = tokio::select! {
+        () = stop.cancelled() => return Ok(()),
+        c = nats_client(n) => c.map_err(|e| e.to_string())?,
+    };
+    let js = async_nats::jetstream::new(client);
+    let kv = match js.get_key_value(bucket).await {
+        Ok(kv) => kv,
+        Err(e) if create => js
+            .create_key_value(async_nats::jetstream::kv::Config {
+                bucket: bucket.to_string(),
+                history: 5,
+                ..Default::default()
+            })
+            .await
+            .map_err(|c| format!("bucket {bucket:?} is missing ({e}) and cannot be created: {c}"))?,
+        Err(e) => {
+            return Err(format!(
+                "bucket {bucket:?}: {e} (create it, or set create_bucket = true on nats-server 2.10 or later)"
+            ))
+        }
+    };
+    let mut watch = kv
+        .watch_with_history(key)
+        .await
+        .map_err(|e| format!("watching {bucket}/{key}: {e}"))?;
+    tracing::info!(bucket, key, "Watching for configuration on NATS KV.");
+    let report_key = format!("{key}.report");
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            entry = watch.next() => match entry {
+                Some(Ok(e)) => {
+                    if e.operation == async_nats::jetstream::kv::Operation::Put
+                        && docs.send(Incoming { source: Source::NatsKv, payload: e.value.to_vec() }).await.is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+                Some(Err(e)) => return Err(format!("watch: {e}")),
+                None => return Err("the watch ended".into()),
+            },
+            r = reports.recv() => match r {
+                Some(bytes) => {
+                    if let Err(e) = kv.put(&report_key, bytes.into()).await {
+                        tracing::warn!(error = %e, "Cannot put the configuration report.");
+                    }
+                }
+                None => return Ok(()),
+            },
+        }
+    }
+}
+
+/// The retained topic and/or ThingsBoard's shared attribute on the broker of
+/// `m`, with `client_id` (never the uplink's own: the broker would drop one
+/// of the two connections), until `stop`.
+pub async fn mqtt(
+    m: MqttUplink,
+    client_id: String,
+    topic: Option<String>,
+    thingsboard: bool,
+    docs: mpsc::Sender<Incoming>,
+    mut reports: mpsc::Receiver<Vec<u8>>,
+    stop: CancellationToken,
+) {
+    let (tls, host, port) = match crate::uplink::mqtt::endpoint(&m) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "The configuration topic's broker address is not usable.");
+            return;
+        }
+    };
+    let mut o = rumqttc::MqttOptions::new(client_id, host, port);
+    o.set_keep_alive(m.keep_alive.get().max(Duration::from_secs(5)));
+    o.set_clean_session(true);
+    o.set_max_packet_size(4 << 20, 4 << 20);
+    if let Some(user) = &m.username {
+        let pass = crate::uplink::secret(m.password.as_ref(), m.password_file.as_deref())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        o.set_credentials(user.clone(), pass);
+    }
+    if tls {
+        match crate::uplink::tls::client_config(&m.tls) {
+            Ok(c) => o.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(c)),
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, "The configuration topic's TLS settings are not usable.");
+                return;
+            }
+        };
+    }
+    let (client, mut events) = rumqttc::AsyncClient::new(o, 16);
+    let report_topic = topic.as_ref().map(|t| format!("{t}/report"));
+    let mut backoff = BACKOFF_MIN;
+    let mut request = 0u32;
+    loop {
+        let ev = tokio::select! {
+            () = stop.cancelled() => {
+                let _closing = client.try_disconnect();
+                return;
+            }
+            ev = events.poll() => ev,
+            r = reports.recv() => {
+                let Some(bytes) = r else { return };
+                if let Some(t) = &report_topic {
+                    let _queued = client.try_publish(t.clone(), rumqttc::QoS::AtLeastOnce, true, bytes.clone());
+                }
+                if thingsboard {
+                    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                    let body = serde_json::json!({ "configurationState": value }).to_string();
+                    let _queued = client.try_publish("v1/devices/me/attributes", rumqttc::QoS::AtLeastOnce, false, body);
+                }
+                continue;
+            }
+        };
+        match ev {
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                backoff = BACKOFF_MIN;
+                tracing::info!(topic = ?topic, thingsboard, "Watching for configuration on MQTT.");
+                if let Some(t) = &topic {
+                    let _queued = client.try_subscribe(t.clone(), rumqttc::QoS::AtLeastOnce);
+                }
+                if thingsboard {
+                    let _queued =
+                        client.try_subscribe("v1/devices/me/attributes", rumqttc::QoS::AtLeastOnce);
+                    let _queued = client.try_subscribe(
+                        "v1/devices/me/attributes/response/+",
+                        rumqttc::QoS::AtLeastOnce,
+                    );
+                    request += 1;
+                    let _queued = client.try_publish(
+                        format!("v1/devices/me/attributes/request/{request}"),
+                        rumqttc::QoS::AtLeastOnce,
+                        false,
+                        r#"{"sharedKeys":"configuration"}"#,
+                    );
+                }
+            }
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                let incoming = if Some(p.topic.as_str()) == topic.as_deref() {
+                    (!p.payload.is_empty()).then(|| Incoming {
+                        source: Source::Mqtt,
+                        payload: p.payload.to_vec(),
+                    })
+                } else if thingsboard && p.topic.starts_with("v1/devices/me/attributes") {
+                    thingsboard_configuration(&p.payload).map(|payload| Incoming {
+                        source: Source::Thingsboard,
+                        payload,
+                    })
+                } else {
+                    None
+                };
+                if let Some(i) = incoming {
+                    if docs.send(i).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "Configuration topic link down; retrying.");
+                if pause(&stop, backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// The `configuration` attribute of a ThingsBoard attribute update
+/// (`{"configuration": ...}`) or response (`{"shared": {"configuration": ...}}`),
+/// as JSON bytes.
+fn thingsboard_configuration(payload: &[u8]) -> Option<Vec<u8>> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let c = v
+        .get("shared")
+        .and_then(|s| s.get("configuration"))
+        .or_else(|| v.get("configuration"))?;
+    serde_json::to_vec(c).ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thingsboard_attribute_shapes() {
+        let update = br#"{"configuration":{"version":1}}"#;
+        assert_eq!(
+            thingsboard_configuration(update).unwrap(),
+            br#"{"version":1}"#
+        );
+        let response = br#"{"shared":{"configuration":"{\"version\":2}"}}"#;
+        assert_eq!(
+            thingsboard_configuration(response).unwrap(),
+            br#""{\"version\":2}""#
+        );
+        assert!(thingsboard_configuration(br#"{"configurationState":{}}"#).is_none());
+        assert!(thingsboard_configuration(b"garbage").is_none());
+    }
+}
