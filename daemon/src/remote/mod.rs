@@ -167,7 +167,11 @@ impl Manager {
 
     /// Sends `report` to the sources and into the log.
     pub async fn publish(&self, report: &Report) {
-        if report.state != State::Unchanged {
+        // A document re-sent unchanged (on every reconnect) is not news.
+        if report.state == State::Unchanged {
+            return;
+        }
+        {
             let action = match report.state {
                 State::Applied => "config.applied",
                 State::Rejected => "config.rejected",
