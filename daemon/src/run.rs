@@ -559,6 +559,7 @@ async fn run(
                 config_path: restart.config.clone(),
                 rules: rule_counters.clone(),
                 restart: restart.token.clone(),
+                manager: requests_tx.clone(),
             },
             root.child_token(),
         )
@@ -725,6 +726,7 @@ struct WebParts {
     config_path: Option<PathBuf>,
     restart: CancellationToken,
     rules: pipeline::SharedCounters,
+    manager: mpsc::Sender<remote::Request>,
 }
 
 /// Starts the web page; one that cannot start is logged and the gateway
@@ -767,6 +769,7 @@ async fn start_web(
         config_path: p.config_path,
         rules: p.rules,
         restart: p.restart,
+        manager: Some(p.manager),
         live: crate::web::live_channel(),
         stop,
         sparks: tokio::sync::Mutex::new(None),

@@ -18,34 +18,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use outpost_config::document::{public_key_of, Document};
-use outpost_tests::{ModbusPeer, Mosquitto, NatsServer};
+use outpost_tests::{connections_to, one_connection, ModbusPeer, Mosquitto, NatsServer};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_outpostd");
 const SEED: &str = "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb";
-
-/// The local ports of established loopback connections to `port`.
-fn connections_to(port: u16) -> Vec<u16> {
-    let text = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let (local, remote, state) = (f.get(1)?, f.get(2)?, f.get(3)?);
-            let rport = u16::from_str_radix(remote.rsplit(':').next()?, 16).ok()?;
-            let lport = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
-            (*state == "01" && rport == port).then_some(lport)
-        })
-        .collect()
-}
-
-/// Waits for exactly one established connection to `port`; its local port.
-fn one_connection(port: u16, what: &str) -> u16 {
-    outpost_tests::wait_for(what, Duration::from_secs(20), || {
-        let c = connections_to(port);
-        (c.len() == 1).then(|| c[0])
-    })
-}
 
 fn peer() -> ModbusPeer {
     ModbusPeer::tcp(&json!({"devices": [{"id": 1, "holding": [{"addr": 0, "registers": [42]}]}]}))

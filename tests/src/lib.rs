@@ -337,6 +337,29 @@ fn wait_port(port: u16, limit: Duration) -> bool {
     false
 }
 
+/// The local ports of established loopback connections to `port`.
+pub fn connections_to(port: u16) -> Vec<u16> {
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (local, remote, state) = (f.get(1)?, f.get(2)?, f.get(3)?);
+            let rport = u16::from_str_radix(remote.rsplit(':').next()?, 16).ok()?;
+            let lport = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
+            (*state == "01" && rport == port).then_some(lport)
+        })
+        .collect()
+}
+
+/// Waits for exactly one established connection to `port`; its local port.
+pub fn one_connection(port: u16, what: &str) -> u16 {
+    wait_for(what, Duration::from_secs(20), || {
+        let c = connections_to(port);
+        (c.len() == 1).then(|| c[0])
+    })
+}
+
 /// A server process on a loopback port, which a test can stop and start
 /// again on the same port; killed on drop. `command(port)` makes the
 /// command line (writing any config it needs).

@@ -344,7 +344,9 @@ enum Outcome {
     Demo,
     Invalid(Vec<Problem>),
     Valid,
-    Applied,
+    /// Applied: in place by the configuration manager (what changed), or
+    /// (`None`) by a restart.
+    Applied(Option<String>),
     Failed(String),
 }
 
@@ -368,7 +370,7 @@ async fn submit(s: &Shared, user: &str, edited: &str, apply_it: bool) -> Outcome
         return Outcome::Valid;
     }
     match apply(s, &path, &full, user).await {
-        Ok(()) => Outcome::Applied,
+        Ok(in_place) => Outcome::Applied(in_place),
         Err(e) => Outcome::Failed(e),
     }
 }
@@ -415,16 +417,15 @@ pub async fn edit(
             Vec::new(),
             Some("The configuration is valid. Apply it to run it.".into()),
         ),
-        Outcome::Applied => {
+        Outcome::Applied(in_place) => {
             let text = mask(&running_text(&s));
-            page(
-                &s,
-                &user,
-                StatusCode::OK,
-                text,
-                Vec::new(),
-                Some(APPLIED.into()),
-            )
+            let notice = match in_place {
+                Some(changed) => {
+                    format!("Applied in place ({changed}); it proved healthy and is kept.")
+                }
+                None => APPLIED.into(),
+            };
+            page(&s, &user, StatusCode::OK, text, Vec::new(), Some(notice))
         }
         Outcome::Failed(e) => page(
             &s,
@@ -494,17 +495,57 @@ pub async fn api_submit(
             StatusCode::OK,
             serde_json::json!({"valid": true, "applied": false, "problems": []}),
         ),
-        Outcome::Applied => (
+        Outcome::Applied(in_place) => (
             StatusCode::OK,
-            serde_json::json!({"valid": true, "applied": true, "problems": []}),
+            serde_json::json!({"valid": true, "applied": true, "problems": [],
+                "restart": in_place.is_none(), "changed": in_place}),
         ),
     };
     (status, axum::Json(v)).into_response()
 }
 
-/// Keeps the running file in the history, writes `text` in its place,
-/// audits, and asks the daemon to restart.
-async fn apply(s: &Shared, path: &Path, text: &str, user: &str) -> Result<(), String> {
+/// Hands `text` to the configuration manager (applied by diff, with its
+/// health check and rollback); a change only a restart can make
+/// (`[gateway]`, `[web]`, `[remote]`) restarts outpostd with it instead.
+/// Either way the file is kept as applied. `Ok(Some(changed))`: applied in
+/// place.
+async fn apply(s: &Shared, path: &Path, text: &str, user: &str) -> Result<Option<String>, String> {
+    if let Some(manager) = &s.manager {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let req = crate::remote::Request {
+            origin: crate::remote::Origin::Local,
+            doc: Ok(outpost_config::document::Document::new(0, text.to_string())),
+            reply: Some(reply),
+        };
+        if manager.send(req).await.is_ok() {
+            if let Ok(report) = rx.await {
+                use crate::remote::State;
+                let restart_only = report.state == State::Rejected
+                    && !report.errors.is_empty()
+                    && report
+                        .errors
+                        .iter()
+                        .all(|e| e.contains("changes only with a restart"));
+                match report.state {
+                    State::Applied | State::Unchanged => {
+                        write_kept(s, path, text, user).await?;
+                        return Ok(Some(report.changed));
+                    }
+                    _ if restart_only => {}
+                    _ => return Err(report.errors.join("; ")),
+                }
+            }
+        }
+    }
+    write_kept(s, path, text, user).await?;
+    tracing::info!(config = %path.display(), %user, "A new configuration was applied from the web page; restarting.");
+    s.restart.cancel();
+    Ok(None)
+}
+
+/// Keeps the running file in the history, writes `text` in its place and
+/// audits.
+async fn write_kept(s: &Shared, path: &Path, text: &str, user: &str) -> Result<(), String> {
     let dir = history_dir(s);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let previous = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -527,8 +568,6 @@ async fn apply(s: &Shared, path: &Path, text: &str, user: &str) -> Result<(), St
         ),
     )
     .await;
-    tracing::info!(config = %path.display(), %user, "A new configuration was applied from the web page; restarting.");
-    s.restart.cancel();
     Ok(())
 }
 

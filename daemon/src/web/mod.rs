@@ -84,6 +84,8 @@ pub struct Shared {
     pub config_path: Option<PathBuf>,
     /// Cancelled to have outpostd restart (after a configuration is applied).
     pub restart: CancellationToken,
+    /// The configuration manager (applies by diff); none in page tests.
+    pub manager: Option<tokio::sync::mpsc::Sender<crate::remote::Request>>,
     /// The rule chains' node counters.
     pub rules: crate::pipeline::SharedCounters,
     /// Live updates for open pages (see [`live`]).

@@ -87,6 +87,7 @@ fn build(secure: bool, config: Option<&str>) -> Fixture {
         config_path,
         rules: Arc::default(),
         restart: tokio_util::sync::CancellationToken::new(),
+        manager: None,
         live: live_channel(),
         stop: tokio_util::sync::CancellationToken::new(),
         sparks: tokio::sync::Mutex::new(None),
