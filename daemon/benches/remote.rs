@@ -17,7 +17,11 @@
 //! `cargo bench -p outpost-daemon --bench remote`; needs the peers
 //! `./tests/run` installs. `OUTPOSTD_BIN` runs another build.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // benchmark code
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::let_underscore_must_use
+)] // benchmark code
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
