@@ -494,3 +494,29 @@ fn gpio_devices_parse_and_every_problem_is_located() {
         .iter()
         .any(|e| e.message.contains("at least one")));
 }
+
+#[test]
+fn remote_sources_name_uplinks_of_their_kind() {
+    let base = "[gateway]\nid = \"gw\"\n[[uplink]]\nname = \"m\"\n[uplink.mqtt]\nurl = \"mqtt://x:1883\"\n";
+    let ok = format!("{base}[remote]\nmqtt_uplink = \"m\"\ntopic = \"site/{{gateway}}/cfg\"\ngrace = \"5s\"\n");
+    let cfg = parse(&ok, "t.toml").unwrap();
+    assert_eq!(cfg.remote.mqtt_uplink.as_deref(), Some("m"));
+    assert_eq!(cfg.remote.kv_bucket, "outpost-config");
+    assert_eq!(cfg.remote.history, 10);
+    let bad = format!(
+        "{base}[remote]\nnats_uplink = \"m\"\nmqtt_uplink = \"nope\"\nthingsboard = true\ngrace = \"100ms\"\nhistory = 0\n"
+    );
+    let text = ConfigErrors(errors(&bad)).to_string();
+    for want in [
+        "remote.nats_uplink: uplink \"m\" is not a NATS uplink",
+        "remote.mqtt_uplink: no uplink is named \"nope\"",
+        "remote.grace: must be between 1s and 10m",
+        "remote.history: must be between 1 and 100",
+    ] {
+        assert!(text.contains(want), "{want} missing in {text}");
+    }
+    let tb = format!("{base}[remote]\nmqtt_uplink = \"m\"\nthingsboard = true\n");
+    assert!(ConfigErrors(errors(&tb))
+        .to_string()
+        .contains("not in ThingsBoard mode"));
+}
