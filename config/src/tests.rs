@@ -498,7 +498,9 @@ fn gpio_devices_parse_and_every_problem_is_located() {
 #[test]
 fn remote_sources_name_uplinks_of_their_kind() {
     let base = "[gateway]\nid = \"gw\"\n[[uplink]]\nname = \"m\"\n[uplink.mqtt]\nurl = \"mqtt://x:1883\"\n";
-    let ok = format!("{base}[remote]\nmqtt_uplink = \"m\"\ntopic = \"site/{{gateway}}/cfg\"\ngrace = \"5s\"\n");
+    let ok = format!(
+        "{base}[remote]\nmqtt_uplink = \"m\"\ntopic = \"site/{{gateway}}/cfg\"\ngrace = \"5s\"\n"
+    );
     let cfg = parse(&ok, "t.toml").unwrap();
     assert_eq!(cfg.remote.mqtt_uplink.as_deref(), Some("m"));
     assert_eq!(cfg.remote.kv_bucket, "outpost-config");

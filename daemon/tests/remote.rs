@@ -537,3 +537,52 @@ fn outpostd_apply_goes_through_the_manager_and_an_invalid_newer_file_runs_the_la
     drop(d);
     let _ = Path::new("");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_2_9_the_gateway_creates_its_bucket_and_applies() {
+    let bin = PathBuf::from("/usr/sbin/nats-server");
+    assert!(
+        bin.exists(),
+        "Debian's nats-server is not installed. Run ./tests/run, or: apt-get install nats-server"
+    );
+    let nats = NatsServer::start_with(bin);
+    let (pa, pb) = (peer(), peer());
+    let cfg = |period: &str| {
+        nats_config(&nats.url(), &devices(pa.port, pb.port, period), "3s")
+            .replace("grace = \"3s\"\n", "grace = \"3s\"\ncreate_bucket = true\n")
+    };
+    let site = Site::new(&cfg("200ms"));
+    let _d = site.start();
+    let b0 = one_connection(pb.port, "device b connected");
+    // The daemon made the bucket (the client's own creation fails on 2.9).
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let since = Instant::now();
+    let store = loop {
+        if let Ok(s) = js.get_key_value("outpost-config").await {
+            break s;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(20),
+            "the daemon made no bucket"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut watch = store.watch("gw.report").await.unwrap();
+    store
+        .put("gw", signed(1, &cfg("300ms")).into())
+        .await
+        .unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(30), watch.next())
+        .await
+        .expect("a report")
+        .unwrap()
+        .unwrap();
+    let r: Value = serde_json::from_slice(&e.value).unwrap();
+    assert_eq!(
+        (r["state"].as_str(), r["version"].as_u64()),
+        (Some("applied"), Some(1)),
+        "{r}"
+    );
+    assert_eq!(connections_to(pb.port), [b0]);
+}

@@ -121,17 +121,30 @@ async fn nats_session(
         () = stop.cancelled() => return Ok(()),
         c = nats_client(n) => c.map_err(|e| e.to_string())?,
     };
-    let js = async_nats::jetstream::new(client);
+    let js = async_nats::jetstream::new(client.clone());
     let kv = match js.get_key_value(bucket).await {
         Ok(kv) => kv,
-        Err(e) if create => js
+        Err(e) if create => match js
             .create_key_value(async_nats::jetstream::kv::Config {
                 bucket: bucket.to_string(),
-                history: 5,
+                history: KV_HISTORY,
                 ..Default::default()
             })
             .await
-            .map_err(|c| format!("bucket {bucket:?} is missing ({e}) and cannot be created: {c}"))?,
+        {
+            Ok(kv) => kv,
+            Err(c) => {
+                // Servers before 2.10 answer the client's bucket creation
+                // in a form it does not read; their own stream request works.
+                create_bucket_stream(&client, bucket)
+                    .await
+                    .map_err(|raw| format!("bucket {bucket:?} is missing ({e}) and cannot be created: {c}; {raw}"))?;
+                tracing::info!(bucket, error = %c, "Bucket created by the stream API (a server before 2.10).");
+                js.get_key_value(bucket)
+                    .await
+                    .map_err(|g| format!("bucket {bucket:?} was created but cannot be opened: {g}"))?
+            }
+        },
         Err(e) => {
             return Err(format!(
                 "bucket {bucket:?}: {e} (create it, or set create_bucket = true on nats-server 2.10 or later)"
@@ -167,6 +180,42 @@ async fn nats_session(
                 None => return Ok(()),
             },
         }
+    }
+}
+
+/// Values kept per key in a bucket this gateway creates.
+const KV_HISTORY: i64 = 5;
+
+/// Creates a KV bucket's stream by JetStream's own API request, as a KV
+/// bucket is laid out (`KV_<bucket>` over `$KV.<bucket>.>`).
+async fn create_bucket_stream(client: &async_nats::Client, bucket: &str) -> Result<(), String> {
+    let config = serde_json::json!({
+        "name": format!("KV_{bucket}"),
+        "subjects": [format!("$KV.{bucket}.>")],
+        "max_msgs_per_subject": KV_HISTORY,
+        "discard": "new",
+        "allow_rollup_hdrs": true,
+        "deny_delete": true,
+        "allow_direct": true,
+        "storage": "file",
+        "num_replicas": 1,
+        "max_msgs": -1,
+        "max_bytes": -1,
+        "max_age": 0,
+        "max_msg_size": -1,
+        "retention": "limits",
+    });
+    let answer = client
+        .request(
+            format!("$JS.API.STREAM.CREATE.KV_{bucket}"),
+            config.to_string().into(),
+        )
+        .await
+        .map_err(|e| format!("creating the stream KV_{bucket}: {e}"))?;
+    let v: serde_json::Value = serde_json::from_slice(&answer.payload).unwrap_or_default();
+    match v.get("error") {
+        Some(err) => Err(format!("creating the stream KV_{bucket}: {err}")),
+        None => Ok(()),
     }
 }
 
