@@ -54,23 +54,15 @@ async fn pause(stop: &CancellationToken, d: Duration) -> bool {
 
 async fn nats_client(n: &NatsUplink) -> Result<async_nats::Client, UplinkError> {
     let creds = std::sync::Arc::new(Credentials::read(n)?);
-    let mut o = async_nats::ConnectOptions::with_auth_callback(move |nonce| {
+    let o = async_nats::ConnectOptions::with_auth_callback(move |nonce| {
         let creds = creds.clone();
         async move { creds.auth(&nonce) }
     })
     .connection_timeout(Duration::from_secs(10))
     .ping_interval(Duration::from_secs(10))
     .name("outpostd-config");
-    if n.url.starts_with("tls://") {
-        o = o.require_tls(true);
-        if let Some(ca) = &n.tls.ca_file {
-            o = o.add_root_certificates(ca.clone());
-        }
-        if let (Some(c), Some(k)) = (&n.tls.cert_file, &n.tls.key_file) {
-            o = o.add_client_certificate(c.clone(), k.clone());
-        }
-    }
-    o.connect(n.url.as_str())
+    crate::uplink::nats::with_tls(o, n)
+        .connect(n.url.as_str())
         .await
         .map_err(|e| UplinkError::Link(format!("connecting to {}: {e}", n.url)))
 }

@@ -780,6 +780,14 @@ async fn thingsboard_rpc(protocol: MqttProtocol) {
     while !status.lock().unwrap().connected && start.elapsed() < Duration::from_secs(10) {
         let _ = tokio::time::timeout(Duration::from_millis(50), el.poll()).await;
     }
+    // Connected is not yet subscribed: a request published before the
+    // broker has the uplink's subscription is dropped by the broker. Both
+    // subscriptions (the server's and the uplink's) show in its log.
+    while broker.log().matches("v1/gateway/rpc (QoS").count() < 2
+        && start.elapsed() < Duration::from_secs(20)
+    {
+        let _ = tokio::time::timeout(Duration::from_millis(50), el.poll()).await;
+    }
     let send = |id: u32, value: serde_json::Value| {
         let body = serde_json::json!({"device": "plc", "data": {"id": id, "method": "set", "params": {"tag": "setpoint", "value": value}}});
         server

@@ -115,7 +115,7 @@ async fn connect(
     let creds = std::sync::Arc::new(Credentials::read(n)?);
     let used = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let on_event = lost.clone();
-    let mut o = ConnectOptions::with_auth_callback(move |nonce| {
+    let o = ConnectOptions::with_auth_callback(move |nonce| {
         let (creds, used) = (creds.clone(), used.clone());
         async move {
             if used.swap(true, std::sync::atomic::Ordering::SeqCst) {
@@ -141,6 +141,15 @@ async fn connect(
     .connection_timeout(Duration::from_secs(10))
     .ping_interval(Duration::from_secs(10))
     .name("outpostd");
+    with_tls(o, n)
+        .connect(n.url.as_str())
+        .await
+        .map_err(|e| UplinkError::Link(format!("connecting to {}: {e}", n.url)))
+}
+
+/// The TLS settings of `n` (for a `tls://` URL), for the uplink's and the
+/// control plane's connections alike.
+pub(crate) fn with_tls(mut o: ConnectOptions, n: &NatsUplink) -> ConnectOptions {
     if n.url.starts_with("tls://") {
         o = o.require_tls(true);
         if let Some(ca) = &n.tls.ca_file {
@@ -150,9 +159,7 @@ async fn connect(
             o = o.add_client_certificate(c.clone(), k.clone());
         }
     }
-    o.connect(n.url.as_str())
-        .await
-        .map_err(|e| UplinkError::Link(format!("connecting to {}: {e}", n.url)))
+    o
 }
 
 /// Makes sure the stream exists (creating it if allowed).
