@@ -463,17 +463,20 @@ async fn run(
     // The configuration manager owns the parts from here on.
     let store = Store::new(&dir, cfg.remote.history as usize);
     let interrupted = store.pending();
+    let shown: remote::SharedRunning = Arc::new(std::sync::RwLock::new(remote::Running {
+        version: doc.version,
+        hash: doc.hash.clone(),
+        body: doc.body.clone(),
+        source: source.clone(),
+    }));
     let mut manager = Manager::new(
         parts,
         cfg.clone(),
         doc,
         store.clone(),
-        remote::Settings {
-            fleet_key: cfg.remote.fleet_public_key.clone(),
-            grace: cfg.remote.grace.get(),
-        },
         log.clone(),
         clock.clone(),
+        shown.clone(),
     );
     let control_stop = root.child_token();
     let (requests_tx, requests_rx) = mpsc::channel::<remote::Request>(4);
@@ -560,6 +563,7 @@ async fn run(
                 rules: rule_counters.clone(),
                 restart: restart.token.clone(),
                 manager: requests_tx.clone(),
+                running: shown,
             },
             root.child_token(),
         )
@@ -727,6 +731,7 @@ struct WebParts {
     restart: CancellationToken,
     rules: pipeline::SharedCounters,
     manager: mpsc::Sender<remote::Request>,
+    running: remote::SharedRunning,
 }
 
 /// Starts the web page; one that cannot start is logged and the gateway
@@ -770,6 +775,7 @@ async fn start_web(
         rules: p.rules,
         restart: p.restart,
         manager: Some(p.manager),
+        running: Some(p.running),
         live: crate::web::live_channel(),
         stop,
         sparks: tokio::sync::Mutex::new(None),

@@ -92,6 +92,18 @@ impl Report {
     }
 }
 
+/// The running document, for the web page (updated by the manager).
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub version: u64,
+    pub hash: String,
+    pub body: String,
+    /// Where it came from: the file, the last-known-good, or an apply's origin.
+    pub source: String,
+}
+
+pub type SharedRunning = Arc<std::sync::RwLock<Running>>;
+
 /// Settings of the manager (from `[remote]`).
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -108,6 +120,7 @@ pub struct Manager {
     log: EventLog,
     clock: Arc<dyn Clock>,
     reports: Vec<mpsc::Sender<Report>>,
+    shown: SharedRunning,
 }
 
 impl Manager {
@@ -116,11 +129,17 @@ impl Manager {
         running: Config,
         doc: Document,
         store: Store,
-        settings: Settings,
         log: EventLog,
         clock: Arc<dyn Clock>,
+        shown: SharedRunning,
     ) -> Manager {
+        // `[remote]` changes only with a restart, so these hold.
+        let settings = Settings {
+            fleet_key: running.remote.fleet_public_key.clone(),
+            grace: running.remote.grace.get(),
+        };
         Manager {
+            shown,
             parts,
             running,
             doc,
@@ -322,6 +341,17 @@ impl Manager {
                 self.store.end();
                 self.running = new;
                 self.doc = doc.clone();
+                if let Ok(mut shown) = self.shown.write() {
+                    *shown = Running {
+                        version: doc.version,
+                        hash: doc.hash.clone(),
+                        body: doc.body.clone(),
+                        source: format!(
+                            "applied from {origin:?} at {}",
+                            crate::web::time::format_utc(self.clock.now().unix_ms)
+                        ),
+                    };
+                }
                 let mut errors = Vec::new();
                 if let Err(e) = kept {
                     errors.push(format!("applied, but not kept as last-known-good: {e}"));

@@ -99,7 +99,6 @@ impl Store {
     }
 
     /// The kept documents, newest first.
-    #[cfg(test)]
     pub fn history(&self) -> Vec<Document> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(self.history_dir())
             .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())

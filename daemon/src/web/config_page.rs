@@ -242,6 +242,37 @@ fn history(s: &Shared) -> Vec<Entry> {
         .collect()
 }
 
+/// A kept configuration document (`<data_dir>/config/history`).
+struct DocEntry {
+    version: u64,
+    hash: String,
+    lines: usize,
+}
+
+/// The kept documents, newest first.
+fn documents(s: &Shared) -> Vec<outpost_config::document::Document> {
+    crate::remote::store::Store::new(&s.data_dir, 100).history()
+}
+
+fn short(hash: &str) -> String {
+    hash.strip_prefix("sha256:")
+        .unwrap_or(hash)
+        .chars()
+        .take(12)
+        .collect()
+}
+
+/// The running document, in a line: version, hash, where it came from.
+fn running_line(s: &Shared) -> Option<String> {
+    let r = s.running.as_ref()?.read().ok()?;
+    Some(format!(
+        "version {} (sha256 {}…), {}",
+        r.version,
+        short(&r.hash),
+        r.source
+    ))
+}
+
 #[derive(Template)]
 #[template(path = "config.html")]
 struct ConfigPage {
@@ -255,6 +286,8 @@ struct ConfigPage {
     problems: Vec<Problem>,
     message: Option<String>,
     history: Vec<Entry>,
+    running: Option<String>,
+    documents: Vec<DocEntry>,
     csrf: String,
 }
 
@@ -302,13 +335,31 @@ fn page(
         problems,
         message,
         history: history(s),
+        running: running_line(s),
+        documents: documents(s)
+            .into_iter()
+            .map(|d| DocEntry {
+                version: d.version,
+                hash: short(&d.hash),
+                lines: d.body.lines().count(),
+            })
+            .collect(),
         csrf: user.0.csrf.clone(),
     });
     *r.status_mut() = status;
     r
 }
 
+/// What runs: the running document (which may have come from the cloud),
+/// else the file.
 fn running_text(s: &Shared) -> String {
+    if let Some(body) = s
+        .running
+        .as_ref()
+        .and_then(|r| r.read().ok().map(|r| r.body.clone()))
+    {
+        return body;
+    }
     match &s.config_path {
         Some(p) => std::fs::read_to_string(p).unwrap_or_default(),
         None => outpost_config::DEMO_TOML.to_string(),
@@ -605,6 +656,43 @@ pub async fn earlier(
         Some(format!(
             "The configuration applied before {} (by {}). Apply it to roll back to it.",
             e.when, e.who
+        )),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DocumentQuery {
+    #[serde(default)]
+    version: u64,
+}
+
+/// `GET /config/document?version=N`: a kept configuration document in the
+/// editor, ready to apply (a manual rollback).
+pub async fn document(
+    State(s): State<Arc<Shared>>,
+    user: PageUser,
+    Query(q): Query<DocumentQuery>,
+) -> Response {
+    let Some(d) = documents(&s).into_iter().find(|d| d.version == q.version) else {
+        return page(
+            &s,
+            &user,
+            StatusCode::NOT_FOUND,
+            mask(&running_text(&s)),
+            Vec::new(),
+            Some(format!("no document version {} is kept", q.version)),
+        );
+    };
+    page(
+        &s,
+        &user,
+        StatusCode::OK,
+        mask(&d.body),
+        Vec::new(),
+        Some(format!(
+            "The configuration document version {} (sha256 {}…). Apply it to go back to it.",
+            d.version,
+            short(&d.hash)
         )),
     )
 }

@@ -86,6 +86,8 @@ pub struct Shared {
     pub restart: CancellationToken,
     /// The configuration manager (applies by diff); none in page tests.
     pub manager: Option<tokio::sync::mpsc::Sender<crate::remote::Request>>,
+    /// The running configuration document (none in page tests: the file is).
+    pub running: Option<crate::remote::SharedRunning>,
     /// The rule chains' node counters.
     pub rules: crate::pipeline::SharedCounters,
     /// Live updates for open pages (see [`live`]).
@@ -166,6 +168,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/rules", get(pages::rules))
         .route("/config", get(config_page::view).post(config_page::edit))
         .route("/config/history", get(config_page::earlier))
+        .route("/config/document", get(config_page::document))
         .route("/modbus", get(commission::page))
         .route("/export", get(pages::export_form))
         .route("/export/data", get(pages::export_data))

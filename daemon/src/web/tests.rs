@@ -88,6 +88,7 @@ fn build(secure: bool, config: Option<&str>) -> Fixture {
         rules: Arc::default(),
         restart: tokio_util::sync::CancellationToken::new(),
         manager: None,
+        running: None,
         live: live_channel(),
         stop: tokio_util::sync::CancellationToken::new(),
         sparks: tokio::sync::Mutex::new(None),
@@ -1811,4 +1812,27 @@ async fn the_config_api_validates_with_line_precise_problems_and_applies() {
     )
     .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn kept_configuration_documents_are_listed_and_open_in_the_editor() {
+    let (f, app, admin) = ready(fixture_with_config(SITE)).await;
+    let r = call(&app, "GET", "/config", &admin, None).await;
+    assert!(r.body.contains("No document was applied"), "{}", r.body);
+    let store = crate::remote::store::Store::new(&f.shared.data_dir, 10);
+    let doc = outpost_config::document::Document::new(
+        3,
+        SITE.replace("id = \"site\"", "id = \"site-3\""),
+    );
+    store.commit(&doc).unwrap();
+    let r = call(&app, "GET", "/config", &admin, None).await;
+    assert!(r.body.contains("/config/document?version=3"), "{}", r.body);
+    assert!(r.body.contains(&doc.hash[7..19]), "{}", r.body);
+    let r = call(&app, "GET", "/config/document?version=3", &admin, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("id = &#34;site-3&#34;"), "{}", r.body);
+    assert!(!r.body.contains("s3cret-pw"), "a secret reached the page");
+    assert!(r.body.contains("Apply it to go back to it"), "{}", r.body);
+    let r = call(&app, "GET", "/config/document?version=9", &admin, None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
