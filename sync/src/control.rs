@@ -4,7 +4,8 @@
 //! connections: nothing here needs order across a reconnect), built from a
 //! configured uplink's server and credentials.
 //!
-//! - NATS KV: the bucket's key `<gateway>` is watched with its last value,
+//! - NATS KV: the bucket's key `<gateway>` is watched with its last value
+//!   (an ordered consumer on `$KV.<bucket>.<gateway>`, as a KV watch is),
 //!   so the current desired document arrives at connect and every put after
 //!   it within a round trip; reports are put under `<gateway>.report`.
 //! - MQTT: a retained topic (the broker hands the current document on
@@ -114,49 +115,54 @@ async fn nats_session(
         c = nats_client(n) => c.map_err(|e| e.to_string())?,
     };
     let js = async_nats::jetstream::new(client.clone());
-    let kv = match js.get_key_value(bucket).await {
-        Ok(kv) => kv,
-        Err(e) if create => match js
-            .create_key_value(async_nats::jetstream::kv::Config {
-                bucket: bucket.to_string(),
-                history: KV_HISTORY,
-                ..Default::default()
-            })
-            .await
-        {
-            Ok(kv) => kv,
-            Err(c) => {
-                // Servers before 2.10 answer the client's bucket creation
-                // in a form it does not read; their own stream request works.
-                create_bucket_stream(&client, bucket)
-                    .await
-                    .map_err(|raw| format!("bucket {bucket:?} is missing ({e}) and cannot be created: {c}; {raw}"))?;
-                tracing::info!(bucket, error = %c, "Bucket created by the stream API (a server before 2.10).");
-                js.get_key_value(bucket)
-                    .await
-                    .map_err(|g| format!("bucket {bucket:?} was created but cannot be opened: {g}"))?
-            }
-        },
+    let stream = match js.get_stream(format!("KV_{bucket}")).await {
+        Ok(s) => s,
+        Err(e) if create => {
+            create_bucket_stream(&client, bucket).await.map_err(|c| {
+                format!("bucket {bucket:?} is missing ({e}) and cannot be created: {c}")
+            })?;
+            tracing::info!(bucket, "KV bucket created.");
+            js.get_stream(format!("KV_{bucket}"))
+                .await
+                .map_err(|g| format!("bucket {bucket:?} was created but cannot be opened: {g}"))?
+        }
         Err(e) => {
             return Err(format!(
-                "bucket {bucket:?}: {e} (create it, or set create_bucket = true on nats-server 2.10 or later)"
+                "bucket {bucket:?}: {e} (create it, or set create_bucket = true)"
             ))
         }
     };
-    let mut watch = kv
-        .watch_with_history(key)
+    // The key's last value, then every change: an ordered consumer on the
+    // key's subject, as a KV watch is.
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::push::OrderedConfig {
+            deliver_subject: client.new_inbox(),
+            description: Some("outpostd configuration watch".into()),
+            filter_subject: format!("$KV.{bucket}.{key}"),
+            replay_policy: async_nats::jetstream::consumer::ReplayPolicy::Instant,
+            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("watching {bucket}/{key}: {e}"))?;
+    let mut watch = consumer
+        .messages()
         .await
         .map_err(|e| format!("watching {bucket}/{key}: {e}"))?;
     tracing::info!(bucket, key, "Watching for configuration on NATS KV.");
-    let report_key = format!("{key}.report");
+    let report_subject = format!("$KV.{bucket}.{key}.report");
     loop {
         tokio::select! {
             () = stop.cancelled() => return Ok(()),
             entry = watch.next() => match entry {
-                Some(Ok(e)) => {
-                    if e.operation == async_nats::jetstream::kv::Operation::Put
-                        && docs.send(Incoming { source: Source::NatsKv, payload: e.value.to_vec() }).await.is_err()
-                    {
+                Some(Ok(m)) => {
+                    // Deletes and purges carry a KV-Operation header.
+                    let put = m
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get("KV-Operation"))
+                        .is_none();
+                    if put && docs.send(Incoming { source: Source::NatsKv, payload: m.payload.to_vec() }).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -165,7 +171,11 @@ async fn nats_session(
             },
             r = reports.recv() => match r {
                 Some(bytes) => {
-                    if let Err(e) = kv.put(&report_key, bytes.into()).await {
+                    let put = match js.publish(report_subject.clone(), bytes.into()).await {
+                        Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    if let Err(e) = put {
                         tracing::warn!(error = %e, "Cannot put the configuration report.");
                     }
                 }
@@ -178,8 +188,11 @@ async fn nats_session(
 /// Values kept per key in a bucket this gateway creates.
 const KV_HISTORY: i64 = 5;
 
-/// Creates a KV bucket's stream by JetStream's own API request, as a KV
-/// bucket is laid out (`KV_<bucket>` over `$KV.<bucket>.>`).
+/// Creates a KV bucket's stream by JetStream's own API request, laid out as
+/// a KV bucket is (`KV_<bucket>` over `$KV.<bucket>.>`), which every server
+/// with JetStream takes (the client's KV creation cannot read the answer of
+/// servers before 2.10). The client's KV module is not used at all: it
+/// links the full `regex` crate (about 1.5 MB on ARM) for key checks.
 async fn create_bucket_stream(client: &async_nats::Client, bucket: &str) -> Result<(), String> {
     let config = serde_json::json!({
         "name": format!("KV_{bucket}"),
