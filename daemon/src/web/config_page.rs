@@ -636,28 +636,37 @@ pub async fn earlier(
     Query(q): Query<HistoryQuery>,
 ) -> Response {
     // Only names the history lists: never a path from the request.
-    let Some(e) = history(&s).into_iter().find(|e| e.name == q.name) else {
-        return page(
-            &s,
-            &user,
-            StatusCode::NOT_FOUND,
-            mask(&running_text(&s)),
-            Vec::new(),
-            Some(format!("no configuration {:?} in the history", q.name)),
-        );
-    };
-    let text = std::fs::read_to_string(history_dir(&s).join(&e.name)).unwrap_or_default();
-    page(
-        &s,
-        &user,
-        StatusCode::OK,
-        mask(&text),
-        Vec::new(),
-        Some(format!(
+    let found = history(&s).into_iter().find(|e| e.name == q.name).map(|e| {
+        let text = std::fs::read_to_string(history_dir(&s).join(&e.name)).unwrap_or_default();
+        let said = format!(
             "The configuration applied before {} (by {}). Apply it to roll back to it.",
             e.when, e.who
-        )),
-    )
+        );
+        (text, said)
+    });
+    let missing = format!("no configuration {:?} in the history", q.name);
+    in_editor(&s, &user, found, missing)
+}
+
+/// An earlier configuration in the editor with what it is (`found`), or the
+/// running one with `missing` (404).
+fn in_editor(
+    s: &Shared,
+    user: &PageUser,
+    found: Option<(String, String)>,
+    missing: String,
+) -> Response {
+    match found {
+        Some((text, said)) => page(s, user, StatusCode::OK, mask(&text), Vec::new(), Some(said)),
+        None => page(
+            s,
+            user,
+            StatusCode::NOT_FOUND,
+            mask(&running_text(s)),
+            Vec::new(),
+            Some(missing),
+        ),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -673,28 +682,19 @@ pub async fn document(
     user: PageUser,
     Query(q): Query<DocumentQuery>,
 ) -> Response {
-    let Some(d) = documents(&s).into_iter().find(|d| d.version == q.version) else {
-        return page(
-            &s,
-            &user,
-            StatusCode::NOT_FOUND,
-            mask(&running_text(&s)),
-            Vec::new(),
-            Some(format!("no document version {} is kept", q.version)),
-        );
-    };
-    page(
-        &s,
-        &user,
-        StatusCode::OK,
-        mask(&d.body),
-        Vec::new(),
-        Some(format!(
-            "The configuration document version {} (sha256 {}…). Apply it to go back to it.",
-            d.version,
-            short(&d.hash)
-        )),
-    )
+    let found = documents(&s)
+        .into_iter()
+        .find(|d| d.version == q.version)
+        .map(|d| {
+            let said = format!(
+                "The configuration document version {} (sha256 {}…). Apply it to go back to it.",
+                d.version,
+                short(&d.hash)
+            );
+            (d.body, said)
+        });
+    let missing = format!("no document version {} is kept", q.version);
+    in_editor(&s, &user, found, missing)
 }
 
 #[cfg(test)]

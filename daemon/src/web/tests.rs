@@ -1826,7 +1826,13 @@ async fn kept_configuration_documents_are_listed_and_open_in_the_editor() {
     );
     store.commit(&doc).unwrap();
     let r = call(&app, "GET", "/config", &admin, None).await;
-    assert!(r.body.contains("/config/document?version=3"), "{}", r.body);
+    assert!(r.body.contains("<title>Configuration"), "{}", r.body);
+    assert_eq!(
+        r.body.matches("/config/document?version=3").count(),
+        1,
+        "{}",
+        r.body
+    );
     assert!(r.body.contains(&doc.hash[7..19]), "{}", r.body);
     let r = call(&app, "GET", "/config/document?version=3", &admin, None).await;
     assert_eq!(r.status, StatusCode::OK);
