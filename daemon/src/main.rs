@@ -186,13 +186,7 @@ fn apply(file: &std::path::Path, data_dir: Option<PathBuf>) -> ExitCode {
         Ok(d) => d.body,
         Err(_) => text,
     };
-    let dir = run::data_dir_default(data_dir.or_else(|| {
-        let t: toml::Table = body.parse().ok()?;
-        t.get("gateway")?
-            .get("data_dir")?
-            .as_str()
-            .map(PathBuf::from)
-    }));
+    let dir = run::data_dir_default(data_dir.or_else(|| run::data_dir_hint(&body)));
     let sock = remote::control::socket_path(&dir);
     let sent = std::os::unix::net::UnixStream::connect(&sock).and_then(|mut s| {
         s.write_all(body.as_bytes())?;

@@ -196,10 +196,38 @@ pub fn restart_sections(old: &Config, new: &Config) -> Vec<&'static str> {
     out
 }
 
+/// Gives `spec` the last count of each of its counters in the log.
+async fn restore_counters(log: &EventLog, spec: &mut DriverSpec) {
+    let tags = spec.counters();
+    if tags.is_empty() {
+        return;
+    }
+    let mut counts = BTreeMap::new();
+    for d in spec.devices.clone() {
+        match log.last_values(&d, tags.clone()).await {
+            Ok(values) => {
+                for (tag, v) in values {
+                    let n = match v {
+                        outpost_core::Value::U64(n) => n,
+                        outpost_core::Value::I64(n) => u64::try_from(n).unwrap_or(0),
+                        _ => 0,
+                    };
+                    tracing::info!(device = %d, %tag, count = n, "Counter restored from the log.");
+                    counts.insert(tag, n);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(device = %d, error = %e, "Counters cannot be restored from the log; they start at 0.")
+            }
+        }
+    }
+    spec.restore(counts);
+}
+
 impl Parts {
-    /// Starts every part of `cfg`. `specs` are the planned drivers (their
-    /// counters already restored) with their fingerprints.
-    pub fn start(cx: PartsContext, cfg: &Config, specs: Vec<(String, DriverSpec)>) -> Parts {
+    /// Starts every part of `cfg`. `specs` are the planned drivers with
+    /// their fingerprints (taken before counters are restored).
+    pub async fn start(cx: PartsContext, cfg: &Config, specs: Vec<(String, DriverSpec)>) -> Parts {
         let mut parts = Parts {
             rules_fp: rules_fingerprint(cfg, &cx.base),
             cx,
@@ -209,7 +237,7 @@ impl Parts {
             gateway: cfg.gateway.id.clone(),
         };
         for (fp, spec) in specs {
-            parts.start_driver(fp, spec);
+            parts.start_driver(fp, spec).await;
         }
         for u in cfg.uplinks.iter().filter(|u| u.enabled) {
             parts.start_uplink(u);
@@ -229,7 +257,11 @@ impl Parts {
         self.statuses.get(uplink).cloned()
     }
 
-    fn start_driver(&mut self, fingerprint: String, spec: DriverSpec) {
+    /// Starts a driver; its counters (GPIO pulses) continue from their
+    /// last values in the log, at start and after a restart for a new
+    /// configuration alike.
+    async fn start_driver(&mut self, fingerprint: String, mut spec: DriverSpec) {
+        restore_counters(&self.cx.log, &mut spec).await;
         tracing::info!(
             driver = %spec.name,
             devices = ?spec.devices,
@@ -409,7 +441,7 @@ impl Parts {
             }
         }
         for (fp, spec) in plan.start_drivers {
-            self.start_driver(fp, spec);
+            self.start_driver(fp, spec).await;
         }
         if let Some((fp, stage)) = plan.rules {
             if self.cx.reload.send(stage).await.is_ok() {

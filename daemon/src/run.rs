@@ -232,9 +232,7 @@ fn select_config(args: &RunArgs) -> Result<(Config, String, Document), ExitCode>
         }
         (Ok(cfg), kept) => {
             let version = kept.map_or(0, |(_, d)| d.version);
-            let body = read.unwrap_or_default();
-            let mut doc = Document::new(version, body);
-            doc.version = version;
+            let doc = Document::new(version, read.unwrap_or_default());
             Ok((cfg, path.display().to_string(), doc))
         }
         (Err(errors), Some((cfg, d))) => {
@@ -260,7 +258,7 @@ fn select_config(args: &RunArgs) -> Result<(Config, String, Document), ExitCode>
 }
 
 /// `gateway.data_dir` of a file that may not validate.
-fn data_dir_hint(src: &str) -> Option<PathBuf> {
+pub fn data_dir_hint(src: &str) -> Option<PathBuf> {
     let t: toml::Table = src.parse().ok()?;
     t.get("gateway")?
         .get("data_dir")?
@@ -377,38 +375,11 @@ async fn run(
         abort.clone(),
     ));
 
-    let mut specs: Vec<(String, outpost_drivers::DriverSpec)> = outpost_drivers::specs(&cfg)
+    let specs: Vec<(String, outpost_drivers::DriverSpec)> = outpost_drivers::specs(&cfg)
         .context("planning the device drivers")?
         .into_iter()
         .map(|s| (s.fingerprint(), s))
         .collect();
-    // Counters (GPIO pulses) continue from their last value in the log.
-    for (_, spec) in &mut specs {
-        let tags = spec.counters();
-        if tags.is_empty() {
-            continue;
-        }
-        let mut counts = BTreeMap::new();
-        for d in spec.devices.clone() {
-            match log.last_values(&d, tags.clone()).await {
-                Ok(values) => {
-                    for (tag, v) in values {
-                        let n = match v {
-                            outpost_core::Value::U64(n) => n,
-                            outpost_core::Value::I64(n) => u64::try_from(n).unwrap_or(0),
-                            _ => 0,
-                        };
-                        tracing::info!(device = %d, %tag, count = n, "Counter restored from the log.");
-                        counts.insert(tag, n);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(device = %d, error = %e, "Counters cannot be restored from the log; they start at 0.")
-                }
-            }
-        }
-        spec.restore(counts);
-    }
     let metrics = outpost_drivers::metrics::Metrics::default();
     let router = outpost_drivers::command::Router::default();
     let configured: Vec<(String, String)> = specs
@@ -453,7 +424,8 @@ async fn run(
         },
         &cfg,
         specs,
-    );
+    )
+    .await;
     let uplink_status = parts.uplink_statuses(&cfg);
     tracing::info!(
         devices = configured.len(),
@@ -463,12 +435,6 @@ async fn run(
     // The configuration manager owns the parts from here on.
     let store = Store::new(&dir, cfg.remote.history as usize);
     let interrupted = store.pending();
-    let shown: remote::SharedRunning = Arc::new(std::sync::RwLock::new(remote::Running {
-        version: doc.version,
-        hash: doc.hash.clone(),
-        body: doc.body.clone(),
-        source: source.clone(),
-    }));
     let mut manager = Manager::new(
         parts,
         cfg.clone(),
@@ -476,33 +442,14 @@ async fn run(
         store.clone(),
         log.clone(),
         clock.clone(),
-        shown.clone(),
+        &source,
     );
+    let shown = manager.shown();
     let control_stop = root.child_token();
     let (requests_tx, requests_rx) = mpsc::channel::<remote::Request>(4);
     let links = remote::control::start_links(&cfg, &mut manager, &requests_tx, &control_stop);
     if let Some(p) = interrupted {
-        // The daemon died during an apply: the last-known-good is running.
-        store.end();
-        let report = remote::Report {
-            gateway: cfg.gateway.id.clone(),
-            version: p.version,
-            hash: p.hash,
-            state: remote::State::RolledBack,
-            errors: vec![format!(
-                "the apply was interrupted (outpostd stopped during it); running {source}"
-            )],
-            changed: String::new(),
-            origin: remote::Origin::Local,
-            at: crate::web::time::format_utc(clock.now().unix_ms),
-            running_version: manager.version(),
-            took_ms: 0,
-        };
-        tracing::warn!(
-            version = report.version,
-            "An apply was interrupted by a stop; the last-known-good configuration runs."
-        );
-        manager.publish(&report).await;
+        manager.interrupted(&p, &source).await;
     }
     let socket = tokio::spawn(remote::control::serve_socket(
         remote::control::socket_path(&dir),

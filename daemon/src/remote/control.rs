@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{Manager, Origin, Report, Request};
+use super::{Manager, Origin, Request};
 
 /// The largest configuration taken through the socket.
 const MAX_LOCAL: u64 = 4 << 20;
@@ -45,7 +45,7 @@ pub fn start_links(
         .and_then(|u| u.nats.clone())
     {
         let (rep_tx, rep_rx) = mpsc::channel::<Vec<u8>>(8);
-        manager.report_to(bytes_of(rep_tx, stop));
+        manager.report_to(rep_tx);
         tasks.push(tokio::spawn(outpost_sync::control::nats_kv(
             n,
             r.kv_bucket.clone(),
@@ -63,7 +63,7 @@ pub fn start_links(
         .and_then(|u| u.mqtt.clone())
     {
         let (rep_tx, rep_rx) = mpsc::channel::<Vec<u8>>(8);
-        manager.report_to(bytes_of(rep_tx, stop));
+        manager.report_to(rep_tx);
         let topic = Some(r.topic.replace("{gateway}", &gateway)).filter(|t| !t.is_empty());
         let id = format!(
             "{}-config",
@@ -100,25 +100,6 @@ pub fn start_links(
         }
     }));
     tasks
-}
-
-/// A report channel that hands the JSON bytes to a link.
-fn bytes_of(to: mpsc::Sender<Vec<u8>>, stop: &CancellationToken) -> mpsc::Sender<Report> {
-    let (tx, mut rx) = mpsc::channel::<Report>(8);
-    let stop = stop.clone();
-    tokio::spawn(async move {
-        loop {
-            let r = tokio::select! {
-                () = stop.cancelled() => return,
-                r = rx.recv() => r,
-            };
-            let Some(r) = r else { return };
-            if to.send(r.to_json()).await.is_err() {
-                return;
-            }
-        }
-    });
-    tx
 }
 
 /// Serves the local control socket until `stop`.

@@ -119,7 +119,8 @@ pub struct Manager {
     settings: Settings,
     log: EventLog,
     clock: Arc<dyn Clock>,
-    reports: Vec<mpsc::Sender<Report>>,
+    /// The links' report channels (JSON, serialised once).
+    reports: Vec<mpsc::Sender<Vec<u8>>>,
     shown: SharedRunning,
 }
 
@@ -131,7 +132,7 @@ impl Manager {
         store: Store,
         log: EventLog,
         clock: Arc<dyn Clock>,
-        shown: SharedRunning,
+        source: &str,
     ) -> Manager {
         // `[remote]` changes only with a restart, so these hold.
         let settings = Settings {
@@ -139,7 +140,12 @@ impl Manager {
             grace: running.remote.grace.get(),
         };
         Manager {
-            shown,
+            shown: Arc::new(std::sync::RwLock::new(Running {
+                version: doc.version,
+                hash: doc.hash.clone(),
+                body: doc.body.clone(),
+                source: source.to_string(),
+            })),
             parts,
             running,
             doc,
@@ -153,13 +159,35 @@ impl Manager {
 
     /// Reports go to `tx` too (bounded; a full one misses a report, which
     /// the audit event in the log still carries).
-    pub fn report_to(&mut self, tx: mpsc::Sender<Report>) {
+    pub fn report_to(&mut self, tx: mpsc::Sender<Vec<u8>>) {
         self.reports.push(tx);
     }
 
-    /// The running document's version.
-    pub fn version(&self) -> u64 {
-        self.doc.version
+    /// The running document, as the web page shows it.
+    pub fn shown(&self) -> SharedRunning {
+        self.shown.clone()
+    }
+
+    /// A document found pending at start: the daemon died while applying
+    /// it, and `running` (the last-known-good or the file) runs instead.
+    /// Reports it as rolled back and clears the mark.
+    pub async fn interrupted(&self, pending: &Document, running: &str) {
+        self.store.end();
+        tracing::warn!(
+            version = pending.version,
+            "An apply was interrupted by a stop; the last-known-good configuration runs."
+        );
+        let report = self.report(
+            Some(pending),
+            Origin::Local,
+            State::RolledBack,
+            vec![format!(
+                "the apply was interrupted (outpostd stopped during it); running {running}"
+            )],
+            String::new(),
+            std::time::Instant::now(),
+        );
+        self.publish(&report).await;
     }
 
     /// Handles requests until `stop`; returns the parts for shutdown.
@@ -213,8 +241,9 @@ impl Manager {
                 tracing::warn!(error = %e.error, "Cannot log the configuration report.");
             }
         }
+        let json = report.to_json();
         for tx in &self.reports {
-            if tx.try_send(report.clone()).is_err() {
+            if tx.try_send(json.clone()).is_err() {
                 tracing::debug!("A report channel is full or closed; the log keeps the report.");
             }
         }
