@@ -181,6 +181,10 @@ fn uplink_fingerprint(gateway: &str, u: &Uplink) -> String {
     )
 }
 
+/// Part of every plan error about a section only a restart changes (the web
+/// page restarts outpostd for exactly those).
+pub const RESTART_ONLY: &str = "it changes only with a restart";
+
 /// The sections only a restart changes, where they differ.
 pub fn restart_sections(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut out = Vec::new();
@@ -347,7 +351,7 @@ impl Parts {
         let mut errors: Vec<String> = restart_sections(old, new)
             .into_iter()
             .map(|s| {
-                format!("{s} differs from the running configuration; it changes only with a restart (edit the file and restart outpostd)")
+                format!("{s} differs from the running configuration; {RESTART_ONLY} (edit the file and restart outpostd)")
             })
             .collect();
         let specs = match outpost_drivers::specs(new) {

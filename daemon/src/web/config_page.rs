@@ -576,7 +576,7 @@ async fn apply(s: &Shared, path: &Path, text: &str, user: &str) -> Result<Option
                     && report
                         .errors
                         .iter()
-                        .all(|e| e.contains("changes only with a restart"));
+                        .all(|e| e.contains(crate::parts::RESTART_ONLY));
                 match report.state {
                     State::Applied | State::Unchanged => {
                         write_kept(s, path, text, user).await?;
