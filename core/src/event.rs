@@ -311,6 +311,7 @@ pub struct Gap {
     /// Event timestamps (Unix ms) of the oldest and newest dropped event.
     pub from_ms: i64,
     pub to_ms: i64,
-    /// Which limit was hit: "rows", "bytes" or "age".
+    /// Which limit was hit: "rows", "bytes" or "age"; or "corrupt" for a
+    /// stored row that no longer decodes (sent in its place).
     pub reason: String,
 }

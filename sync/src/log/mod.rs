@@ -36,6 +36,7 @@
 //! connection; [`Store`] is the synchronous core it drives, used directly by
 //! tests and benchmarks.
 
+mod seqfloor;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -44,6 +45,7 @@ use std::time::Duration;
 
 pub use outpost_config::Durability;
 use outpost_core::{Clock, Event, Seq};
+pub use seqfloor::SEQ_BLOCK;
 pub use store::{
     Appended, LogStats, OpenReport, Recovery, ScanFilter, Scanned, Store, StoreOptions,
     DEFAULT_RESERVE_BYTES, ROW_OVERHEAD,

@@ -8,6 +8,7 @@ use outpost_core::codec;
 use outpost_core::{Body, ClockQuality, Event, Gap, Priority, Seq, Timestamp};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
+use super::seqfloor::{SeqFloor, SEQ_BLOCK};
 use super::{Durability, Limits, LogError, StoredEvent};
 
 /// `PRAGMA application_id`: "OUTP".
@@ -56,6 +57,17 @@ pub struct StoreOptions {
     pub reserve_bytes: u64,
 }
 
+/// The least time between two tries to rebuild a released reserve.
+pub const RESERVE_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Free bytes for an unprivileged writer on the file system holding `path`
+/// (`None` if it cannot be read: the reserve is then tried regardless).
+fn free_bytes(path: &Path) -> Option<u64> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// Default size of the space reserve.
 pub const DEFAULT_RESERVE_BYTES: u64 = 1024 * 1024;
 
@@ -64,6 +76,10 @@ pub const DEFAULT_RESERVE_BYTES: u64 = 1024 * 1024;
 pub struct OpenReport {
     /// Set when the existing database could not be used and was moved aside.
     pub recovered: Option<Recovery>,
+    /// Set when the database was new (moved aside, emptied or deleted) while
+    /// the seq floor shows that seqs had been given out: the first seq the
+    /// fresh log gives out, so no seq is ever given out twice.
+    pub continued_at: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +108,10 @@ pub struct LogStats {
     pub disk_full: bool,
     /// True while the space reserve is in place.
     pub reserve_held: bool,
+    /// Times the reserve file was written (each is `reserve_bytes` of writes).
+    pub reserve_created_total: u64,
+    /// Times the reserve was released on a full disk.
+    pub reserve_released_total: u64,
     /// (cursor name, acked seq)
     pub cursors: Vec<(String, u64)>,
 }
@@ -161,6 +181,18 @@ pub struct Store {
     /// Every row up to this seq that is still present was appended with an
     /// unsynced clock (no age): the age scan starts after it.
     age_skip: i64,
+    /// Set by [`Store::open`] right after the database is opened.
+    floor: Option<SeqFloor>,
+    /// The newest gap record per reason (seq, content), while it may still
+    /// be merged into; unknown after a restart (the next gap starts anew).
+    last_gaps: [Option<(u64, Gap)>; 3],
+    /// Drops not yet reported in the daemon's log.
+    gap_warn: GapWarn,
+    /// No try to rebuild the reserve before this (hysteresis).
+    reserve_retry_at: Option<std::time::Instant>,
+    reserve_retry: std::time::Duration,
+    /// True when this open created the schema (a new or empty file).
+    fresh: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -217,8 +249,17 @@ impl Store {
                 source,
             })?;
         }
+        let (floor, floor_problem) = SeqFloor::open(path).map_err(|source| LogError::Io {
+            op: "opening the seq floor",
+            path: SeqFloor::path_for(path),
+            source,
+        })?;
+        if let Some(problem) = &floor_problem {
+            tracing::error!(path = %floor.path().display(), %problem, "The log's seq floor is unreadable; seqs continue from the database alone.");
+        }
         let mut report = OpenReport::default();
-        let store = match Self::try_open(path, &opts) {
+        let mut audits = Vec::new();
+        let mut store = match Self::try_open(path, &opts) {
             Ok(store) => store,
             Err(LogError::Corrupt { reason }) => {
                 let moved_to = move_aside(path, now)?;
@@ -232,27 +273,83 @@ impl Store {
                     moved_to: moved_to.clone(),
                     reason: reason.clone(),
                 });
-                let mut store = Self::try_open(path, &opts)?;
-                let audit = Event::new(
-                    "",
-                    now,
-                    Body::Audit(outpost_core::Audit {
-                        action: "log.recovered".into(),
-                        actor: "gateway".into(),
-                        detail: format!(
-                            "the event log was unreadable ({reason}); it was moved to {} and a fresh log was started",
-                            moved_to.display()
-                        ),
-                    }),
-                );
-                store.append(&[audit], now)?;
-                store
+                audits.push(format!(
+                    "the event log was unreadable ({reason}); it was moved to {} and a fresh log was started",
+                    moved_to.display()
+                ));
+                Self::try_open(path, &opts)?
             }
             Err(e) => return Err(e),
         };
-        let mut store = store;
+        if store.fresh && floor.value() > store.next_seq {
+            // Seqs below the floor may have been given out (and delivered
+            // under their ids): the fresh log continues above them.
+            store.next_seq = floor.value();
+            save_next_seq(&store.conn, store.next_seq)?;
+            store.refresh_stats();
+            report.continued_at = Some(store.next_seq);
+            if report.recovered.is_none() {
+                tracing::error!(
+                    path = %path.display(),
+                    next_seq = store.next_seq,
+                    "The event log is new or empty, but seqs had been given out before: continuing above them."
+                );
+                audits.push(format!(
+                    "the event log was new or empty although seqs up to {} had been given out; the fresh log continues at seq {}",
+                    store.next_seq - 1,
+                    store.next_seq
+                ));
+            } else if let Some(last) = audits.last_mut() {
+                last.push_str(&format!("; it continues at seq {}", store.next_seq));
+            }
+        }
+        store.floor = Some(floor);
+        store.raise_floor(store.next_seq)?;
+        if let Some(problem) = floor_problem {
+            audits.push(format!("{problem}; it was rewritten from the database"));
+        }
+        for detail in audits {
+            let action = if report.recovered.is_some() {
+                "log.recovered"
+            } else {
+                "log.recreated"
+            };
+            let audit = Event::new(
+                "",
+                now,
+                Body::Audit(outpost_core::Audit {
+                    action: action.into(),
+                    actor: "gateway".into(),
+                    detail,
+                }),
+            );
+            store.append(&[audit], now)?;
+        }
         store.ensure_reserve();
         Ok((store, report))
+    }
+
+    /// Raises the seq floor so that it stays above `next`, a block at a time.
+    fn raise_floor(&mut self, next: u64) -> Result<(), LogError> {
+        let Some(floor) = self.floor.as_mut() else {
+            return Ok(());
+        };
+        if next < floor.value() {
+            return Ok(());
+        }
+        floor
+            .raise(next.saturating_add(SEQ_BLOCK))
+            .map_err(|source| {
+                if source.kind() == std::io::ErrorKind::StorageFull {
+                    LogError::DiskFull
+                } else {
+                    LogError::Io {
+                        op: "raising the seq floor",
+                        path: floor.path().to_path_buf(),
+                        source,
+                    }
+                }
+            })
     }
 
     fn try_open(path: &Path, opts: &StoreOptions) -> Result<Store, LogError> {
@@ -388,6 +485,12 @@ impl Store {
             stats: LogStats::default(),
             buf: Vec::with_capacity(256),
             age_skip: 0,
+            floor: None,
+            fresh: tables == 0,
+            last_gaps: Default::default(),
+            gap_warn: GapWarn::default(),
+            reserve_retry_at: None,
+            reserve_retry: RESERVE_RETRY,
         };
         store.refresh_stats();
         store.refresh_cursors();
@@ -398,12 +501,28 @@ impl Store {
         &self.path
     }
 
+    /// Sets the least time between two tries to rebuild a released reserve
+    /// ([`RESERVE_RETRY`] unless set; tests shorten it).
+    pub fn set_reserve_retry(&mut self, every: std::time::Duration) {
+        self.reserve_retry = every;
+        let latest = std::time::Instant::now() + every;
+        if self.reserve_retry_at.is_some_and(|t| t > latest) {
+            self.reserve_retry_at = Some(latest);
+        }
+    }
+
     fn reserve_path(&self) -> PathBuf {
         PathBuf::from(format!("{}.reserve", self.path.display()))
     }
 
     /// Creates the reserve file if it is missing (best effort: on a full
     /// disk it stays missing and is tried again later).
+    ///
+    /// Hysteresis: after a release, the reserve is rebuilt only once the
+    /// file system has room for it twice over (plus a MiB), and not sooner
+    /// than [`RESERVE_RETRY`] after the last release or failed try. Without
+    /// it, a full disk with a caught-up log released and recreated the
+    /// reserve many times a second: megabytes a second of writes to flash.
     fn ensure_reserve(&mut self) {
         let want = self.opts.reserve_bytes;
         let path = self.reserve_path();
@@ -418,6 +537,25 @@ impl Store {
             self.stats.reserve_held = true;
             return;
         }
+        let now = std::time::Instant::now();
+        if self.reserve_retry_at.is_some_and(|t| now < t) {
+            return;
+        }
+        if let Some(free) = free_bytes(&path) {
+            // Pages SQLite freed inside the database are room for the log too.
+            let inside: u64 = self
+                .conn
+                .query_row(
+                    "SELECT freelist_count * page_size FROM pragma_freelist_count, pragma_page_size",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map_or(0, to_u64);
+            if free.saturating_add(inside) < want.saturating_mul(2) {
+                self.reserve_retry_at = Some(now + self.reserve_retry);
+                return;
+            }
+        }
         let written = (|| -> std::io::Result<()> {
             use std::io::Write;
             let mut f = std::fs::File::create(&path)?;
@@ -431,10 +569,15 @@ impl Store {
             f.sync_all()
         })();
         match written {
-            Ok(()) => self.stats.reserve_held = true,
+            Ok(()) => {
+                self.stats.reserve_held = true;
+                self.stats.reserve_created_total += 1;
+                self.reserve_retry_at = None;
+            }
             Err(e) => {
                 let _gone = std::fs::remove_file(&path);
                 self.stats.reserve_held = false;
+                self.reserve_retry_at = Some(now + self.reserve_retry);
                 tracing::warn!(path = %path.display(), error = %e, "Cannot create the log's space reserve.");
             }
         }
@@ -446,8 +589,10 @@ impl Store {
         let path = self.reserve_path();
         if std::fs::remove_file(&path).is_ok() {
             tracing::warn!(path = %path.display(), "Disk full: released the log's space reserve.");
+            self.stats.reserve_released_total += 1;
         }
         self.stats.reserve_held = false;
+        self.reserve_retry_at = Some(std::time::Instant::now() + self.reserve_retry);
         self.checkpoint_truncate();
     }
 
@@ -519,6 +664,8 @@ impl Store {
                 last: Seq(self.next_seq.saturating_sub(1)),
             });
         }
+        // Up to three gap records may follow the events.
+        self.raise_floor(self.next_seq.saturating_add(events.len() as u64 + 3))?;
         // Work on copies; `self` changes only after the commit.
         let mut next = self.next_seq;
         let mut rows = self.rows;
@@ -547,6 +694,8 @@ impl Store {
         }
         let last = next - 1;
         let mut evicted = Eviction::default();
+        let mut new_gaps: [Option<(u64, Gap)>; 3] = Default::default();
+        let mut merged = [false; 3];
         let mut age_skip = self.age_skip;
         evict(
             &tx,
@@ -563,7 +712,29 @@ impl Store {
                     "INSERT INTO events (seq, at_ms, ts_ms, priority, device, kind, size, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .map_err(sql_err("preparing insert"))?;
-            for gap in evicted.gaps() {
+            for mut gap in evicted.gaps() {
+                // While the previous gap record of the same reason is still
+                // unsent everywhere, this one takes its place (with both
+                // counts), so a long outage leaves one gap record, not one
+                // per commit.
+                let slot = Reason::from_name(&gap.reason) as usize;
+                if let Some((old_seq, old)) = self.last_gaps[slot].as_ref() {
+                    let unsent = self.cursors.values().all(|c| *c < *old_seq);
+                    if unsent {
+                        if let Some((prio, size)) = take_row(&tx, to_i64(*old_seq))? {
+                            let p = Priority::from_i64(prio).map_or(0, |p| p as usize);
+                            rows[p] = rows[p].saturating_sub(1);
+                            bytes = bytes.saturating_sub(to_u64(size));
+                            gap.count += old.count;
+                            gap.first_seq = gap.first_seq.min(old.first_seq);
+                            gap.last_seq = gap.last_seq.max(old.last_seq);
+                            gap.from_ms = gap.from_ms.min(old.from_ms);
+                            gap.to_ms = gap.to_ms.max(old.to_ms);
+                            merged[slot] = true;
+                        }
+                    }
+                }
+                new_gaps[slot] = Some((next, gap.clone()));
                 let ev = Event::new("", now, Body::Gap(gap));
                 insert_event(
                     &mut ins,
@@ -593,15 +764,17 @@ impl Store {
         self.stats.evicted_rows_total += evicted.by_reason[Reason::Rows as usize].count;
         self.stats.evicted_bytes_total += evicted.by_reason[Reason::Bytes as usize].count;
         self.stats.evicted_age_total += evicted.by_reason[Reason::Age as usize].count;
-        let gaps = evicted.gaps().count() as u64;
-        if gaps > 0 {
-            self.stats.gaps_total += gaps;
-            tracing::warn!(
-                rows = evicted.by_reason[Reason::Rows as usize].count,
-                bytes = evicted.by_reason[Reason::Bytes as usize].count,
-                age = evicted.by_reason[Reason::Age as usize].count,
-                "Buffer limit reached; dropped the oldest lowest-priority events and recorded a gap."
-            );
+        for (slot, gap) in new_gaps.into_iter().enumerate() {
+            if let Some(gap) = gap {
+                if !merged[slot] {
+                    self.stats.gaps_total += 1;
+                }
+                self.last_gaps[slot] = Some(gap);
+            }
+        }
+        if evicted.any() {
+            self.gap_warn.add(&evicted);
+            self.gap_warn.maybe_log(std::time::Instant::now());
         }
         self.refresh_stats();
         Ok(Appended {
@@ -633,7 +806,9 @@ impl Store {
     ) -> Result<Vec<StoredEvent>, LogError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+            .prepare_cached(
+                "SELECT seq, body, device, ts_ms FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )
             .map_err(sql_err("preparing read"))?;
         let mut q = stmt
             .query(params![to_i64(after.0), to_i64(max as u64)])
@@ -650,6 +825,31 @@ impl Store {
             bytes = bytes.saturating_add(body.as_blob().map_or(0, <[u8]>::len));
             if !push_decoded(&mut out, to_u64(seq), body.as_blob()) {
                 corrupt += 1;
+                // The readers (uplinks) get a gap record in the row's place,
+                // so upstream learns that an event is missing and which.
+                let device = r
+                    .get_ref(2)
+                    .ok()
+                    .and_then(|d| d.as_str().ok().map(str::to_string))
+                    .unwrap_or_default();
+                let ts: i64 = r.get(3).unwrap_or(0);
+                let seq = to_u64(seq);
+                let gap = Event::new(
+                    device,
+                    Timestamp::synced(ts),
+                    Body::Gap(Gap {
+                        count: 1,
+                        first_seq: seq,
+                        last_seq: seq,
+                        from_ms: ts,
+                        to_ms: ts,
+                        reason: "corrupt".into(),
+                    }),
+                );
+                out.push(StoredEvent {
+                    seq: Seq(seq),
+                    event: gap,
+                });
             }
         }
         drop(q);
@@ -1074,6 +1274,52 @@ enum Reason {
     Bytes = 2,
 }
 
+impl Reason {
+    fn from_name(name: &str) -> Reason {
+        match name {
+            "age" => Reason::Age,
+            "rows" => Reason::Rows,
+            _ => Reason::Bytes,
+        }
+    }
+}
+
+/// Drops are logged at most once a minute, with the counts since the last
+/// line: under a long outage every commit evicts, and a line per commit
+/// would flood the journal.
+#[derive(Debug, Default)]
+struct GapWarn {
+    counts: [u64; 3],
+    last: Option<std::time::Instant>,
+}
+
+impl GapWarn {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+    fn add(&mut self, e: &Eviction) {
+        for (c, d) in self.counts.iter_mut().zip(&e.by_reason) {
+            *c += d.count;
+        }
+    }
+
+    fn maybe_log(&mut self, now: std::time::Instant) {
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Self::EVERY)
+        {
+            return;
+        }
+        self.last = Some(now);
+        let [age, rows, bytes] = std::mem::take(&mut self.counts);
+        tracing::warn!(
+            rows,
+            bytes,
+            age,
+            "Buffer limit reached; dropped the oldest lowest-priority events and recorded a gap (counts since the last such line; at most one a minute)."
+        );
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 struct Dropped {
     count: u64,
@@ -1265,6 +1511,16 @@ fn save_next_seq(tx: &Connection, next: u64) -> Result<(), LogError> {
         .and_then(|mut s| s.execute([to_i64(next)]))
         .map_err(sql_err("saving next_seq"))?;
     Ok(())
+}
+
+/// Deletes one row, returning its priority and size if it was there.
+fn take_row(tx: &Connection, seq: i64) -> Result<Option<(i64, i64)>, LogError> {
+    tx.prepare_cached("DELETE FROM events WHERE seq = ?1 RETURNING priority, size")
+        .and_then(|mut s| {
+            s.query_row([seq], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(sql_err("merging a gap record"))
 }
 
 fn delete_row(tx: &Connection, seq: i64) -> Result<(), LogError> {
