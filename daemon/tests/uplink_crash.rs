@@ -113,3 +113,129 @@ fn kill_9_mid_drain_loses_nothing() {
         missing.first()
     );
 }
+
+/// The issue this guards against: a corrupt log moved aside used to start
+/// again at seq 1, and inside the stream's duplicate window NATS took every
+/// new event for a duplicate of an old one and dropped it. Now the new log
+/// continues above the old seqs, and everything after the recovery arrives,
+/// the `log.recovered` audit event among it.
+#[test]
+fn nats_events_after_a_corrupt_log_is_moved_aside_all_arrive() {
+    let server = outpost_tests::NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("outpost.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[gateway]\nid = \"gw\"\ndurability = \"full\"\n\
+             [[device]]\nname = \"fast\"\n[device.sim]\ninterval = \"10ms\"\n\
+             [[device.sim.tag]]\nname = \"n\"\ncounter = {{}}\n\
+             [[uplink]]\nname = \"cloud\"\n[uplink.nats]\nurl = \"{}\"\ncreate_stream = true\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = server.url();
+    let stream = move || {
+        let url = url.clone();
+        rt.block_on(async move {
+            let Ok(client) = async_nats::connect(url).await else {
+                return Vec::new();
+            };
+            let js = async_nats::jetstream::new(client);
+            let Ok(mut st) = js.get_stream("OUTPOST").await else {
+                return Vec::new();
+            };
+            let n = st.info().await.map(|i| i.state.messages).unwrap_or(0);
+            let mut out = Vec::new();
+            for i in 1..=n {
+                let m = st.get_raw_message(i).await.unwrap();
+                out.push(serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap());
+            }
+            out
+        })
+    };
+    let stop = |mut child: std::process::Child| {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        assert!(child.wait().unwrap().success());
+    };
+    let wait_for = |n: usize| {
+        let start = Instant::now();
+        loop {
+            let got = stream();
+            if got.len() >= n || start.elapsed() > Duration::from_secs(30) {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let child = start_daemon(&cfg, &data);
+    let before = wait_for(500);
+    assert!(before.len() >= 500, "first run delivered {}", before.len());
+    stop(child);
+    let before = stream();
+    let old_top = before
+        .iter()
+        .filter_map(|v| v["seq"].as_u64())
+        .max()
+        .unwrap();
+    // The log is damaged while the daemon is down.
+    let db = data.join("events.db");
+    {
+        use std::io::{Seek, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        f.write_all(&[0xa5; 4096]).unwrap();
+    }
+    let _wal = std::fs::remove_file(data.join("events.db-wal"));
+    let child = start_daemon(&cfg, &data);
+    let running = wait_for(before.len() + 500);
+    assert!(
+        running.len() >= before.len() + 500,
+        "the second run delivered {}",
+        running.len() - before.len()
+    );
+    stop(child);
+    let after = stream();
+    // Every event of the new log is in the stream.
+    // Delivered events are reclaimed, so the log's next seq says what it
+    // accepted; the recovery's audit event is its first.
+    let opts = StoreOptions {
+        durability: outpost_config::Durability::Full,
+        limits: Limits::UNLIMITED,
+        max_page_count: None,
+        reserve_bytes: 0,
+    };
+    let (next, kept) = {
+        let (mut store, report) = Store::open(&db, opts, Timestamp::synced(0)).unwrap();
+        assert!(report.recovered.is_none(), "{report:?}");
+        // What is still in the log waits for the next run (the stop event).
+        let kept: BTreeSet<u64> = store.read_all().unwrap().iter().map(|e| e.seq.0).collect();
+        (store.stats().next_seq, kept)
+    };
+    let new = &after[before.len()..];
+    let first = new
+        .iter()
+        .find(|v| v["body"]["action"] == "log.recovered")
+        .and_then(|v| v["seq"].as_u64())
+        .expect("the log.recovered audit event reached the stream");
+    assert!(
+        first > old_top,
+        "the new log went back to seq {first} (old top {old_top})"
+    );
+    let in_stream: BTreeSet<u64> = new.iter().filter_map(|v| v["seq"].as_u64()).collect();
+    let missing: Vec<u64> = (first..next)
+        .filter(|s| !in_stream.contains(s) && !kept.contains(s))
+        .collect();
+    assert!(
+        next - first >= 500 && missing.is_empty(),
+        "{} of {} events after the recovery never reached the stream (first {:?})",
+        missing.len(),
+        next - first,
+        missing.first()
+    );
+}

@@ -1428,3 +1428,61 @@ async fn routes_send_events_to_their_uplinks_only_and_cursors_pass_the_rest() {
     assert_eq!(s.get("a").cloned().unwrap_or_default(), [1, 2, 6, 8]);
     assert_eq!(s.get("b").cloned().unwrap_or_default(), [1, 4, 8]);
 }
+
+/// Another message holding an event's id (a gateway of the same name, a log
+/// whose seqs started again) must not make the stream drop the event as a
+/// duplicate: the uplink reads what holds the id, sees it differs, and
+/// sends the event again under an id of its own. A true resend is still
+/// removed (the restart test above counts no duplicates).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_a_different_message_under_the_same_id_is_sent_again_not_dropped() {
+    let server = NatsServer::start();
+    let deliver = |dir: std::path::PathBuf, base: i64| {
+        let url = server.url();
+        async move {
+            let log = open_log(&dir, "js");
+            let batch: Vec<Event> = (1..=500).map(|v| reading("a", base + v)).collect();
+            log.append(batch).await.unwrap();
+            let stop = CancellationToken::new();
+            let (status, worker) = start_worker(
+                spec("js", Protocol::Nats(nats_cfg(&url, true))),
+                &log,
+                &stop,
+            );
+            wait_cursor(&status, 500, Duration::from_secs(30)).await;
+            stop.cancel();
+            let _ = worker.await;
+            let s = status.lock().unwrap().clone();
+            s
+        }
+    };
+    let first = tempfile::tempdir().unwrap();
+    let s = deliver(first.path().to_path_buf(), 0).await;
+    assert_eq!((s.cursor, s.duplicates_conflicting), (500, 0), "{s:?}");
+    // A second log, seqs 1..=500 again, different readings.
+    let second = tempfile::tempdir().unwrap();
+    let s = deliver(second.path().to_path_buf(), 100_000).await;
+    assert_eq!(s.cursor, 500, "{s:?}");
+    assert_eq!(s.duplicates_conflicting, 500, "{s:?}");
+
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut st = js.get_stream("OUTPOST").await.unwrap();
+    let n = st.info().await.unwrap().state.messages;
+    let mut values = std::collections::BTreeSet::new();
+    for i in 1..=n {
+        let m = st.get_raw_message(i).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        values.insert(v["body"]["v"].as_i64().unwrap());
+    }
+    let missing: Vec<i64> = (1..=500)
+        .chain(100_001..=100_500)
+        .filter(|v| !values.contains(v))
+        .take(10)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "readings missing from the stream: {missing:?}"
+    );
+    assert_eq!(n, 1000, "each reading once");
+}

@@ -51,6 +51,10 @@ pub struct UplinkStatus {
     pub events_acked: u64,
     pub inflight: usize,
     pub reconnects: u64,
+    /// Publishes the broker called duplicates of a different message (NATS:
+    /// another message already held the id); each was sent again under an
+    /// id of its own.
+    pub duplicates_conflicting: u64,
     pub last_error: Option<String>,
 }
 

@@ -4,6 +4,15 @@
 //! a resend after a failure is removed by the stream's duplicate window, so
 //! delivery is exactly-once within it. Publish acks are awaited in order by
 //! a helper task, so publishing stays pipelined up to `max_inflight`.
+//!
+//! Invariant: an ack flagged duplicate moves the cursor only once the
+//! stream is known to hold this very message. The waiter fetches the
+//! message the id points at and compares subject and payload; if another
+//! message holds the id (a log whose seqs started again, another gateway
+//! with the same name), the event is published again under
+//! `<gateway>:<seq>:<hash>` and that ack is awaited instead. If the stored
+//! message cannot be read, the same is done: a possible duplicate in the
+//! stream is better than a possible loss.
 
 use std::time::Duration;
 
@@ -219,17 +228,31 @@ pub(super) async fn session(
     let max = usize::from(n.max_inflight.max(1));
     // Publishes (and backlog markers) in publish order; the waiter hands
     // back, in the same order, what the cursor may move to.
-    let (ack_tx, mut ack_rx) = mpsc::channel::<Item<(u64, PublishAckFuture)>>(max + 1);
+    let (ack_tx, mut ack_rx) = mpsc::channel::<Item<(u64, PublishAckFuture, Sent)>>(max + 1);
     let (done_tx, mut done_rx) = mpsc::channel::<Result<Done, String>>(max + 1);
     let ack_timeout = n.ack_timeout.get();
+    let checker = Duplicates {
+        js: js.clone(),
+        stream: n.stream.clone(),
+        handle: None,
+        gateway: spec.gateway.clone(),
+        uplink: spec.name.clone(),
+        status: status.clone(),
+        ack_timeout,
+    };
     let waiter = tokio::spawn(async move {
+        let mut checker = checker;
         while let Some(item) = ack_rx.recv().await {
             let r = match item {
                 Item::Passed(seq) => Ok(Done::Passed(seq)),
                 Item::Publish {
-                    item: (seq, fut),
+                    item: (seq, fut, sent),
                     live,
                 } => match tokio::time::timeout(ack_timeout, fut).await {
+                    Ok(Ok(ack)) if ack.duplicate => checker
+                        .settle(seq, ack.sequence, sent)
+                        .await
+                        .map(|()| Done::Acked { seq, live }),
                     Ok(Ok(_ack)) => Ok(Done::Acked { seq, live }),
                     Ok(Err(e)) => Err(format!("publish of seq {seq} failed: {e}")),
                     Err(_) => Err(format!(
@@ -281,13 +304,17 @@ pub(super) async fn session(
                 "Nats-Msg-Id",
                 format!("{}:{}", spec.gateway, ev.seq.0).as_str(),
             );
+            let sent = Sent {
+                subject: msg.topic,
+                payload: bytes::Bytes::from(msg.payload),
+            };
             let fut = js
-                .publish_with_headers(msg.topic, headers, msg.payload.into())
+                .publish_with_headers(sent.subject.clone(), headers, sent.payload.clone())
                 .await
                 .map_err(|e| UplinkError::Link(format!("publishing: {e}")))?;
             ack_tx
                 .send(Item::Publish {
-                    item: (ev.seq.0, fut),
+                    item: (ev.seq.0, fut, sent),
                     live,
                 })
                 .await
@@ -365,6 +392,101 @@ pub(super) async fn session(
     }
 }
 
+/// A published message, kept until its ack is in.
+struct Sent {
+    subject: String,
+    payload: bytes::Bytes,
+}
+
+/// Settles acks the stream flagged as duplicates (see the module docs).
+struct Duplicates {
+    js: async_nats::jetstream::Context,
+    stream: String,
+    handle: Option<async_nats::jetstream::stream::Stream>,
+    gateway: String,
+    uplink: String,
+    status: SharedStatus,
+    ack_timeout: Duration,
+}
+
+impl Duplicates {
+    /// Returns once the stream holds `sent` for log seq `seq`; `held` is
+    /// the stream seq the duplicate ack named.
+    async fn settle(&mut self, seq: u64, held: u64, sent: Sent) -> Result<(), String> {
+        match self.stored(held).await {
+            Ok((subject, payload)) if subject == sent.subject && payload == sent.payload => {
+                return Ok(());
+            }
+            Ok(_) => {
+                tracing::error!(
+                    uplink = %self.uplink,
+                    seq,
+                    stream_seq = held,
+                    "The stream holds a different message under this event's id; sending the event again under an id of its own."
+                );
+                update(&self.status, |s| s.duplicates_conflicting += 1);
+            }
+            Err(e) => tracing::warn!(
+                uplink = %self.uplink,
+                seq,
+                stream_seq = held,
+                error = %e,
+                "Cannot read the message the stream took this event for; sending it again under an id of its own."
+            ),
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "Nats-Msg-Id",
+            conflict_id(&self.gateway, seq, &sent.subject, &sent.payload).as_str(),
+        );
+        let fut = self
+            .js
+            .publish_with_headers(sent.subject, headers, sent.payload)
+            .await
+            .map_err(|e| format!("publishing seq {seq} again: {e}"))?;
+        match tokio::time::timeout(self.ack_timeout, fut).await {
+            Ok(Ok(_ack)) => Ok(()),
+            Ok(Err(e)) => Err(format!("publish of seq {seq} (again) failed: {e}")),
+            Err(_) => Err(format!(
+                "no publish ack for seq {seq} (again) within {:?}",
+                self.ack_timeout
+            )),
+        }
+    }
+
+    async fn stored(&mut self, held: u64) -> Result<(String, bytes::Bytes), String> {
+        if self.handle.is_none() {
+            let s = self
+                .js
+                .get_stream(&self.stream)
+                .await
+                .map_err(|e| format!("looking up stream {:?}: {e}", self.stream))?;
+            self.handle = Some(s);
+        }
+        let Some(stream) = &self.handle else {
+            return Err("no stream".into());
+        };
+        let m = stream
+            .get_raw_message(held)
+            .await
+            .map_err(|e| format!("reading stream seq {held}: {e}"))?;
+        Ok((m.subject.to_string(), m.payload))
+    }
+}
+
+/// The id an event is sent under when another message holds
+/// `<gateway>:<seq>`: stable for the same message, so its own resends are
+/// still removed by the duplicate window.
+fn conflict_id(gateway: &str, seq: u64, subject: &str, payload: &[u8]) -> String {
+    // FNV-1a, 64 bits: stable across builds and versions (std's hasher is not).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in subject.as_bytes().iter().chain([0u8].iter()).chain(payload) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{gateway}:{seq}:{h:016x}")
+}
+
 /// What the ack waiter reports, in publish order.
 enum Done {
     Acked { seq: u64, live: bool },
@@ -383,6 +505,20 @@ impl Drop for AbortOnDrop {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn conflict_ids_are_stable_and_tell_messages_apart() {
+        let a = conflict_id("gw", 7, "outpost.gw.d", b"{\"v\":1}");
+        assert_eq!(a, conflict_id("gw", 7, "outpost.gw.d", b"{\"v\":1}"));
+        assert!(
+            a.starts_with("gw:7:") && a.len() == "gw:7:".len() + 16,
+            "{a}"
+        );
+        assert_ne!(a, conflict_id("gw", 7, "outpost.gw.d", b"{\"v\":2}"));
+        assert_ne!(a, conflict_id("gw", 7, "outpost.gw.e", b"{\"v\":1}"));
+        // Pinned: the id must not change between versions.
+        assert_eq!(conflict_id("", 0, "", b""), ":0:af63bd4c8601b7df");
+    }
 
     #[test]
     fn creds_file_gives_jwt_and_seed() {
