@@ -125,6 +125,8 @@ pub enum LogError {
     },
     #[error("event log: {0}")]
     Write(String),
+    #[error("the event log is in use by another process (it holds {path}); is another outpostd running on this data directory?")]
+    Locked { path: PathBuf },
     #[error("event log: the writer has stopped")]
     Closed,
 }

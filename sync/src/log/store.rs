@@ -193,6 +193,9 @@ pub struct Store {
     reserve_retry: std::time::Duration,
     /// True when this open created the schema (a new or empty file).
     fresh: bool,
+    /// `<log>.lock`, locked exclusively for as long as the store is open:
+    /// one process at a time owns a log (set by [`Store::open`]).
+    _lock: Option<std::fs::File>,
 }
 
 impl std::fmt::Debug for Store {
@@ -249,6 +252,9 @@ impl Store {
                 source,
             })?;
         }
+        // Before anything else: a log another process has open is neither
+        // recovered nor written here.
+        let lock = lock_log(path)?;
         let (floor, floor_problem) = SeqFloor::open(path).map_err(|source| LogError::Io {
             op: "opening the seq floor",
             path: SeqFloor::path_for(path),
@@ -304,6 +310,7 @@ impl Store {
             }
         }
         store.floor = Some(floor);
+        store._lock = Some(lock);
         store.raise_floor(store.next_seq)?;
         if let Some(problem) = floor_problem {
             audits.push(format!("{problem}; it was rewritten from the database"));
@@ -487,6 +494,7 @@ impl Store {
             age_skip: 0,
             floor: None,
             fresh: tables == 0,
+            _lock: None,
             last_gaps: Default::default(),
             gap_warn: GapWarn::default(),
             reserve_retry_at: None,
@@ -1186,6 +1194,31 @@ impl Store {
             .map_err(sql_err("setting max_page_count"))?;
         self.opts.max_page_count = Some(pages);
         Ok(())
+    }
+}
+
+/// Takes the exclusive lock on `<log>.lock` (released when the file is
+/// closed, also when the process dies).
+fn lock_log(path: &Path) -> Result<std::fs::File, LogError> {
+    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| LogError::Io {
+            op: "opening the lock file",
+            path: lock_path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LogError::Locked { path: lock_path }),
+        Err(std::fs::TryLockError::Error(source)) => Err(LogError::Io {
+            op: "locking",
+            path: lock_path,
+            source,
+        }),
     }
 }
 

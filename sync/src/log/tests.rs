@@ -1102,3 +1102,26 @@ fn the_reserve_does_not_thrash_on_a_full_disk_with_a_caught_up_log() {
     store.append(&[reading("d", -1, T0)], now).unwrap();
     assert!(store.stats().reserve_held, "{:?}", store.stats());
 }
+
+#[test]
+fn a_log_open_elsewhere_is_refused_not_recovered_or_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let o = opts(Limits::UNLIMITED, Durability::Normal);
+    let now = Timestamp::synced(T0);
+    let (mut first, _) = Store::open(&path, o.clone(), now).unwrap();
+    first.append(&[reading("d", 1, T0)], now).unwrap();
+    match Store::open(&path, o.clone(), now) {
+        Err(LogError::Locked { path: p }) => {
+            assert_eq!(p, dir.path().join("events.db.lock"));
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a second store opened a log that is in use"),
+    }
+    let msg = LogError::Locked { path: path.clone() }.to_string();
+    assert!(msg.contains("another outpostd"), "{msg}");
+    drop(first);
+    let (mut again, report) = Store::open(&path, o, now).unwrap();
+    assert!(report.recovered.is_none());
+    assert_eq!(again.read_all().unwrap().len(), 1);
+}
