@@ -14,7 +14,17 @@
 //!   state-changing request must carry (form field or `X-CSRF-Token`).
 //! - After [`LOCK_AFTER`] failed logins in a row a user name is locked for
 //!   [`LOCK_FOR`], even for the right password; a client address with
-//!   [`IP_LOCK_AFTER`] failures is locked too. Both maps are bounded.
+//!   [`IP_LOCK_AFTER`] failures is locked too. Both tables are bounded; a lock
+//!   that has not run out is never evicted to make room (so failures with
+//!   other names cannot unlock a name), and failures of a name that exists
+//!   are always counted.
+//! - The setup token is taken in the same step that checks it: two setups at
+//!   once make one admin.
+//! - There is always an admin: the last one can be neither removed nor
+//!   given another role.
+//! - Failed logins reach the audit trail at most [`AUDITS_PER_MINUTE`] a
+//!   minute (the rest are counted into the next one), so a client that is
+//!   not logged in cannot fill the log.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -35,6 +45,8 @@ pub const LOCK_FOR: Duration = Duration::from_secs(15 * 60);
 pub const MAX_SESSIONS: usize = 256;
 /// Tracked user names and addresses with recent failures.
 const MAX_TRACKED: usize = 1024;
+/// Failed logins written to the audit trail per minute.
+pub const AUDITS_PER_MINUTE: u32 = 20;
 pub const MIN_PASSWORD: usize = 8;
 const MAX_PASSWORD: usize = 256;
 
@@ -151,6 +163,15 @@ pub struct Auth {
     ttl: Duration,
     /// One password hash at a time.
     hashing: tokio::sync::Semaphore,
+    audits: Mutex<AuditBudget>,
+}
+
+/// The failed-login audit budget of the current minute.
+#[derive(Debug, Default)]
+struct AuditBudget {
+    minute: Option<Instant>,
+    used: u32,
+    suppressed: u64,
 }
 
 impl Auth {
@@ -195,6 +216,7 @@ impl Auth {
             by_ip: Mutex::new(HashMap::new()),
             ttl,
             hashing: tokio::sync::Semaphore::new(1),
+            audits: Mutex::new(AuditBudget::default()),
         };
         let token_file = dir.join("setup-token");
         if auth.has_users() {
@@ -235,22 +257,36 @@ impl Auth {
         if self.has_users() {
             return Err(AuthError::AlreadySetUp);
         }
-        let expected = self.setup_token.lock().ok().and_then(|t| t.clone());
-        let given = normalise_token(token);
-        match expected {
-            Some(t) if constant_time_eq(t.as_bytes(), given.as_bytes()) => {}
-            _ => return Err(AuthError::BadToken),
-        }
         check_name(user)?;
         check_password(password)?;
-        let hash = self.hash(password).await?;
-        self.store_user(User {
-            name: user.to_string(),
-            role: Role::Admin,
-            hash,
-        })?;
-        if let Ok(mut t) = self.setup_token.lock() {
-            *t = None;
+        let given = normalise_token(token);
+        // Checked and taken under one lock: a second setup racing this one
+        // finds no token.
+        let taken = {
+            let mut t = self
+                .setup_token
+                .lock()
+                .map_err(|_| AuthError::Storage("the setup token is poisoned".into()))?;
+            match t.as_deref() {
+                Some(e) if constant_time_eq(e.as_bytes(), given.as_bytes()) => t.take(),
+                Some(_) => return Err(AuthError::BadToken),
+                None => return Err(AuthError::AlreadySetUp),
+            }
+        };
+        let stored = match self.hash(password).await {
+            Ok(hash) => self.store_user(User {
+                name: user.to_string(),
+                role: Role::Admin,
+                hash,
+            }),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = stored {
+            // Nothing was set up: the token works again.
+            if let Ok(mut t) = self.setup_token.lock() {
+                *t = taken;
+            }
+            return Err(e);
         }
         if let Some(dir) = self.path.parent() {
             let _gone = std::fs::remove_file(dir.join("setup-token"));
@@ -444,6 +480,15 @@ impl Auth {
             .users
             .lock()
             .map_err(|_| AuthError::Storage("the user table is poisoned".into()))?;
+        let admins = users.values().filter(|u| u.role == Role::Admin).count();
+        if users.get(&user.name).is_some_and(|u| u.role == Role::Admin)
+            && user.role != Role::Admin
+            && admins == 1
+        {
+            return Err(AuthError::Invalid(
+                "the last admin cannot be given another role: make another admin first".into(),
+            ));
+        }
         let mut next = users.clone();
         next.insert(user.name.clone(), user);
         save(&self.path, &next)?;
@@ -531,17 +576,36 @@ impl Auth {
     /// Records a failure; returns the lock's length if this one locks.
     fn fail(&self, user: &str, from: IpAddr, now: Instant) -> Option<Duration> {
         let mut locked = None;
+        let exists = self.users.lock().is_ok_and(|u| u.contains_key(user));
         if let Ok(mut m) = self.by_user.lock() {
-            if bump(&mut m, user.to_string(), now, LOCK_AFTER) {
+            if bump(&mut m, user.to_string(), now, LOCK_AFTER, exists) {
                 locked = Some(LOCK_FOR);
             }
         }
         if let Ok(mut m) = self.by_ip.lock() {
-            if bump(&mut m, from, now, IP_LOCK_AFTER) {
+            if bump(&mut m, from, now, IP_LOCK_AFTER, false) {
                 locked = Some(LOCK_FOR);
             }
         }
         locked
+    }
+
+    /// Whether a failed login at `now` goes to the audit trail; if so, with
+    /// the number of failures left out since the last one that did.
+    pub fn audit_failure(&self, now: Instant) -> Option<u64> {
+        let mut b = self.audits.lock().ok()?;
+        if b.minute
+            .is_none_or(|m| now.duration_since(m) >= Duration::from_secs(60))
+        {
+            b.minute = Some(now);
+            b.used = 0;
+        }
+        if b.used >= AUDITS_PER_MINUTE {
+            b.suppressed += 1;
+            return None;
+        }
+        b.used += 1;
+        Some(std::mem::take(&mut b.suppressed))
     }
 
     fn forget_failures(&self, user: &str, from: IpAddr) {
@@ -555,17 +619,31 @@ impl Auth {
 }
 
 /// Counts one failure of `key`; true when it reaches `limit` (locked now).
+/// A full table makes room by forgetting the oldest entry that is not
+/// locked; when every entry is locked, a `key` that is not `always` counted
+/// is not tracked (the table grows past its bound only by names that exist).
 fn bump<K: std::hash::Hash + Eq + Clone>(
     m: &mut HashMap<K, Failures>,
     key: K,
     now: Instant,
     limit: u32,
+    always: bool,
 ) -> bool {
+    let locked = |f: &Failures| f.locked_until.is_some_and(|t| t > now);
     if m.len() >= MAX_TRACKED && !m.contains_key(&key) {
-        m.retain(|_, f| f.last.is_some_and(|t| now.duration_since(t) < LOCK_FOR));
+        m.retain(|_, f| locked(f) || f.last.is_some_and(|t| now.duration_since(t) < LOCK_FOR));
         if m.len() >= MAX_TRACKED {
-            if let Some(oldest) = m.iter().min_by_key(|(_, f)| f.last).map(|(k, _)| k.clone()) {
-                m.remove(&oldest);
+            let oldest = m
+                .iter()
+                .filter(|(_, f)| !locked(f))
+                .min_by_key(|(_, f)| f.last)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => {
+                    m.remove(&k);
+                }
+                None if !always => return false,
+                None => {}
             }
         }
     }
@@ -586,13 +664,17 @@ fn bump<K: std::hash::Hash + Eq + Clone>(
     }
 }
 
-fn check_name(name: &str) -> Result<(), AuthError> {
-    if name.is_empty()
-        || name.len() > 64
-        || !name
+/// 1 to 64 letters, digits, `-`, `_` or `.`.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
+}
+
+fn check_name(name: &str) -> Result<(), AuthError> {
+    if !valid_name(name) {
         return Err(AuthError::Invalid(
             "a user name is 1 to 64 letters, digits, `-`, `_` or `.`".into(),
         ));
@@ -698,9 +780,11 @@ fn normalise_token(t: &str) -> String {
     s
 }
 
-/// Compares without an early exit, so timing does not reveal a prefix.
+/// Compares without an early exit (`subtle`), so timing does not reveal a
+/// prefix.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 #[cfg(test)]
@@ -777,11 +861,11 @@ mod tests {
         let mut m = HashMap::new();
         let t0 = Instant::now();
         for _ in 1..3 {
-            assert!(!bump(&mut m, "a", t0, 3));
+            assert!(!bump(&mut m, "a", t0, 3, false));
         }
-        assert!(bump(&mut m, "a", t0, 3));
+        assert!(bump(&mut m, "a", t0, 3, false));
         let later = t0 + LOCK_FOR + Duration::from_secs(1);
-        assert!(!bump(&mut m, "a", later, 3));
+        assert!(!bump(&mut m, "a", later, 3, false));
         assert_eq!(m["a"].count, 1);
     }
 
@@ -790,9 +874,101 @@ mod tests {
         let mut m = HashMap::new();
         let t0 = Instant::now();
         for i in 0..(MAX_TRACKED + 50) {
-            bump(&mut m, i, t0 + Duration::from_millis(i as u64), 10);
+            bump(&mut m, i, t0 + Duration::from_millis(i as u64), 10, false);
         }
         assert!(m.len() <= MAX_TRACKED);
+    }
+
+    #[tokio::test]
+    async fn failures_with_other_names_cannot_evict_a_lock() {
+        let (_dir, auth, token) = fresh();
+        auth.setup(&token, "admin", "right password").await.unwrap();
+        let t0 = Instant::now();
+        for _ in 0..LOCK_AFTER {
+            auth.fail("admin", IP, t0);
+        }
+        assert!(auth.locked("admin", IP, t0).is_some());
+        // Every other name from its own address, more than the table holds.
+        for i in 0..(MAX_TRACKED as u32 * 2) {
+            let from = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            let at = t0 + Duration::from_millis(u64::from(i));
+            for _ in 0..LOCK_AFTER {
+                auth.fail(&format!("guess{i}"), from, at);
+            }
+        }
+        let later = t0 + Duration::from_secs(60);
+        assert!(
+            auth.locked("admin", IP, later).is_some(),
+            "the admin's lock was evicted"
+        );
+        assert!(auth.by_user.lock().unwrap().len() <= MAX_TRACKED + 1);
+        assert!(auth.by_ip.lock().unwrap().len() <= MAX_TRACKED);
+        assert!(matches!(
+            auth.login("admin", "right password", IP).await,
+            Err(AuthError::Locked(_))
+        ));
+        // A name that exists is counted even with the table full of locks.
+        auth.set_user("tech", Role::Technician, "tech password")
+            .await
+            .unwrap();
+        for _ in 0..LOCK_AFTER {
+            auth.fail("tech", IP, later);
+        }
+        assert!(auth.locked("tech", IP, later).is_some());
+    }
+
+    #[tokio::test]
+    async fn two_setups_at_once_make_one_admin() {
+        for _ in 0..5 {
+            let (_dir, auth, token) = fresh();
+            let (a, b) = tokio::join!(
+                auth.setup(&token, "first", "long enough"),
+                auth.setup(&token, "second", "long enough"),
+            );
+            assert_eq!(
+                [a.is_ok(), b.is_ok()].iter().filter(|ok| **ok).count(),
+                1,
+                "{a:?} {b:?}"
+            );
+            assert_eq!(auth.users().len(), 1, "{:?}", auth.users());
+            let loser = if a.is_ok() { b } else { a };
+            assert_eq!(loser.map(|_| ()), Err(AuthError::AlreadySetUp));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_last_admin_cannot_be_demoted() {
+        let (_dir, auth, token) = fresh();
+        auth.setup(&token, "admin", "right password").await.unwrap();
+        let demoted = auth.set_user("admin", Role::Viewer, "right password").await;
+        assert!(matches!(demoted, Err(AuthError::Invalid(_))), "{demoted:?}");
+        assert_eq!(auth.users(), vec![("admin".to_string(), Role::Admin)]);
+        // With a second admin it can.
+        auth.set_user("other", Role::Admin, "other password")
+            .await
+            .unwrap();
+        auth.set_user("admin", Role::Viewer, "right password")
+            .await
+            .unwrap();
+        assert!(matches!(
+            auth.set_user("other", Role::Technician, "other password")
+                .await,
+            Err(AuthError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn failed_login_audits_are_rate_limited_and_counted() {
+        let (_dir, auth, _) = fresh();
+        let t0 = Instant::now();
+        for _ in 0..AUDITS_PER_MINUTE {
+            assert_eq!(auth.audit_failure(t0), Some(0));
+        }
+        for _ in 0..500 {
+            assert_eq!(auth.audit_failure(t0 + Duration::from_secs(1)), None);
+        }
+        assert_eq!(auth.audit_failure(t0 + Duration::from_secs(61)), Some(500));
+        assert_eq!(auth.audit_failure(t0 + Duration::from_secs(62)), Some(0));
     }
 
     #[tokio::test]

@@ -172,9 +172,19 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/modbus", get(commission::page))
         .route("/export", get(pages::export_form))
         .route("/export/data", get(pages::export_data))
-        .route("/login", get(pages::login_form).post(pages::login))
+        .route(
+            "/login",
+            get(pages::login_form)
+                .post(pages::login)
+                .layer(small_forms()),
+        )
         .route("/logout", post(pages::logout))
-        .route("/setup", get(pages::setup_form).post(pages::setup))
+        .route(
+            "/setup",
+            get(pages::setup_form)
+                .post(pages::setup)
+                .layer(small_forms()),
+        )
         .route("/users", get(pages::users).post(pages::user_change))
         .route("/events", get(live::events))
         .route("/static/app.css", get(static_css))
@@ -186,6 +196,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .fallback(not_found)
         .layer(axum::middleware::map_response(security_headers))
         .with_state(shared)
+}
+
+/// Forms anyone may post before logging in: a few fields, never megabytes.
+fn small_forms() -> axum::extract::DefaultBodyLimit {
+    axum::extract::DefaultBodyLimit::max(16 * 1024)
 }
 
 async fn security_headers(mut r: Response) -> Response {
@@ -267,6 +282,15 @@ pub async fn serve(
     shared: Arc<Shared>,
     web: &outpost_config::Web,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_with(shared, web, listen::Limits::default()).await
+}
+
+/// [`serve`] with other connection limits (tests use short timeouts).
+pub async fn serve_with(
+    shared: Arc<Shared>,
+    web: &outpost_config::Web,
+    limits: listen::Limits,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     use anyhow::Context;
     let stop = shared.stop.clone();
     let tls = if web.tls {
@@ -286,9 +310,12 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(web.bind)
         .await
         .with_context(|| format!("listening on {}", web.bind))?;
-    let accepted = listen::Accepted::start(listener, tls, stop.clone())?;
-    let local = axum::serve::Listener::local_addr(&accepted)?;
-    let app = router(shared.clone()).into_make_service_with_connect_info::<Peer>();
+    let accepted = listen::Accepted::start(listener, tls, limits, stop.clone())?;
+    let local = accepted.local_addr();
+    let app = router(shared.clone()).layer(axum::middleware::from_fn_with_state(
+        shared.clone(),
+        connection_trust,
+    ));
     tokio::spawn(live::publish(shared.clone(), stop.clone()));
     let sampler = shared.clone();
     let sampler_stop = stop.clone();
@@ -301,15 +328,40 @@ pub async fn serve(
             }
         }
     });
-    let task = tokio::spawn(async move {
-        let served = axum::serve(accepted, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "The web server stopped.");
-        }
-    });
+    let task = tokio::spawn(listen::serve(accepted, app, limits, stop));
     Ok((local, task))
+}
+
+/// Marks a connection trusted once it carries a valid session or API token
+/// (see [`listen`]), and counts its requests in progress.
+async fn connection_trust(
+    axum::extract::State(s): axum::extract::State<Arc<Shared>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let conn = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<Peer>>()
+        .map(|c| c.0 .1.clone());
+    let _busy = conn.as_ref().map(|c| {
+        if !c.is_trusted() && authenticated(&s, req.headers()) {
+            c.trust();
+        }
+        c.busy()
+    });
+    next.run(req).await
+}
+
+/// Whether the request carries an open session or a valid API token.
+fn authenticated(s: &Shared, headers: &axum::http::HeaderMap) -> bool {
+    if let Some(bearer) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        return s.auth.bearer(bearer.trim()).is_some();
+    }
+    pages::cookie(headers, pages::SESSION_COOKIE).is_some_and(|t| s.auth.session(t).is_some())
 }
 
 #[cfg(test)]

@@ -311,10 +311,11 @@ pub async fn setup(
         }
         Err(AuthError::AlreadySetUp) => Redirect::to("/login").into_response(),
         Err(e) => {
-            if e == AuthError::BadToken {
+            if e == AuthError::BadToken && s.auth.audit_failure(std::time::Instant::now()).is_some()
+            {
                 s.audit(
                     "web.setup_refused",
-                    &f.user,
+                    &audit_name(&f.user),
                     format!("wrong setup token from {ip}"),
                 )
                 .await;
@@ -377,13 +378,35 @@ pub async fn login(
                 AuthError::Locked(_) => "web.login_locked",
                 _ => "web.login_failed",
             };
-            s.audit(action, &f.user, format!("from {ip}: {e}")).await;
+            if let Some(left_out) = s.auth.audit_failure(std::time::Instant::now()) {
+                let more = if left_out > 0 {
+                    format!(" ({left_out} more failed logins before this one were not logged)")
+                } else {
+                    String::new()
+                };
+                s.audit(
+                    action,
+                    &audit_name(&f.user),
+                    format!("from {ip}: {e}{more}"),
+                )
+                .await;
+            }
             let status = match e {
                 AuthError::Locked(_) => StatusCode::TOO_MANY_REQUESTS,
                 _ => StatusCode::UNAUTHORIZED,
             };
             login_page(&s, status, f.user, Some(e.to_string()))
         }
+    }
+}
+
+/// A user name as sent by a client that is not logged in, for the audit
+/// trail: as it is when it could be a user name, else only its length.
+fn audit_name(name: &str) -> String {
+    if super::auth::valid_name(name) {
+        name.to_string()
+    } else {
+        format!("(not a user name: {} bytes)", name.len())
     }
 }
 

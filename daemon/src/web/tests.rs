@@ -272,6 +272,10 @@ async fn session_csrf(app: &Router, cookie: &str) -> String {
 }
 
 async fn audit_actions(log: &EventLog) -> Vec<String> {
+    audits(log).await.into_iter().map(|a| a.action).collect()
+}
+
+async fn audits(log: &EventLog) -> Vec<outpost_core::Audit> {
     let mut out = Vec::new();
     let mut after = Seq(0);
     loop {
@@ -281,7 +285,7 @@ async fn audit_actions(log: &EventLog) -> Vec<String> {
         };
         after = last.seq;
         out.extend(batch.into_iter().filter_map(|e| match e.event.body {
-            EvBody::Audit(a) => Some(a.action),
+            EvBody::Audit(a) => Some(a),
             _ => None,
         }));
     }
@@ -424,6 +428,53 @@ async fn ten_wrong_passwords_lock_the_login_and_every_attempt_is_audited() {
         (LOCK_AFTER as usize - 1, 2),
         "{actions:?}"
     );
+}
+
+#[tokio::test]
+async fn a_login_flood_without_a_session_cannot_fill_the_log() {
+    let f = fixture(true);
+    let app = router(f.shared.clone());
+    set_up(&app, &f.token).await;
+    let before = audits(&f.shared.log).await.len();
+    let big = "x".repeat(12_000);
+    for i in 0..80 {
+        let r = login(&app, &format!("{big}{i}"), "wrong password").await;
+        assert!(
+            matches!(
+                r.status,
+                StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS
+            ),
+            "{}",
+            r.status
+        );
+    }
+    let written = &audits(&f.shared.log).await[before..];
+    assert!(!written.is_empty(), "failed logins are not audited at all");
+    assert!(
+        written.len() <= super::auth::AUDITS_PER_MINUTE as usize,
+        "{} audit events for 80 failed logins",
+        written.len()
+    );
+    for a in written {
+        assert!(
+            a.actor.len() <= 64 && a.detail.len() < 300,
+            "{} / {}",
+            a.actor.len(),
+            a.detail.len()
+        );
+        assert!(a.actor.starts_with("(not a user name"), "{}", a.actor);
+    }
+    // A form far over the limit is refused before anything is read into it.
+    let page = call(&app, "GET", "/login", "", None).await;
+    let form_cookie = page.cookie("outpost_form").unwrap();
+    let huge = format!(
+        "csrf={}&user={}&password=x",
+        page.csrf(),
+        "y".repeat(2_000_000)
+    );
+    let r = call(&app, "POST", "/login", &form_cookie, Some(&huge)).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(audits(&f.shared.log).await.len(), before + written.len());
 }
 
 #[tokio::test]
@@ -1583,6 +1634,10 @@ async fn machines_use_api_tokens_without_cookies_or_csrf() {
     };
     let viewer = token_of(&r.body);
     assert!(viewer.starts_with("opt_"));
+    // Shown once on the page, and nowhere else (not in the title).
+    assert_eq!(r.body.matches(&viewer).count(), 1, "{}", r.body);
+    let title = &r.body[r.body.find("<title>").unwrap()..r.body.find("</title>").unwrap()];
+    assert!(!title.contains("opt_"), "{title}");
     // Shown once: not on the next visit.
     assert!(!call(&app, "GET", "/users", &admin, None)
         .await
