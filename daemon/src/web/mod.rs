@@ -365,4 +365,6 @@ fn authenticated(s: &Shared, headers: &axum::http::HeaderMap) -> bool {
 }
 
 #[cfg(test)]
+mod connection_tests;
+#[cfg(test)]
 mod tests;

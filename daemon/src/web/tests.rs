@@ -23,9 +23,9 @@ use super::*;
 
 const NOW: i64 = 1_764_000_000_000;
 
-struct Fixture {
+pub(super) struct Fixture {
     _dir: tempfile::TempDir,
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     token: String,
     writes: mpsc::Receiver<Command>,
 }
@@ -38,7 +38,7 @@ async fn next_write(rx: &mut mpsc::Receiver<Command>) -> WriteCommand {
     }
 }
 
-fn fixture(secure: bool) -> Fixture {
+pub(super) fn fixture(secure: bool) -> Fixture {
     build(secure, None)
 }
 
@@ -212,7 +212,7 @@ fn enc(s: &str) -> String {
 }
 
 /// The router of `f`, set up, with the admin's session cookie.
-async fn ready(f: Fixture) -> (Fixture, Router, String) {
+pub(super) async fn ready(f: Fixture) -> (Fixture, Router, String) {
     let app = router(f.shared.clone());
     let admin = set_up(&app, &f.token).await;
     (f, app, admin)
