@@ -7,6 +7,10 @@
 //!   goes out; bytes waiting before a request are line noise, counted and
 //!   dropped; a response is searched for at any offset of what arrived, so
 //!   leading garbage does not lose it. Nothing that fails its CRC is used.
+//! - RTU: a transaction ends by `timeout` plus the wire time of one whole
+//!   response (and two gaps) after its request left, whatever arrives: bytes
+//!   that are arriving extend the wait only up to that cap, so a babbling
+//!   line cannot hold a shared bus.
 //! - Every failure has a [`Fault`] kind; only [`Fault::Io`] means the link
 //!   itself is gone (reopen or reconnect). A Modbus exception is not a fault.
 
@@ -199,6 +203,8 @@ impl RtuLink {
         let normal_len = req.response_len();
         let full = 1 + normal_len + 2;
         let mut deadline = sent + tx_time + timeout;
+        // However much arrives, never longer than this.
+        let cap = deadline + self.char_time * full as u32 + self.gap * 2;
 
         self.buf.clear();
         let mut chunk = [0u8; 512];
@@ -223,7 +229,9 @@ impl RtuLink {
                     }
                     // A response is arriving: give the rest of it its wire time.
                     let rest = full.saturating_sub(self.buf.len()) as u32;
-                    deadline = deadline.max(Instant::now() + self.char_time * rest + self.gap * 2);
+                    deadline = deadline
+                        .max(Instant::now() + self.char_time * rest + self.gap * 2)
+                        .min(cap);
                     if self.buf.len() > 4 * full + 64 {
                         // Far more than any response: the line is babbling.
                         self.noise += self.buf.len() as u64;
@@ -336,6 +344,58 @@ impl Link {
         match self {
             Link::Rtu(l) => l.take_noise(),
             Link::Tcp(_) => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::modbus::pdu::Request;
+    use outpost_config::modbus::Table;
+
+    /// A device that answers nothing but a byte of garbage every `every`.
+    fn babbling(every: Duration) -> RtuLink {
+        let (master, mut device) = tokio::io::duplex(4096);
+        tokio::spawn(async move {
+            let mut drain = [0u8; 256];
+            loop {
+                tokio::time::sleep(every).await;
+                // Never a unit address of 1: no frame can start.
+                if device.write_all(&[0x55]).await.is_err() {
+                    return;
+                }
+                let _none = read_ready(&mut device, &mut drain);
+            }
+        });
+        let char_time = Duration::from_secs_f64(11.0 / 9600.0);
+        RtuLink::new(Box::new(master), char_time, Duration::from_micros(4010))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_of_garbage_cannot_stretch_a_request_past_its_cap() {
+        let req = Request::Read {
+            table: Table::Holding,
+            address: 0,
+            count: 125,
+        };
+        let timeout = Duration::from_millis(300);
+        let mut link = babbling(Duration::from_millis(2));
+        for _ in 0..5 {
+            let start = Instant::now();
+            let out =
+                tokio::time::timeout(Duration::from_secs(30), link.transact(1, &req, timeout))
+                    .await
+                    .unwrap_or(Err(Fault::Timeout));
+            let took = start.elapsed();
+            assert!(out.is_err(), "{out:?}");
+            // The request's own wire time, the timeout, one full response
+            // (255 bytes at 9600 baud = 292 ms) and two gaps: 0.61 s.
+            assert!(
+                took <= Duration::from_millis(650),
+                "a request took {took:?} under a stream of garbage"
+            );
         }
     }
 }
