@@ -4,9 +4,10 @@
 //!
 //! Invariants:
 //! - Secrets (`password`, `token`, `admin_password_hash`) are never sent to
-//!   a browser: they are shown as [`MASK`], and a line still holding the
-//!   mask when the file comes back gets its secret from the running file
-//!   (same table, same key).
+//!   a browser: found by parsing the file (so inline tables and dotted keys
+//!   are covered, not only `key = value` lines), they are shown as
+//!   [`MASK`]; a secret still holding the mask when the file comes back
+//!   gets its value from the running file (same key path).
 //! - A file that does not validate, or whose rule chains do not load, is
 //!   never written.
 //! - Applying writes the new file atomically (temporary file, fsync,
@@ -33,50 +34,94 @@ pub const MASK: &str = "********";
 pub const HISTORY: usize = 20;
 const SECRET_KEYS: [&str; 3] = ["password", "token", "admin_password_hash"];
 
-/// The key of a `key = value` line, if it is a secret's.
+/// The key of a `key = value` line, if it is a secret's (the fallback for
+/// text that does not parse as TOML).
 fn secret_key(line: &str) -> Option<&str> {
     let (k, _) = line.split_once('=')?;
     let k = k.trim();
     SECRET_KEYS.contains(&k).then_some(k)
 }
 
-/// `(table context, key)` of each line: the context is the last `[table]`
-/// or `[[array]]` header with the array's running index, so the same key
-/// in two devices is told apart.
-fn contexts(text: &str) -> Vec<(String, Option<String>)> {
-    let mut ctx = String::new();
-    let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    text.lines()
-        .map(|line| {
-            let t = line.trim();
-            if let Some(name) = t
-                .strip_prefix("[[")
-                .and_then(|r| r.split_once("]]"))
-                .map(|x| x.0)
-            {
-                let n = counts.entry(name.trim().to_string()).or_default();
-                ctx = format!("{}#{n}", name.trim());
-                *n += 1;
-            } else if let Some(name) = t
-                .strip_prefix('[')
-                .and_then(|r| r.split_once(']'))
-                .map(|x| x.0)
-            {
-                ctx = name.trim().to_string();
-            }
-            (ctx.clone(), secret_key(t).map(str::to_string))
-        })
-        .collect()
+/// A secret's value in a file: its key path (array elements as `#n`, so
+/// the same key in two devices is told apart), the byte range of the value
+/// as written, and whether it is the mask itself.
+struct SecretValue {
+    path: String,
+    span: std::ops::Range<usize>,
+    masked: bool,
 }
 
-/// The file as a browser may see it: secret values replaced by [`MASK`].
-pub fn mask(text: &str) -> String {
+/// Every secret's value in `text`, found by parsing it: a secret written as
+/// `password = …`, inside an inline table (`mqtt = { password = … }`) or as
+/// a dotted key (`mqtt.password = …`) is found alike. Parts that do not
+/// parse yield nothing (the line fallback covers them).
+fn secret_values(text: &str) -> Vec<SecretValue> {
+    use toml::de::{DeTable, DeValue};
+    fn walk(table: &DeTable<'_>, path: &str, out: &mut Vec<SecretValue>) {
+        for (k, v) in table {
+            let here = format!("{path}.{}", k.get_ref());
+            match v.get_ref() {
+                DeValue::Table(t) => walk(t, &here, out),
+                DeValue::Array(items)
+                    if items
+                        .iter()
+                        .any(|i| matches!(i.get_ref(), DeValue::Table(_))) =>
+                {
+                    for (n, item) in items.iter().enumerate() {
+                        if let DeValue::Table(t) = item.get_ref() {
+                            walk(t, &format!("{here}#{n}"), out);
+                        }
+                    }
+                }
+                value if SECRET_KEYS.contains(&k.get_ref().as_ref()) => out.push(SecretValue {
+                    path: here,
+                    span: v.span(),
+                    masked: matches!(value, DeValue::String(s) if s == MASK),
+                }),
+                _ => {}
+            }
+        }
+    }
+    let (doc, _errors) = DeTable::parse_recoverable(text);
+    let mut out = Vec::new();
+    walk(doc.get_ref(), "", &mut out);
+    out.retain(|v| text.get(v.span.clone()).is_some());
+    out.sort_by_key(|v| v.span.start);
+    out
+}
+
+/// `text` with each range in `edits` (sorted, not overlapping) replaced.
+fn splice(text: &str, edits: &[(std::ops::Range<usize>, String)]) -> String {
     let mut out = String::with_capacity(text.len());
-    for line in text.lines() {
-        match secret_key(line.trim()) {
+    let mut at = 0;
+    for (span, with) in edits {
+        if span.start < at {
+            continue;
+        }
+        out.push_str(&text[at..span.start]);
+        out.push_str(with);
+        at = span.end;
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+/// The file as a browser may see it: every secret's value replaced by
+/// [`MASK`], wherever and however it is written. Lines that do not parse
+/// are masked by their key as well, so a broken file leaks nothing either.
+pub fn mask(text: &str) -> String {
+    let quoted = format!("\"{MASK}\"");
+    let edits: Vec<_> = secret_values(text)
+        .into_iter()
+        .map(|v| (v.span, quoted.clone()))
+        .collect();
+    let spanned = splice(text, &edits);
+    let mut out = String::with_capacity(spanned.len());
+    for line in spanned.lines() {
+        match secret_key(line.trim()).filter(|_| !line.contains(&quoted)) {
             Some(k) => {
                 let indent = &line[..line.len() - line.trim_start().len()];
-                out.push_str(&format!("{indent}{k} = \"{MASK}\""));
+                out.push_str(&format!("{indent}{k} = {quoted}"));
             }
             None => out.push_str(line),
         }
@@ -85,22 +130,21 @@ pub fn mask(text: &str) -> String {
     out
 }
 
-/// `edited` with each masked secret put back from `running`.
+/// `edited` with each secret still holding the mask given back its value
+/// from `running` (the same key path), written as it was there. A secret
+/// typed anew is kept; a masked one with no counterpart stays masked (and
+/// so never silently becomes an empty or literal password).
 pub fn unmask(edited: &str, running: &str) -> String {
-    let originals: std::collections::HashMap<(String, String), String> = contexts(running)
+    let originals: std::collections::HashMap<String, &str> = secret_values(running)
         .into_iter()
-        .zip(running.lines())
-        .filter_map(|((ctx, key), line)| key.map(|k| ((ctx, k), line.to_string())))
+        .filter_map(|v| Some((v.path, running.get(v.span)?)))
         .collect();
-    let mut out = String::with_capacity(edited.len());
-    for ((ctx, key), line) in contexts(edited).into_iter().zip(edited.lines()) {
-        let restored = key
-            .filter(|_| line.contains(MASK))
-            .and_then(|k| originals.get(&(ctx, k)));
-        out.push_str(restored.map_or(line, String::as_str));
-        out.push('\n');
-    }
-    out
+    let edits: Vec<_> = secret_values(edited)
+        .into_iter()
+        .filter(|v| v.masked)
+        .filter_map(|v| Some((v.span, (*originals.get(&v.path)?).to_string())))
+        .collect();
+    splice(edited, &edits)
 }
 
 /// `text` with `tags` (TOML `[[device.modbus.tag]]` sections) added at the
@@ -745,5 +789,44 @@ mod tests {
             "{back}"
         );
         assert!(!back.contains(MASK));
+    }
+
+    #[test]
+    fn secrets_in_inline_tables_dotted_keys_and_broken_files_are_masked() {
+        let file = "[gateway]\nid = \"gw\"\n[[uplink]]\nname = \"a\"\nmqtt = { url = \"mqtt://h\", password = \"inline-secret\" }\n[[uplink]]\nname = \"b\"\nnats.url = \"nats://h\"\nnats.token = 'dotted-secret' # kept\n[web]\nadmin_password_hash = \"\"\"hash-secret\"\"\"\n";
+        let m = mask(file);
+        for secret in ["inline-secret", "dotted-secret", "hash-secret"] {
+            assert!(!m.contains(secret), "{secret} reached the page:\n{m}");
+        }
+        assert!(
+            m.contains("url = \"mqtt://h\", password = \"********\" }"),
+            "{m}"
+        );
+        assert!(m.contains("nats.token = \"********\" # kept"), "{m}");
+        // Masked and given back: the very same file, quoting included.
+        assert_eq!(unmask(&m, file), file);
+        // The two uplinks' secrets are told apart by their key paths even
+        // after the second one is rewritten as a table of its own.
+        let edited = m.replace(
+            "nats.url = \"nats://h\"\nnats.token = \"********\" # kept",
+            "[uplink.nats]\nurl = \"nats://h\"\ntoken = \"********\"",
+        );
+        let back = unmask(&edited, file);
+        assert!(
+            back.contains("token = 'dotted-secret'")
+                && back.contains("password = \"inline-secret\""),
+            "{back}"
+        );
+        // A masked secret with no counterpart stays masked: never a
+        // literal or an empty password.
+        let moved = m.replace(
+            "name = \"a\"",
+            "name = \"a\"\nextra = { password = \"********\" }",
+        );
+        assert!(unmask(&moved, file).contains("extra = { password = \"********\" }"));
+        // A file that does not parse still shows no secret.
+        let broken = "[web\npassword = \"plain\"\nmqtt = { password = \"x\"";
+        let m = mask(broken);
+        assert!(!m.contains("plain"), "{m}");
     }
 }
