@@ -220,6 +220,7 @@ pub async fn serve_socket(
 
 #[cfg(all(test, unix))]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use std::os::unix::fs::PermissionsExt;
     use std::time::Duration;
