@@ -171,8 +171,18 @@ fn child_path(parent: &str, key: &str) -> String {
     }
 }
 
-/// Deserializes `root` into `T`, returning `T` or every problem found.
-pub(crate) fn from_node<T: DeserializeOwned>(root: &Node) -> Result<T, Vec<Diag>> {
+/// What one deserialization found: the value (built with every patch, so
+/// it may hold stand-ins when `diags` is not empty), every problem, and the
+/// key paths that were patched (removed or stood in for).
+pub(crate) struct Partial<T> {
+    pub value: Option<T>,
+    pub diags: Vec<Diag>,
+    pub patched: Vec<(String, bool)>,
+}
+
+/// Deserializes `root` into `T` with every patch needed to get past its
+/// problems. `patched` holds each patched path and whether it was removed.
+pub(crate) fn from_node_partial<T: DeserializeOwned>(root: &Node) -> Partial<T> {
     const MAX_PASSES: usize = 512;
     let cx = Cx::default();
     let mut value = None;
@@ -200,16 +210,64 @@ pub(crate) fn from_node<T: DeserializeOwned>(root: &Node) -> Result<T, Vec<Diag>
             }
         }
     }
-    let diags = cx.diags.into_inner();
-    match value {
-        Some(v) if diags.is_empty() => Ok(v),
-        _ if diags.is_empty() => Err(vec![Diag {
+    let mut diags = cx.diags.into_inner();
+    if value.is_none() && diags.is_empty() {
+        diags.push(Diag {
             path: String::new(),
             span: root.span.clone(),
             message: "the document could not be read (too many errors)".into(),
-        }]),
-        _ => Err(diags),
+        });
     }
+    let patched = cx
+        .patches
+        .into_inner()
+        .into_iter()
+        .map(|(p, how)| (p, how == Patch::Remove))
+        .collect();
+    Partial {
+        value,
+        diags,
+        patched,
+    }
+}
+
+/// The path in the document of `path`, a path in a value deserialized with
+/// the array elements in `removed` left out (their followers moved up).
+pub(crate) fn original_path(path: &str, removed: &HashSet<String>) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('[') {
+            let Some(end) = r.find(']') else {
+                out.push_str(rest);
+                break;
+            };
+            let Ok(i) = r[..end].parse::<usize>() else {
+                out.push_str(rest);
+                break;
+            };
+            let (mut kept, mut j) = (0usize, 0usize);
+            loop {
+                if !removed.contains(&format!("{out}[{j}]")) {
+                    if kept == i {
+                        break;
+                    }
+                    kept += 1;
+                }
+                j += 1;
+            }
+            out.push_str(&format!("[{j}]"));
+            rest = &r[end + 1..];
+        } else {
+            let skip = usize::from(rest.starts_with('.'));
+            let end = rest[skip..]
+                .find(['.', '['])
+                .map_or(rest.len(), |e| e + skip);
+            out.push_str(&rest[..end]);
+            rest = &rest[end..];
+        }
+    }
+    out
 }
 
 /// A value (or, with `node: None`, a neutral stand-in for a missing one).
@@ -712,23 +770,31 @@ pub(crate) fn table_entries(t: &toml::de::DeTable<'_>) -> Vec<(String, Range<usi
         .collect()
 }
 
-/// Every key path in the tree with its span, for checks made after
-/// deserialization (`validate`).
-pub(crate) fn index_spans(node: &Node, path: &str, out: &mut HashMap<String, Range<usize>>) {
-    out.insert(path.to_string(), node.span.clone());
-    match &node.kind {
-        Kind::Table(entries) => {
-            for (k, kspan, v) in entries {
-                let p = child_path(path, k);
-                out.insert(format!("{p}#key"), kspan.clone());
-                index_spans(v, &p, out);
-            }
+/// The span of the value at `path` (`a.b[2].c`) in the tree under `node`,
+/// if there is one.
+pub(crate) fn span_of(node: &Node, path: &str) -> Option<Range<usize>> {
+    let mut at = node;
+    let mut rest = path;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('[') {
+            let end = r.find(']')?;
+            let i: usize = r[..end].parse().ok()?;
+            let Kind::Array(items) = &at.kind else {
+                return None;
+            };
+            at = items.get(i)?;
+            rest = &r[end + 1..];
+        } else {
+            let r = rest.strip_prefix('.').unwrap_or(rest);
+            let end = r.find(['.', '[']).unwrap_or(r.len());
+            let key = &r[..end];
+            let Kind::Table(entries) = &at.kind else {
+                return None;
+            };
+            let (_, _, v) = entries.iter().find(|(k, _, _)| k == key)?;
+            at = v;
+            rest = &r[end..];
         }
-        Kind::Array(items) => {
-            for (i, v) in items.iter().enumerate() {
-                index_spans(v, &format!("{path}[{i}]"), out);
-            }
-        }
-        _ => {}
     }
+    Some(at.span.clone())
 }

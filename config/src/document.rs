@@ -36,6 +36,8 @@ pub struct Document {
 pub enum DocumentError {
     #[error("not a configuration document: {0}")]
     Malformed(String),
+    #[error("the document is {bytes} bytes; at most {} is accepted", crate::MAX_DOCUMENT_BYTES)]
+    TooLarge { bytes: usize },
     #[error("the hash does not match the body (document says {said}, body is {actual})")]
     HashMismatch { said: String, actual: String },
     #[error("unsigned, and this gateway only applies documents signed with its fleet key")]
@@ -74,8 +76,12 @@ impl Document {
     /// ThingsBoard attributes may carry it) is read too.
     ///
     /// # Errors
-    /// [`DocumentError::Malformed`] with serde's reason.
+    /// [`DocumentError::TooLarge`] over [`crate::MAX_DOCUMENT_BYTES`] (nothing
+    /// is parsed), [`DocumentError::Malformed`] with serde's reason.
     pub fn from_json(bytes: &[u8]) -> Result<Self, DocumentError> {
+        if bytes.len() > crate::MAX_DOCUMENT_BYTES {
+            return Err(DocumentError::TooLarge { bytes: bytes.len() });
+        }
         match serde_json::from_slice::<Document>(bytes) {
             Ok(d) => Ok(d),
             Err(e) => match serde_json::from_slice::<String>(bytes) {
@@ -240,5 +246,17 @@ mod tests {
         }
         let extra = br#"{"version":1,"hash":"x","body":"","colour":1}"#;
         assert!(Document::from_json(extra).is_err());
+    }
+
+    #[test]
+    fn an_oversized_document_is_refused_unread() {
+        let big = Document::new(1, "#".repeat(crate::MAX_DOCUMENT_BYTES));
+        let json = big.to_json();
+        assert_eq!(
+            Document::from_json(json.as_bytes()),
+            Err(DocumentError::TooLarge { bytes: json.len() })
+        );
+        let fits = Document::new(1, "\n".repeat(crate::MAX_CONFIG_BYTES));
+        assert_eq!(Document::from_json(fits.to_json().as_bytes()), Ok(fits));
     }
 }

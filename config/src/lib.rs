@@ -21,7 +21,6 @@ mod validate_gpio;
 mod validate_modbus;
 mod validate_serial;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -102,7 +101,70 @@ impl<'a> Lines<'a> {
     }
 }
 
+/// The largest configuration file (or document body) read: 1 MiB. A
+/// gateway's file is tens of kilobytes (1 MiB holds some 600 devices of 20
+/// tags each). toml's parser holds its whole token stream and tree: a check
+/// takes about 55 times the file's size for a moment, so the bound keeps
+/// one within a gateway's memory whoever sends the file.
+pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+
+/// The largest configuration document (JSON) read: 2 MiB and a little, room
+/// for a body of [`MAX_CONFIG_BYTES`] with JSON's escapes.
+pub const MAX_DOCUMENT_BYTES: usize = (2 << 20) + 4096;
+
+/// Parses and validates configuration bytes: as [`parse`], and text that is
+/// not UTF-8 or larger than [`MAX_CONFIG_BYTES`] is an error located where
+/// it goes wrong.
+pub fn parse_bytes(bytes: &[u8], file: &str) -> Result<Config, ConfigErrors> {
+    let one = |line, column, message: String| {
+        ConfigErrors(vec![ConfigError {
+            file: file.to_string(),
+            line,
+            column,
+            key_path: String::new(),
+            message,
+        }])
+    };
+    if bytes.len() > MAX_CONFIG_BYTES {
+        return Err(one(1, 1, too_large()));
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(src) => parse(src, file),
+        Err(e) => {
+            let good = &bytes[..e.valid_up_to()];
+            let valid = std::str::from_utf8(good).unwrap_or_default();
+            let (line, column) = Lines::new(valid).locate(valid.len());
+            let bad = &bytes[e.valid_up_to()..];
+            let shown: Vec<String> = bad
+                .iter()
+                .take(e.error_len().unwrap_or(bad.len()).min(4))
+                .map(|b| format!("{b:#04x}"))
+                .collect();
+            Err(one(
+                line,
+                column,
+                format!(
+                    "not UTF-8: byte(s) {} cannot start or continue a character (a configuration file is UTF-8 text)",
+                    shown.join(" ")
+                ),
+            ))
+        }
+    }
+}
+
+fn too_large() -> String {
+    format!(
+        "the configuration is larger than {} MiB, the most that is read",
+        MAX_CONFIG_BYTES >> 20
+    )
+}
+
 /// Parses and validates configuration text. `file` names it in errors.
+///
+/// Every problem is reported at once: syntax errors (then nothing else can
+/// be said), and otherwise the schema's problems together with the checks
+/// made on the values (names, ranges, references), except checks on values
+/// the schema had to stand in for.
 pub fn parse(src: &str, file: &str) -> Result<Config, ConfigErrors> {
     let lines = Lines::new(src);
     let at = |span_start: usize, key_path: String, message: String| {
@@ -115,48 +177,91 @@ pub fn parse(src: &str, file: &str) -> Result<Config, ConfigErrors> {
             message,
         }
     };
-
-    let (table, syntax) = toml::de::DeTable::parse_recoverable(src);
-    if !syntax.is_empty() {
-        let errors = syntax
-            .iter()
-            .map(|e| {
-                let start = e.span().map_or(0, |s| s.start);
-                let msg = e.message().trim().replace('\n', " ");
-                at(start, String::new(), format!("TOML syntax: {msg}"))
-            })
-            .collect();
-        return Err(ConfigErrors(errors));
+    if src.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigErrors(vec![at(0, String::new(), too_large())]));
     }
-    let root = de::Node {
-        span: 0..0,
-        kind: de::Kind::Table(de::table_entries(table.get_ref())),
+
+    let root = {
+        let (table, syntax) = toml::de::DeTable::parse_recoverable(src);
+        if !syntax.is_empty() {
+            let errors = syntax
+                .iter()
+                .map(|e| {
+                    let start = e.span().map_or(0, |s| s.start);
+                    let msg = e.message().trim().replace('\n', " ");
+                    at(start, String::new(), format!("TOML syntax: {msg}"))
+                })
+                .collect();
+            return Err(ConfigErrors(errors));
+        }
+        // toml's own tree is dropped here, before the passes below.
+        de::Node {
+            span: 0..0,
+            kind: de::Kind::Table(de::table_entries(table.get_ref())),
+        }
     };
 
-    let cfg: Config = de::from_node(&root).map_err(|diags| {
-        let mut errors: Vec<ConfigError> = diags
-            .into_iter()
-            .map(|d| at(d.span.start, d.path, d.message))
+    let partial = de::from_node_partial::<Config>(&root);
+    let mut errors: Vec<ConfigError> = partial
+        .diags
+        .into_iter()
+        .map(|d| at(d.span.start, d.path, d.message))
+        .collect();
+    if let Some(cfg) = &partial.value {
+        let removed: std::collections::HashSet<String> = partial
+            .patched
+            .iter()
+            .filter(|(p, removed)| *removed && p.ends_with(']'))
+            .map(|(p, _)| p.clone())
             .collect();
-        errors.sort_by_key(|e| (e.line, e.column));
-        ConfigErrors(errors)
-    })?;
-
-    let problems = validate::validate(&cfg);
-    if !problems.is_empty() {
-        let mut spans = HashMap::new();
-        de::index_spans(&root, "", &mut spans);
-        let mut errors: Vec<ConfigError> = problems
-            .into_iter()
-            .map(|p| {
-                let start = spans.get(&p.path).map_or(0, |s| s.start);
-                at(start, p.path, p.message)
-            })
-            .collect();
-        errors.sort_by_key(|e| (e.line, e.column));
-        return Err(ConfigErrors(errors));
+        for p in validate::validate(cfg) {
+            let path = de::original_path(&p.path, &removed);
+            if partial
+                .patched
+                .iter()
+                .any(|(q, _)| overlaps(&path, q))
+            {
+                continue;
+            }
+            let start = nearest_span(&root, &path);
+            errors.push(at(start, path, p.message));
+        }
     }
-    Ok(cfg)
+    if errors.is_empty() {
+        if let Some(cfg) = partial.value {
+            return Ok(cfg);
+        }
+    }
+    errors.sort_by_key(|e| (e.line, e.column));
+    Err(ConfigErrors(errors))
+}
+
+/// Where `path` starts in the file, or the nearest table holding it (a
+/// check on a key left out points at its table).
+fn nearest_span(root: &de::Node, path: &str) -> usize {
+    let mut p = path;
+    loop {
+        if let Some(s) = de::span_of(root, p) {
+            return s.start;
+        }
+        match p.rfind(['.', '[']) {
+            Some(i) => p = &p[..i],
+            None => return 0,
+        }
+    }
+}
+
+/// Whether a check on `path` may have seen a stand-in made at `patched`:
+/// one is the other or holds it.
+fn overlaps(path: &str, patched: &str) -> bool {
+    let within = |inner: &str, outer: &str| {
+        outer.is_empty()
+            || inner == outer
+            || inner
+                .strip_prefix(outer)
+                .is_some_and(|r| r.starts_with('.') || r.starts_with('['))
+    };
+    within(path, patched) || within(patched, path)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,13 +276,23 @@ pub enum LoadError {
     Invalid(ConfigErrors),
 }
 
+/// Reads at most [`MAX_CONFIG_BYTES`] (and one more, to know) of `path`.
+pub fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_CONFIG_BYTES as u64 + 1)
+        .read_to_end(&mut out)?;
+    Ok(out)
+}
+
 /// Reads, parses and validates a configuration file.
 pub fn load(path: &Path) -> Result<Config, LoadError> {
-    let src = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    let bytes = read_bounded(path).map_err(|source| LoadError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(&src, &path.display().to_string()).map_err(LoadError::Invalid)
+    parse_bytes(&bytes, &path.display().to_string()).map_err(LoadError::Invalid)
 }
 
 /// The embedded demo configuration.

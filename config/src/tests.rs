@@ -292,13 +292,30 @@ fn modbus_impossible_tags_are_all_reported() {
         [[device]]\nname = \"n\"\n[device.modbus]\nbus = \"rs232\"\n[[device.modbus.tag]]\nname = \"v\"\ntable = \"input\"\naddress = 0\n";
     let e = errors(src);
     let paths: Vec<&str> = e.iter().map(|e| e.key_path.as_str()).collect();
-    // Schema errors (an unknown parity, an unknown word order) come first and alone.
-    assert_eq!(
-        paths,
-        vec!["bus[0].parity", "device[0].modbus.tag[3].order"],
-        "{}",
-        ConfigErrors(e.clone())
-    );
+    // Schema errors (an unknown parity, an unknown word order) and the
+    // checks on the values come together; the one check on a table holding
+    // a refused value (`device[0].modbus`) waits for the schema's fix.
+    for want in [
+        "bus[0].parity",
+        "device[0].modbus.tag[3].order",
+        "device[0].modbus.unit",
+        "device[0].modbus.max_registers",
+        "device[0].modbus.tag[0].type",
+        "device[0].modbus.tag[1].bit",
+        "device[0].modbus.tag[2].writable",
+        "device[1].modbus.bus",
+    ] {
+        assert!(
+            paths.contains(&want),
+            "missing {want} in {}",
+            ConfigErrors(e.clone())
+        );
+    }
+    let bit = e
+        .iter()
+        .find(|e| e.key_path == "device[0].modbus.tag[1].bit")
+        .unwrap();
+    assert_eq!((bit.line, bit.column), (19, 1), "a missing key points at its table");
     let fixed = src
         .replace("parity = \"mark\"", "parity = \"none\"")
         .replace("\"ADBC\"", "\"BADC\"");
@@ -521,4 +538,73 @@ fn remote_sources_name_uplinks_of_their_kind() {
     assert!(ConfigErrors(errors(&tb))
         .to_string()
         .contains("not in ThingsBoard mode"));
+}
+
+#[test]
+fn schema_and_value_problems_come_together() {
+    // The gateway id's check used to appear only once the schema was fixed.
+    let src = "[gateway]\nid = \"gw 1\"\ndurability = \"sometimes\"\n\
+        [[device]]\nname = \"ok\"\ncolour = \"red\"\n[device.sim]\ninterval = \"1s\"\n\
+        [[device.sim.tag]]\nname = \"t\"\nsine = { offset = 1.0, amplitude = 1.0, period = \"1m\" }\n\
+        [[device]]\nname = \"bad name\"\n[device.sim]\ninterval = \"soon\"\n";
+    let e = errors(src);
+    let got: Vec<(&str, usize)> = e.iter().map(|e| (e.key_path.as_str(), e.line)).collect();
+    for want in [
+        ("gateway.id", 2),
+        ("gateway.durability", 3),
+        ("device[0].colour", 6),
+        ("device[1].name", 13),
+        ("device[1].sim.interval", 15),
+    ] {
+        assert!(got.contains(&want), "missing {want:?} in {}", ConfigErrors(e.clone()));
+    }
+    // A check on a value the schema stood in for says nothing: the
+    // interval was refused, its stand-in is not checked.
+    assert_eq!(
+        e.iter()
+            .filter(|e| e.key_path == "device[1].sim.interval")
+            .count(),
+        1,
+        "{}",
+        ConfigErrors(e.clone())
+    );
+}
+
+#[test]
+fn problems_after_a_refused_array_element_keep_their_index() {
+    let sim = "sim = { interval = \"1s\", tag = [{ name = \"t\", counter = { start = 0, step = 1 } }] }";
+    let src = format!(
+        "device = [5, {{ name = \"a\", {sim} }}, {{ name = \"bad name\", {sim} }}]\n[gateway]\nid = \"gw\"\n"
+    );
+    let e = errors(&src);
+    let paths: Vec<&str> = e.iter().map(|e| e.key_path.as_str()).collect();
+    assert!(paths.contains(&"device[0]"), "{}", ConfigErrors(e.clone()));
+    assert!(
+        paths.contains(&"device[2].name"),
+        "the third device's name keeps index 2 although the first was refused: {}",
+        ConfigErrors(e.clone())
+    );
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_located() {
+    let mut bytes = b"[gateway]\nid = \"gw\"\n# caf".to_vec();
+    bytes.extend_from_slice(&[0xe9, b'\n']);
+    let e = parse_bytes(&bytes, "latin1.toml").unwrap_err().0;
+    assert_eq!(e.len(), 1);
+    assert_eq!((e[0].line, e[0].column), (3, 6), "{}", e[0]);
+    assert!(e[0].message.contains("not UTF-8") && e[0].message.contains("0xe9"), "{}", e[0]);
+}
+
+#[test]
+fn an_oversized_file_is_refused_before_parsing() {
+    let mut src = String::from("[gateway]\nid = \"gw\"\n");
+    while src.len() <= MAX_CONFIG_BYTES {
+        src.push_str("# padding padding padding padding padding padding padding padding\n");
+    }
+    let e = parse_bytes(src.as_bytes(), "big.toml").unwrap_err().0;
+    assert_eq!(e.len(), 1);
+    assert!(e[0].message.contains("larger than 1 MiB"), "{}", e[0]);
+    let e = parse(&src, "big.toml").unwrap_err().0;
+    assert!(e[0].message.contains("larger than 1 MiB"), "{}", e[0]);
 }

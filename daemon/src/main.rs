@@ -145,17 +145,19 @@ fn keygen() -> ExitCode {
 }
 
 fn document(file: &std::path::Path, version: u64, key: Option<&std::path::Path>) -> ExitCode {
-    let body = match std::fs::read_to_string(file) {
+    let bytes = match outpost_config::read_bounded(file) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("outpostd: {}: {e}", file.display());
             return ExitCode::FAILURE;
         }
     };
-    if let Err(errors) = outpost_config::parse(&body, &file.display().to_string()) {
+    if let Err(errors) = outpost_config::parse_bytes(&bytes, &file.display().to_string()) {
         eprintln!("{errors}");
         return ExitCode::FAILURE;
     }
+    // Parsed, so UTF-8.
+    let body = String::from_utf8_lossy(&bytes).into_owned();
     let mut doc = outpost_config::document::Document::new(version, body);
     if let Some(k) = key {
         let signed = std::fs::read_to_string(k)
@@ -174,7 +176,9 @@ fn document(file: &std::path::Path, version: u64, key: Option<&std::path::Path>)
 #[cfg(unix)]
 fn apply(file: &std::path::Path, data_dir: Option<PathBuf>) -> ExitCode {
     use std::io::{Read, Write};
-    let text = match std::fs::read_to_string(file) {
+    let text = match outpost_config::read_bounded(file).and_then(|b| {
+        String::from_utf8(b).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("outpostd: {}: {e}", file.display());

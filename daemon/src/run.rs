@@ -59,7 +59,8 @@ pub fn main(args: RunArgs) -> ExitCode {
                 problems = errors.len(),
                 "The rule chains cannot be loaded; outpostd does not start."
             );
-            return ExitCode::FAILURE;
+            // Like any other invalid configuration.
+            return ExitCode::from(2);
         }
     };
     // Parsing a large configuration takes megabytes for a moment.
@@ -188,13 +189,15 @@ fn select_config(args: &RunArgs) -> Result<(Config, String, Document), ExitCode>
             }
         };
     };
-    let read = std::fs::read_to_string(path);
+    let read = outpost_config::read_bounded(path);
     let parsed = match &read {
         Ok(src) => {
-            outpost_config::parse(src, &path.display().to_string()).map_err(|e| e.to_string())
+            outpost_config::parse_bytes(src, &path.display().to_string()).map_err(|e| e.to_string())
         }
         Err(e) => Err(format!("{}: {e}", path.display())),
     };
+    // Valid (so UTF-8) when it is used as the running file's text.
+    let read = read.map(|b| String::from_utf8_lossy(&b).into_owned());
     let dir = args
         .data_dir
         .clone()

@@ -446,6 +446,9 @@ enum Outcome {
 }
 
 /// Validates `edited` (secrets still masked) and, with `apply`, applies it.
+/// Checks of an edited file running now: at most one.
+static CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 async fn submit(s: &Shared, user: &str, edited: &str, apply_it: bool) -> Outcome {
     let Some(path) = s.config_path.clone() else {
         return Outcome::Demo;
@@ -457,7 +460,14 @@ async fn submit(s: &Shared, user: &str, edited: &str, apply_it: bool) -> Outcome
     let file = path
         .file_name()
         .map_or_else(|| "config".into(), |n| n.to_string_lossy().into_owned());
-    let problems = check(&full, &file, &base);
+    let problems = {
+        // A check of a large file takes tens of megabytes for a moment: one
+        // at a time, whoever asks (the others wait their turn).
+        let Ok(_turn) = CHECKS.acquire().await else {
+            return Outcome::Failed("the configuration checks are shut down".into());
+        };
+        check(&full, &file, &base)
+    };
     if !problems.is_empty() {
         return Outcome::Invalid(problems);
     }
