@@ -36,7 +36,10 @@ pub struct Document {
 pub enum DocumentError {
     #[error("not a configuration document: {0}")]
     Malformed(String),
-    #[error("the document is {bytes} bytes; at most {} is accepted", crate::MAX_DOCUMENT_BYTES)]
+    #[error(
+        "the document is {bytes} bytes; at most {} is accepted",
+        crate::MAX_DOCUMENT_BYTES
+    )]
     TooLarge { bytes: usize },
     #[error("the hash does not match the body (document says {said}, body is {actual})")]
     HashMismatch { said: String, actual: String },

@@ -216,11 +216,7 @@ pub fn parse(src: &str, file: &str) -> Result<Config, ConfigErrors> {
             .collect();
         for p in validate::validate(cfg) {
             let path = de::original_path(&p.path, &removed);
-            if partial
-                .patched
-                .iter()
-                .any(|(q, _)| overlaps(&path, q))
-            {
+            if partial.patched.iter().any(|(q, _)| overlaps(&path, q)) {
                 continue;
             }
             let start = nearest_span(&root, &path);

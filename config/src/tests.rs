@@ -315,7 +315,11 @@ fn modbus_impossible_tags_are_all_reported() {
         .iter()
         .find(|e| e.key_path == "device[0].modbus.tag[1].bit")
         .unwrap();
-    assert_eq!((bit.line, bit.column), (19, 1), "a missing key points at its table");
+    assert_eq!(
+        (bit.line, bit.column),
+        (19, 1),
+        "a missing key points at its table"
+    );
     let fixed = src
         .replace("parity = \"mark\"", "parity = \"none\"")
         .replace("\"ADBC\"", "\"BADC\"");
@@ -556,7 +560,11 @@ fn schema_and_value_problems_come_together() {
         ("device[1].name", 13),
         ("device[1].sim.interval", 15),
     ] {
-        assert!(got.contains(&want), "missing {want:?} in {}", ConfigErrors(e.clone()));
+        assert!(
+            got.contains(&want),
+            "missing {want:?} in {}",
+            ConfigErrors(e.clone())
+        );
     }
     // A check on a value the schema stood in for says nothing: the
     // interval was refused, its stand-in is not checked.
@@ -572,7 +580,8 @@ fn schema_and_value_problems_come_together() {
 
 #[test]
 fn problems_after_a_refused_array_element_keep_their_index() {
-    let sim = "sim = { interval = \"1s\", tag = [{ name = \"t\", counter = { start = 0, step = 1 } }] }";
+    let sim =
+        "sim = { interval = \"1s\", tag = [{ name = \"t\", counter = { start = 0, step = 1 } }] }";
     let src = format!(
         "device = [5, {{ name = \"a\", {sim} }}, {{ name = \"bad name\", {sim} }}]\n[gateway]\nid = \"gw\"\n"
     );
@@ -593,7 +602,11 @@ fn a_file_that_is_not_utf8_is_located() {
     let e = parse_bytes(&bytes, "latin1.toml").unwrap_err().0;
     assert_eq!(e.len(), 1);
     assert_eq!((e[0].line, e[0].column), (3, 6), "{}", e[0]);
-    assert!(e[0].message.contains("not UTF-8") && e[0].message.contains("0xe9"), "{}", e[0]);
+    assert!(
+        e[0].message.contains("not UTF-8") && e[0].message.contains("0xe9"),
+        "{}",
+        e[0]
+    );
 }
 
 #[test]

@@ -586,3 +586,58 @@ async fn nats_2_9_the_gateway_creates_its_bucket_and_applies() {
     );
     assert_eq!(connections_to(pb.port), [b0]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_retained_document_is_rejected_once_and_the_link_backs_off() {
+    let broker = Mosquitto::start("");
+    let site = Site::new(&mqtt_config(&broker.url(), "", false));
+    let (_cloud, mut reports) = mqtt_peer(broker.port).await;
+    // A sender that may send what the gateway will not read.
+    let mut o = rumqttc::MqttOptions::new("big-sender", "127.0.0.1", broker.port);
+    o.set_max_packet_size(8 << 20, 8 << 20);
+    let (big, mut el) = rumqttc::AsyncClient::new(o, 10);
+    tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    let huge = Document::new(7, format!("{}\n", "#".repeat(3 << 20))).to_json();
+    big.publish("outpost/gw/config", rumqttc::QoS::AtLeastOnce, true, huge)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let started = Instant::now();
+    let _d = site.start();
+    let r = next_report(&mut reports, "outpost/gw/config/report", 0).await;
+    assert_eq!(r["state"], "rejected", "{r}");
+    assert!(
+        errors(&r).contains("at most") && errors(&r).contains("bytes"),
+        "the report says the document is too large: {r}"
+    );
+    // It stays retained: the broker hands it again on every subscribe.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let connects = broker.log().matches(" as gw-config").count();
+    let secs = started.elapsed().as_secs_f64();
+    // At a fixed 200 ms this was ~5 a second; backing off it is a handful.
+    assert!(
+        (2..=9).contains(&connects),
+        "{connects} connections of the configuration link in {secs:.1} s"
+    );
+    let mut more = 0;
+    while let Ok(Some((t, v))) =
+        tokio::time::timeout(Duration::from_millis(200), reports.recv()).await
+    {
+        if t == "outpost/gw/config/report" && v["state"] == "rejected" {
+            more += 1;
+        }
+    }
+    assert_eq!(more, 0, "the same refused document is reported once");
+
+    // A document that fits is read once it comes, and applied.
+    let v1 = Document::new(1, mqtt_config(&broker.url(), "", false)).to_json();
+    big.publish("outpost/gw/config", rumqttc::QoS::AtLeastOnce, true, v1)
+        .await
+        .unwrap();
+    let r = next_report(&mut reports, "outpost/gw/config/report", 1).await;
+    assert!(
+        matches!(r["state"].as_str(), Some("applied" | "unchanged")),
+        "{r}"
+    );
+}

@@ -40,8 +40,20 @@ pub enum Source {
 #[derive(Debug, Clone)]
 pub struct Incoming {
     pub source: Source,
-    pub payload: Vec<u8>,
+    pub payload: Payload,
 }
+
+/// What arrived: the bytes, or only the size of a message too large to be
+/// read (the link refused it from its header, before its body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    Bytes(Vec<u8>),
+    TooLarge { bytes: usize },
+}
+
+/// The largest MQTT packet the configuration link reads: a document of
+/// [`outpost_config::MAX_DOCUMENT_BYTES`] and its topic.
+const MQTT_MAX_PACKET: usize = outpost_config::MAX_DOCUMENT_BYTES + 64 * 1024;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -162,7 +174,7 @@ async fn nats_session(
                         .as_ref()
                         .and_then(|h| h.get("KV-Operation"))
                         .is_none();
-                    if put && docs.send(Incoming { source: Source::NatsKv, payload: m.payload.to_vec() }).await.is_err() {
+                    if put && docs.send(Incoming { source: Source::NatsKv, payload: Payload::Bytes(m.payload.to_vec()) }).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -246,7 +258,7 @@ pub async fn mqtt(
     let mut o = rumqttc::MqttOptions::new(client_id, host, port);
     o.set_keep_alive(m.keep_alive.get().max(Duration::from_secs(5)));
     o.set_clean_session(true);
-    o.set_max_packet_size(4 << 20, 4 << 20);
+    o.set_max_packet_size(MQTT_MAX_PACKET, 64 * 1024);
     if let Some(user) = &m.username {
         let pass = crate::uplink::secret(m.password.as_ref(), m.password_file.as_deref())
             .ok()
@@ -269,6 +281,10 @@ pub async fn mqtt(
     let report_topic = topic.as_ref().map(|t| format!("{t}/report"));
     let mut backoff = BACKOFF_MIN;
     let mut request = 0u32;
+    // The size of the last document refused as too large, until a document
+    // is read: the broker hands it again on every subscribe, so the link
+    // backs off instead of reconnecting at once.
+    let mut oversized: Option<usize> = None;
     loop {
         let ev = tokio::select! {
             () = stop.cancelled() => {
@@ -291,7 +307,9 @@ pub async fn mqtt(
         };
         match ev {
             Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
-                backoff = BACKOFF_MIN;
+                if oversized.is_none() {
+                    backoff = BACKOFF_MIN;
+                }
                 tracing::info!(topic = ?topic, thingsboard, "Watching for configuration on MQTT.");
                 if let Some(t) = &topic {
                     let _queued = client.try_subscribe(t.clone(), rumqttc::QoS::AtLeastOnce);
@@ -316,23 +334,56 @@ pub async fn mqtt(
                 let incoming = if Some(p.topic.as_str()) == topic.as_deref() {
                     (!p.payload.is_empty()).then(|| Incoming {
                         source: Source::Mqtt,
-                        payload: p.payload.to_vec(),
+                        payload: Payload::Bytes(p.payload.to_vec()),
                     })
                 } else if thingsboard && p.topic.starts_with("v1/devices/me/attributes") {
                     thingsboard_configuration(&p.payload).map(|payload| Incoming {
                         source: Source::Thingsboard,
-                        payload,
+                        payload: Payload::Bytes(payload),
                     })
                 } else {
                     None
                 };
                 if let Some(i) = incoming {
+                    if oversized.take().is_some() {
+                        backoff = BACKOFF_MIN;
+                    }
                     if docs.send(i).await.is_err() {
                         return;
                     }
                 }
             }
             Ok(_) => {}
+            Err(rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+                rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(bytes),
+            ))) => {
+                // Only configuration is subscribed to here: this was a
+                // document, refused from its header (its body is not read).
+                if oversized != Some(bytes) {
+                    tracing::warn!(
+                        bytes,
+                        limit = outpost_config::MAX_DOCUMENT_BYTES,
+                        "A configuration document on MQTT is too large to read; rejected."
+                    );
+                    let source = if topic.is_some() {
+                        Source::Mqtt
+                    } else {
+                        Source::Thingsboard
+                    };
+                    let refused = Incoming {
+                        source,
+                        payload: Payload::TooLarge { bytes },
+                    };
+                    if docs.send(refused).await.is_err() {
+                        return;
+                    }
+                }
+                oversized = Some(bytes);
+                if pause(&stop, backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "Configuration topic link down; retrying.");
                 if pause(&stop, backoff).await {

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use outpost_config::document::Document;
 use outpost_config::Config;
-use outpost_sync::control::{Incoming, Source};
+use outpost_sync::control::{Incoming, Payload, Source};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -106,7 +106,12 @@ pub fn start_links(
                 Source::Mqtt => Origin::Mqtt,
                 Source::Thingsboard => Origin::Thingsboard,
             };
-            let doc = Document::from_json(&i.payload).map_err(|e| e.to_string());
+            let doc = match i.payload {
+                Payload::Bytes(b) => Document::from_json(&b).map_err(|e| e.to_string()),
+                Payload::TooLarge { bytes } => {
+                    Err(outpost_config::document::DocumentError::TooLarge { bytes }.to_string())
+                }
+            };
             let req = Request {
                 origin,
                 doc,
