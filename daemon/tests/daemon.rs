@@ -233,6 +233,51 @@ fn an_invalid_config_never_starts_the_daemon() {
 }
 
 #[test]
+fn a_missing_chain_file_exits_2_like_any_invalid_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("site.toml");
+    std::fs::write(
+        &file,
+        "[gateway]\nid = \"gw\"\n[web]\nenabled = false\n[rules]\nchains = [\"gone.json\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("gone.json"), "{err}");
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_reported_at_its_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("latin1.toml");
+    std::fs::write(&file, b"[gateway]\nid = \"caf\xe9\"\n").unwrap();
+    for args in [&["check-config"][..], &["run", "--config"][..]] {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg(&file)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let want = format!("{}:2:10: not UTF-8", file.display());
+        assert!(err.contains(&want), "{args:?}: {err}");
+        assert_ne!(out.status.code(), Some(0), "{args:?}");
+    }
+}
+
+#[test]
 fn version_is_printed() {
     let out = Command::new(BIN).arg("--version").output().unwrap();
     assert!(out.status.success());

@@ -1841,6 +1841,24 @@ async fn the_config_api_validates_with_line_precise_problems_and_applies() {
         "{written}"
     );
     assert!(f.shared.restart.is_cancelled());
+    // Over the size bound: refused unparsed, as a problem of the file.
+    let padded = format!(
+        "{}{}",
+        v["text"].as_str().unwrap(),
+        "# pad\n".repeat(200_000)
+    );
+    let huge = serde_json::json!({ "text": padded }).to_string();
+    let r = call_with(
+        &app,
+        "POST",
+        "/api/v1/config/validate",
+        &admin,
+        Some(&huge),
+        &hdr,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.body.contains("larger than 1 MiB"), "{}", r.body);
     // Without the CSRF header, or as a technician: refused.
     let r = call_with(
         &app,
