@@ -277,6 +277,99 @@ fn a_file_that_is_not_utf8_is_reported_at_its_line_and_column() {
     }
 }
 
+/// Mounts a tmpfs at `dir` (needs root, as the tests run), unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path) -> Tmpfs {
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=32m", "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount (util-linux) is needed");
+        assert!(
+            ok.success(),
+            "mounting a tmpfs needs root: run the tests as root"
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+
+    fn read_only(&self) {
+        let ok = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_healthy_log_on_a_read_only_file_system_is_refused_not_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Tmpfs::mount(dir.path());
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("site.toml");
+    std::fs::write(
+        &cfg,
+        "[gateway]\nid = \"gw\"\n[web]\nenabled = false\n[[device]]\nname = \"d\"\n\
+         [device.sim]\ninterval = \"100ms\"\n[[device.sim.tag]]\nname = \"t\"\n\
+         counter = { start = 0, step = 1 }\n",
+    )
+    .unwrap();
+    let mut d = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !data.join("events.db").exists() && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(d.id().to_string())
+        .status();
+    let _ = d.wait();
+    let before = std::fs::read(data.join("events.db")).unwrap();
+    fs.read_only();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("Read-only file system"), "{said}");
+    assert!(
+        !said.contains("moved it aside") && !said.contains("unreadable"),
+        "{said}"
+    );
+    let names: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains("corrupt")), "{names:?}");
+    assert_eq!(std::fs::read(data.join("events.db")).unwrap(), before);
+}
+
 #[test]
 fn version_is_printed() {
     let out = Command::new(BIN).arg("--version").output().unwrap();
