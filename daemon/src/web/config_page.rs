@@ -118,7 +118,12 @@ pub fn mask(text: &str) -> String {
     let spanned = splice(text, &edits);
     let mut out = String::with_capacity(spanned.len());
     for line in spanned.lines() {
-        match secret_key(line.trim()).filter(|_| !line.contains(&quoted)) {
+        // Masked already: the value itself is the mask (the mask written
+        // elsewhere on the line, in a comment say, is not).
+        let is_masked = line
+            .split_once('=')
+            .is_some_and(|(_, v)| v.trim_start().starts_with(&quoted));
+        match secret_key(line.trim()).filter(|_| !is_masked) {
             Some(k) => {
                 let indent = &line[..line.len() - line.trim_start().len()];
                 out.push_str(&format!("{indent}{k} = {quoted}"));
@@ -835,8 +840,12 @@ mod tests {
         );
         assert!(unmask(&moved, file).contains("extra = { password = \"********\" }"));
         // A file that does not parse still shows no secret.
-        let broken = "[web\npassword = \"plain\"\nmqtt = { password = \"x\"";
+        let broken = "[web\npassword = \"plain\"\ntoken = \"leak\" # was \"********\"\nmqtt = { password = \"x\"";
         let m = mask(broken);
         assert!(!m.contains("plain"), "{m}");
+        assert!(
+            !m.contains("leak"),
+            "the mask in a comment is not a masked value:\n{m}"
+        );
     }
 }
