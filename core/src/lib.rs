@@ -8,15 +8,18 @@
 //!   that could disagree with the payload.
 //! - Every timestamp carries a [`ClockQuality`]: a gateway without a real-time
 //!   clock boots in the past, and events stamped then must say so.
-//! - Nothing here does I/O. The encoding ([`codec`]) is postcard: compact,
+//! - Nothing here does I/O ([`task`] only counts the tasks it spawns). The encoding ([`codec`]) is postcard: compact,
 //!   deterministic, and versioned by [`codec::FORMAT_VERSION`].
 
 pub mod codec;
 mod event;
+pub mod task;
 mod time;
 
 pub use event::{
     Alarm, AlarmSeverity, AlarmState, Audit, Body, DeviceStatus, Event, EventKind, Gap, Point,
     Priority, Quality, Route, Seq, Status, Value,
 };
-pub use time::{Clock, ClockPolicy, ClockQuality, FixedClock, SystemClock, Timestamp};
+pub use time::{
+    jitter, unix_ms_now, Clock, ClockPolicy, ClockQuality, FixedClock, SystemClock, Timestamp,
+};

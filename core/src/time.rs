@@ -108,7 +108,18 @@ impl Clock for SystemClock {
     }
 }
 
+/// `d` ±20 %, so that many parts failing together do not retry in lockstep
+/// (the spread comes from the clock's sub-second nanoseconds).
+pub fn jitter(d: std::time::Duration) -> std::time::Duration {
+    #[allow(clippy::disallowed_methods)] // the clock's own module
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos());
+    d.mul_f64(0.8 + 0.4 * f64::from(nanos % 1000) / 1000.0)
+}
+
 /// The current wall time in Unix milliseconds (negative before 1970).
+#[allow(clippy::disallowed_methods)] // the clock's own module
 pub fn unix_ms_now() -> i64 {
     match SystemTime::now().duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),

@@ -9,6 +9,7 @@
 //! (p50/p99), events expected/delivered/missing/duplicated, reconnect time,
 //! drain time and rate. Needs the peers `./tests/run` installs.
 
+#![allow(clippy::disallowed_methods)] // test code: spawns, exits and opens SQLite freely
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -131,9 +131,7 @@ impl<S: Subscriber> Layer<S> for RingLayer {
             .strip_prefix("outpost_")
             .unwrap_or(meta.target())
             .to_string();
-        let unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let unix_ms = outpost_core::unix_ms_now();
         self.0.push(Line {
             unix_ms,
             level: level_name(*meta.level()),

@@ -287,7 +287,7 @@ impl Parts {
         };
         let name = spec.name.clone();
         let devices = spec.devices.clone();
-        let task = tokio::spawn(supervisor::supervise(spec, cx));
+        let task = outpost_core::task::spawn(supervisor::supervise(spec, cx));
         self.drivers.insert(
             name,
             RunningDriver {
@@ -325,7 +325,7 @@ impl Parts {
         let status = self.statuses.entry(up.name.clone()).or_default().clone();
         tracing::info!(uplink = %up.name, "Starting uplink.");
         let stop = self.cx.uplinks_stop.child_token();
-        let task = tokio::spawn(outpost_sync::uplink::run(
+        let task = outpost_core::task::spawn(outpost_sync::uplink::run(
             spec,
             self.cx.log.clone(),
             stop.clone(),

@@ -36,7 +36,7 @@ pub async fn rules_task(
     counters: SharedCounters,
 ) {
     let (wtx, mut wrx) = mpsc::channel::<WriteRequest>(WRITE_QUEUE);
-    let writer = tokio::spawn(async move {
+    let writer = outpost_core::task::spawn(async move {
         while let Some(w) = wrx.recv().await {
             match router
                 .write(&w.device, &w.tag, w.value.clone(), &w.by)
@@ -215,6 +215,7 @@ async fn append_until_accepted(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::disallowed_methods)] // test code
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use outpost_core::{Body, FixedClock, Point, Timestamp, Value};

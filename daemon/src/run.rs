@@ -371,7 +371,7 @@ async fn run(
     let (rules_tx, rules_rx) = mpsc::channel::<Event>(CHANNEL_CAPACITY);
 
     let mut live = log.subscribe();
-    let ingest = tokio::spawn(pipeline::ingest_task(
+    let ingest = outpost_core::task::spawn(pipeline::ingest_task(
         log.clone(),
         rules_rx,
         cfg.gateway.log.commit_max_events as usize,
@@ -394,7 +394,7 @@ async fn run(
     // the running chains stay).
     let (reload_tx, reload_rx) = mpsc::channel(1);
     let rule_counters: pipeline::SharedCounters = Arc::default();
-    let rules = tokio::spawn(pipeline::rules_task(
+    let rules = outpost_core::task::spawn(pipeline::rules_task(
         stage,
         clock.clone(),
         driver_rx,
@@ -403,7 +403,7 @@ async fn run(
         reload_rx,
         rule_counters.clone(),
     ));
-    let reloader = tokio::spawn(reload_on_sighup(
+    let reloader = outpost_core::task::spawn(reload_on_sighup(
         cfg.rules.clone(),
         base.clone(),
         log.clone(),
@@ -454,12 +454,12 @@ async fn run(
     if let Some(p) = interrupted {
         manager.interrupted(&p, &source).await;
     }
-    let socket = tokio::spawn(remote::control::serve_socket(
+    let socket = outpost_core::task::spawn(remote::control::serve_socket(
         remote::control::socket_path(&dir),
         requests_tx.clone(),
         control_stop.clone(),
     ));
-    let manager_task = tokio::spawn(manager.run(requests_rx, control_stop.clone()));
+    let manager_task = outpost_core::task::spawn(manager.run(requests_rx, control_stop.clone()));
     let mut units: BTreeMap<(String, String), String> = BTreeMap::new();
     for d in &cfg.devices {
         let sim = d
@@ -528,7 +528,7 @@ async fn run(
     let mut last_acked = vec![0u64; summary_uplinks.len()];
     let summary_stop = root.child_token();
     let summary_log = log.clone();
-    let summary = tokio::spawn(async move {
+    let summary = outpost_core::task::spawn(async move {
         let latest = summary_latest;
         let mut every = tokio::time::interval(SUMMARY_EVERY);
         every.tick().await;

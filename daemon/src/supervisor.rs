@@ -43,7 +43,7 @@ where
             }
         };
         let started = tokio::time::Instant::now();
-        let outcome = tokio::spawn(driver.run(cx.clone())).await;
+        let outcome = outpost_core::task::spawn(driver.run(cx.clone())).await;
         let message = match outcome {
             Ok(Ok(())) => return failures,
             Ok(Err(outpost_drivers::DriverError::PipelineClosed { .. })) => return failures,
@@ -95,15 +95,12 @@ async fn sleep_or_stop(stop: &CancellationToken, d: Duration) -> bool {
 
 /// ±20 % so that many devices failing together do not retry in lockstep.
 fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |t| t.subsec_nanos());
-    let factor = 0.8 + 0.4 * (f64::from(nanos % 1000) / 1000.0);
-    d.mul_f64(factor)
+    outpost_core::jitter(d)
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::disallowed_methods)] // test code
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
 

@@ -6,6 +6,7 @@
 //! port of each device's TCP connection (from /proc/net/tcp) before and
 //! after; an unchanged device keeps its connection.
 
+#![allow(clippy::disallowed_methods)] // test code: spawns and opens SQLite freely
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

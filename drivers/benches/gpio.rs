@@ -3,7 +3,7 @@
 //! debounce), and pulses counted per second with the count checked (no
 //! pulse lost). `cargo bench -p outpost-drivers --bench gpio`; prints one
 //! JSON object.
-
+#![allow(clippy::disallowed_methods)] // test code: spawns and opens SQLite freely
 #![allow(clippy::unwrap_used, clippy::expect_used)] // benchmark code
 
 use std::convert::Infallible;

@@ -2,7 +2,7 @@
 //! the real poller and RTU link polling 125-register reads as fast as the
 //! line allows, against the ceiling of 11-bit characters and zero device
 //! latency. Prints one JSON line per baud rate.
-
+#![allow(clippy::disallowed_methods)] // test code: spawns and opens SQLite freely
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

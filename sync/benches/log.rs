@@ -5,6 +5,7 @@
 //! prints the log's rate as a fraction of the raw rate (robust to a noisy
 //! machine), as JSON lines.
 
+#![allow(clippy::disallowed_methods)] // test code: spawns and opens SQLite freely
 #![allow(clippy::unwrap_used, clippy::expect_used)] // benchmark code
 
 use std::time::{Duration, Instant};

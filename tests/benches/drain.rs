@@ -2,6 +2,7 @@
 //! JetStream on loopback: events/s and this process's RSS during the drain.
 //! `DRAIN_EVENTS` changes the backlog. Prints one JSON line per broker.
 
+#![allow(clippy::disallowed_methods)] // test code: spawns, exits and opens SQLite freely
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

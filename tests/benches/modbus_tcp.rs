@@ -3,6 +3,7 @@
 //! on its own connection. Prints requests/s achieved and CPU per 1,000
 //! registers, ours and the peer's, as one JSON line.
 
+#![allow(clippy::disallowed_methods)] // test code: spawns, exits and opens SQLite freely
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -2,6 +2,8 @@
 //! their events collected: what the driver integration tests (Modbus,
 //! serial) start and inspect.
 
+#![allow(clippy::disallowed_methods)] // test code: spawns and opens SQLite freely
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

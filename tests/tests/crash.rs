@@ -3,6 +3,7 @@
 //! moments, 50 times. After each kill the log is reopened and every event
 //! ever acknowledged must be present and intact, and no seq may repeat.
 
+#![allow(clippy::disallowed_methods)] // test code: spawns, exits and opens SQLite freely
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -4,6 +4,7 @@
 //! on. (Real lines need a kernel GPIO simulator, which this machine lacks;
 //! the logic is the same.)
 
+#![allow(clippy::disallowed_methods)] // test code: spawns, exits and opens SQLite freely
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

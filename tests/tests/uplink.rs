@@ -1,6 +1,7 @@
 //! Uplinks against real brokers: Mosquitto and nats-server, started by the
 //! tests on loopback ports, stopped and restarted during a drain.
 
+#![allow(clippy::disallowed_methods)] // test code: spawns, exits and opens SQLite freely
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -13,7 +13,7 @@
 //! - the socket is made mode 0600, and each connection's peer credentials
 //!   (`SO_PEERCRED`) are checked as well: a peer whose uid is neither the
 //!   socket's owner (the daemon) nor root is answered `rejected` and its
-//!   input is not read, even if the mode was widened or raced;
+//!   input is discarded unread, even if the mode was widened or raced;
 //! - the body is taken as TOML (a document from the history gives its body;
 //!   its version and signature are not used): a local apply keeps the
 //!   running version (see the manager's invariants);
@@ -64,7 +64,7 @@ pub fn start_links(
     {
         let (rep_tx, rep_rx) = mpsc::channel::<Vec<u8>>(8);
         manager.report_to(rep_tx);
-        tasks.push(tokio::spawn(outpost_sync::control::nats_kv(
+        tasks.push(outpost_core::task::spawn(outpost_sync::control::nats_kv(
             n,
             r.kv_bucket.clone(),
             gateway.clone(),
@@ -87,7 +87,7 @@ pub fn start_links(
             "{}-config",
             m.client_id.clone().unwrap_or_else(|| gateway.clone())
         );
-        tasks.push(tokio::spawn(outpost_sync::control::mqtt(
+        tasks.push(outpost_core::task::spawn(outpost_sync::control::mqtt(
             m,
             id,
             topic,
@@ -99,7 +99,7 @@ pub fn start_links(
     }
     drop(in_tx);
     let to_manager = requests.clone();
-    tasks.push(tokio::spawn(async move {
+    tasks.push(outpost_core::task::spawn(async move {
         while let Some(i) = in_rx.recv().await {
             let origin = match i.source {
                 Source::NatsKv => Origin::NatsKv,
@@ -157,7 +157,7 @@ pub async fn serve_socket(path: PathBuf, requests: mpsc::Sender<Request>, stop: 
         let Ok((stream, _)) = conn else { continue };
         let requests = requests.clone();
         let slot = slots.clone().try_acquire_owned();
-        tokio::spawn(async move {
+        outpost_core::task::spawn(async move {
             let peer = stream.peer_cred();
             let (read, mut write) = stream.into_split();
             let refusal = match (&peer, &slot) {
@@ -180,6 +180,16 @@ pub async fn serve_socket(path: PathBuf, requests: mpsc::Sender<Request>, stop: 
                     .into_bytes();
                 line.push(b'\n');
                 let _gone = write.write_all(&line).await;
+                let _gone = write.shutdown().await;
+                // What the client sends is discarded unread (at most 64 KiB,
+                // for a second), so that it sees the answer instead of a
+                // broken pipe.
+                let mut discarded = read.take(64 * 1024);
+                let _gone = tokio::time::timeout(
+                    std::time::Duration::from_secs(1),
+                    tokio::io::copy(&mut discarded, &mut tokio::io::sink()),
+                )
+                .await;
                 return;
             }
             let mut body = String::new();
@@ -267,9 +277,10 @@ mod tests {
         stdin.write_all(body.as_bytes()).unwrap();
         drop(stdin);
         let out = child.wait_with_output().unwrap();
-        // A refused client may see a broken pipe: its input is not read.
+        // A refused client's input is discarded unread, so it sees the
+        // answer and exits cleanly like any other.
         assert!(
-            out.status.success() || as_uid.is_some(),
+            out.status.success(),
             "client failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
@@ -288,7 +299,7 @@ mod tests {
         let path = dir.path().join("control.sock");
         let (tx, mut rx) = mpsc::channel::<Request>(4);
         let stop = CancellationToken::new();
-        let server = tokio::spawn(serve_socket(path.clone(), tx, stop.clone()));
+        let server = outpost_core::task::spawn(serve_socket(path.clone(), tx, stop.clone()));
         for _ in 0..100 {
             if path.exists() {
                 break;

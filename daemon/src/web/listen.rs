@@ -324,7 +324,7 @@ impl Accepted {
         let slots = Arc::new(Semaphore::new(limits.connections));
         let table = Arc::new(Table::default());
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-        tokio::spawn(async move {
+        outpost_core::task::spawn(async move {
             loop {
                 let (stream, addr) = tokio::select! {
                     () = stop.cancelled() => return,
@@ -370,7 +370,7 @@ impl Accepted {
                     }
                     Some(acc) => {
                         let (acc, tx) = (acc.clone(), tx.clone());
-                        tokio::spawn(async move {
+                        outpost_core::task::spawn(async move {
                             let closed = reg.conn.close.clone();
                             let handshake =
                                 tokio::time::timeout(limits.handshake, acc.accept(stream));
@@ -443,7 +443,7 @@ pub async fn serve(
                 async move { tower::ServiceExt::oneshot(app, req.map(axum::body::Body::new)).await }
             });
         let (stop, done) = (stop.clone(), done_rx.clone());
-        tokio::spawn(async move {
+        outpost_core::task::spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())

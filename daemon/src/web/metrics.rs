@@ -81,6 +81,12 @@ fn snapshot(s: &Shared) -> Snapshot {
         Gauge,
         s.started.elapsed().as_secs_f64(),
     );
+    out.one(
+        "outpost_tasks",
+        "Tasks of outpostd running or waiting to run (a count that grows with time is a leak).",
+        Gauge,
+        outpost_core::task::live() as f64,
+    );
     if let Some(rss) = super::model::rss_bytes() {
         out.one(
             "outpost_process_resident_memory_bytes",

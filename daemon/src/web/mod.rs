@@ -316,10 +316,10 @@ pub async fn serve_with(
         shared.clone(),
         connection_trust,
     ));
-    tokio::spawn(live::publish(shared.clone(), stop.clone()));
+    outpost_core::task::spawn(live::publish(shared.clone(), stop.clone()));
     let sampler = shared.clone();
     let sampler_stop = stop.clone();
-    tokio::spawn(async move {
+    outpost_core::task::spawn(async move {
         let mut every = tokio::time::interval(SAMPLE_EVERY);
         loop {
             tokio::select! {
@@ -328,7 +328,7 @@ pub async fn serve_with(
             }
         }
     });
-    let task = tokio::spawn(listen::serve(accepted, app, limits, stop));
+    let task = outpost_core::task::spawn(listen::serve(accepted, app, limits, stop));
     Ok((local, task))
 }
 

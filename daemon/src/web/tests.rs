@@ -2,6 +2,7 @@
 //! and the security rules (CSRF, lock-out, roles, escaping, cookie flags).
 //! The device behind a write is a fake driver inbox answering in-process.
 
+#![allow(clippy::disallowed_methods)] // test code: spawns and opens SQLite freely
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -853,9 +854,17 @@ async fn health_metrics_static_and_unknown_routes() {
         "outpost_log_dropped_total{limit=\"age\"} 0",
         "# TYPE outpost_process_cpu_seconds_total counter",
         "# TYPE outpost_process_open_fds gauge",
+        "# TYPE outpost_tasks gauge",
     ] {
         assert!(r.body.contains(want), "{want} missing in:\n{}", r.body);
     }
+    let tasks: f64 = r
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("outpost_tasks "))
+        .and_then(|v| v.parse().ok())
+        .expect("outpost_tasks has a value");
+    assert_eq!(tasks, outpost_core::task::live() as f64);
     let r = call(&app, "GET", "/static/app.css", "", None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.headers[header::CONTENT_TYPE]

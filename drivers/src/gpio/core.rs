@@ -88,7 +88,7 @@ pub async fn run<P: OutputPin + Send>(
         let (_, dummy) = mpsc::channel(1);
         let mut rx = std::mem::replace(&mut input.edges, dummy);
         let tx = tx.clone();
-        forwarders.push(tokio::spawn(async move {
+        forwarders.push(outpost_core::task::spawn(async move {
             while let Some(e) = rx.recv().await {
                 if tx.send((i, e)).await.is_err() {
                     return;
@@ -216,7 +216,7 @@ async fn sleep_until(at: Option<Instant>) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::disallowed_methods)] // test code
     use std::convert::Infallible;
     use std::sync::{Arc, Mutex};
 

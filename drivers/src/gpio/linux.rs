@@ -154,7 +154,7 @@ impl GpioDriver {
             let level = events.as_ref().get_value().map_err(busy)? == 1;
             let (tx, rx) = mpsc::channel(256);
             let stop = stop.clone();
-            tokio::spawn(async move {
+            outpost_core::task::spawn(async move {
                 let mut events = events;
                 loop {
                     let ev = tokio::select! {

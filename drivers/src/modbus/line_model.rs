@@ -258,6 +258,7 @@ impl ModelSlave {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // test code
 mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

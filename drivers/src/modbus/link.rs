@@ -350,7 +350,7 @@ impl Link {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::disallowed_methods)] // test code
     use super::*;
     use crate::modbus::pdu::Request;
     use outpost_config::modbus::Table;

@@ -363,6 +363,7 @@ impl Store {
         let corrupt = |what: &str, e: &dyn std::fmt::Display| LogError::Corrupt {
             reason: format!("{what}: {e}"),
         };
+        #[allow(clippy::disallowed_methods)] // the event log's own database
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE

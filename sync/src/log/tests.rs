@@ -1,3 +1,4 @@
+#![allow(clippy::disallowed_methods)] // test code: spawns and opens SQLite freely
 use std::collections::BTreeMap;
 
 use outpost_core::{

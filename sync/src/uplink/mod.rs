@@ -150,10 +150,7 @@ impl Backoff {
     fn take(&mut self) -> Duration {
         let d = self.next;
         self.next = (self.next * 2).min(Self::MAX);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |t| t.subsec_nanos());
-        d.mul_f64(0.8 + 0.4 * f64::from(nanos % 1000) / 1000.0)
+        outpost_core::jitter(d)
     }
 }
 

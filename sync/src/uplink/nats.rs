@@ -240,7 +240,7 @@ pub(super) async fn session(
         status: status.clone(),
         ack_timeout,
     };
-    let waiter = tokio::spawn(async move {
+    let waiter = outpost_core::task::spawn(async move {
         let mut checker = checker;
         while let Some(item) = ack_rx.recv().await {
             let r = match item {

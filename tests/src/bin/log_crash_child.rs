@@ -3,6 +3,7 @@
 //! acknowledged append: `ack <first> <last> <writer> <n>` where the events
 //! carry the values `writer * 1_000_000_000 + n ..`. It runs until killed.
 
+#![allow(clippy::disallowed_methods)] // test code: spawns, exits and opens SQLite freely
 #![allow(clippy::let_underscore_must_use)] // a broken stdout pipe means the parent is gone
 
 use std::io::Write;
