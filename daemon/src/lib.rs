@@ -1,4 +1,6 @@
-//! `outpostd`: the Outpost edge gateway daemon.
+//! `outpostd`: the Outpost edge gateway daemon. The binary is [`main`];
+//! the library exists so that the fuzz targets (feature `fuzzing`) reach
+//! the web server's request handling as the binary runs it.
 
 mod logring;
 mod memory;
@@ -9,6 +11,9 @@ mod run;
 mod supervisor;
 mod views;
 mod web;
+
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,7 +80,8 @@ pub struct RunArgs {
     data_dir: Option<PathBuf>,
 }
 
-fn main() -> ExitCode {
+/// `outpostd`'s command line.
+pub fn main() -> ExitCode {
     memory::tune();
     let cli = Cli::parse();
     match cli.command {

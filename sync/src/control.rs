@@ -398,7 +398,7 @@ pub async fn mqtt(
 /// The `configuration` attribute of a ThingsBoard attribute update
 /// (`{"configuration": ...}`) or response (`{"shared": {"configuration": ...}}`),
 /// as JSON bytes.
-fn thingsboard_configuration(payload: &[u8]) -> Option<Vec<u8>> {
+pub fn thingsboard_configuration(payload: &[u8]) -> Option<Vec<u8>> {
     let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
     let c = v
         .get("shared")

@@ -11,6 +11,61 @@ use serde_json::{json, Value as Json};
 
 use crate::log::StoredEvent;
 
+/// A ThingsBoard server-side RPC request to a device behind the gateway:
+/// `{"device": "...", "data": {"id": N, "method": "...", "params": ...}}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcRequest {
+    pub device: String,
+    /// The request's id, echoed in the reply as sent.
+    pub id: Json,
+    /// The write it asks for (tag, value), or why it cannot be done.
+    pub write: Result<(String, Value), String>,
+}
+
+/// Reads an RPC request. Methods `set` / `write` with params `{"tag": "...",
+/// "value": ...}`, or `set_<tag>` with the value as params, are writes;
+/// other methods and values that are not a boolean, number or string are
+/// answered with an error. `None` for anything without a method (a reply,
+/// ours echoed by a broker that is not ThingsBoard, or junk): it gets no
+/// reply.
+pub fn rpc_request(body: &[u8]) -> Option<RpcRequest> {
+    let req: Json = serde_json::from_slice(body).ok()?;
+    let method = req["data"]["method"].as_str()?;
+    let device = req["device"].as_str().unwrap_or_default().to_string();
+    let id = req["data"]["id"].clone();
+    let params = &req["data"]["params"];
+    let (tag, value) = if let Some(tag) = method.strip_prefix("set_") {
+        (tag, params)
+    } else if matches!(method, "set" | "write") {
+        (params["tag"].as_str().unwrap_or_default(), &params["value"])
+    } else {
+        ("", &Json::Null)
+    };
+    let write = if tag.is_empty() {
+        Err(format!(
+            "unsupported RPC method {method:?} (use set, write or set_<tag>)"
+        ))
+    } else {
+        json_value(value)
+            .map(|v| (tag.to_string(), v))
+            .ok_or_else(|| format!("unsupported value {value}"))
+    };
+    Some(RpcRequest { device, id, write })
+}
+
+fn json_value(v: &Json) -> Option<Value> {
+    match v {
+        Json::Bool(b) => Some(Value::Bool(*b)),
+        Json::Number(n) => n
+            .as_i64()
+            .map(Value::I64)
+            .or_else(|| n.as_u64().map(Value::U64))
+            .or_else(|| n.as_f64().map(Value::F64)),
+        Json::String(s) => Some(Value::Str(s.clone())),
+        _ => None,
+    }
+}
+
 /// One message to publish.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
@@ -470,6 +525,27 @@ mod tests {
     use outpost_core::{Seq, Timestamp};
 
     use super::*;
+
+    #[test]
+    fn rpc_requests_are_writes_errors_or_ignored() {
+        let r = rpc_request(
+            br#"{"device":"pump","data":{"id":7,"method":"set","params":{"tag":"speed","value":3}}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.device, "pump");
+        assert_eq!(r.id, json!(7));
+        assert_eq!(r.write, Ok(("speed".to_string(), Value::I64(3))));
+        let r = rpc_request(br#"{"device":"p","data":{"id":1,"method":"set_on","params":true}}"#)
+            .unwrap();
+        assert_eq!(r.write, Ok(("on".to_string(), Value::Bool(true))));
+        let r = rpc_request(br#"{"device":"p","data":{"id":1,"method":"reboot"}}"#).unwrap();
+        assert!(r.write.unwrap_err().contains("unsupported RPC method"));
+        let r = rpc_request(br#"{"device":"p","data":{"method":"set_x","params":[1]}}"#).unwrap();
+        assert!(r.write.unwrap_err().contains("unsupported value"));
+        // Replies and junk get no answer.
+        assert!(rpc_request(br#"{"device":"p","id":1,"data":{"success":true}}"#).is_none());
+        assert!(rpc_request(b"\xff not json").is_none());
+    }
 
     fn tele(seq: u64, device: &str, v: i64) -> StoredEvent {
         StoredEvent {

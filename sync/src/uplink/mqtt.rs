@@ -220,7 +220,7 @@ fn pump(
     tx: mpsc::Sender<Note>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+    outpost_core::task::spawn(async move {
         loop {
             let ev = tokio::select! {
                 biased;
@@ -473,64 +473,29 @@ impl Drop for PumpGuard {
     }
 }
 
-/// ThingsBoard server-side RPC to a device behind the gateway:
-/// `{"device": "...", "data": {"id": N, "method": "...", "params": ...}}`.
-/// Methods `set` / `write` with params `{"tag": "...", "value": ...}` (or
-/// `set_<tag>` with the value as params) write through the driver; the reply
-/// `{"device", "id", "data": {"success": bool, "error"?}}` goes to
-/// `v1/gateway/rpc`.
+/// ThingsBoard server-side RPC to a device behind the gateway (see
+/// [`format::rpc_request`]); the reply `{"device", "id", "data": {"success":
+/// bool, "error"?}}` goes to `v1/gateway/rpc`.
 fn rpc(spec: &UplinkSpec, client: &Client, body: Vec<u8>) {
     let spec = spec.clone();
     let client = client.clone();
-    tokio::spawn(async move {
-        let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        if !req["data"]["method"].is_string() {
+    outpost_core::task::spawn(async move {
+        let Some(req) = format::rpc_request(&body) else {
             // A reply (ours, echoed by a broker that is not ThingsBoard) or junk.
             return;
-        }
-        let device = req["device"].as_str().unwrap_or_default().to_string();
-        let id = req["data"]["id"].clone();
-        let method = req["data"]["method"].as_str().unwrap_or_default();
-        let params = &req["data"]["params"];
-        let (tag, value) = if let Some(tag) = method.strip_prefix("set_") {
-            (tag.to_string(), params.clone())
-        } else if matches!(method, "set" | "write") {
-            (
-                params["tag"].as_str().unwrap_or_default().to_string(),
-                params["value"].clone(),
-            )
-        } else {
-            (String::new(), serde_json::Value::Null)
         };
-        let outcome = match (&spec.rpc, tag.is_empty(), json_value(&value)) {
-            (_, true, _) => Err(format!(
-                "unsupported RPC method {method:?} (use set, write or set_<tag>)"
-            )),
-            (_, _, None) => Err(format!("unsupported value {value}")),
-            (None, _, _) => Err("this gateway takes no writes".to_string()),
-            (Some(h), false, Some(v)) => h(device.clone(), tag, v).await,
+        let outcome = match (&spec.rpc, req.write) {
+            (_, Err(e)) => Err(e),
+            (None, Ok(_)) => Err("this gateway takes no writes".to_string()),
+            (Some(h), Ok((tag, v))) => h(req.device.clone(), tag, v).await,
         };
         let data = match outcome {
             Ok(()) => json!({"success": true}),
             Err(e) => json!({"success": false, "error": e}),
         };
-        let reply = json!({"device": device, "id": id, "data": data});
+        let reply = json!({"device": req.device, "id": req.id, "data": data});
         if let Err(e) = client.publish(format::TB_RPC.into(), reply.to_string().into_bytes()) {
             tracing::warn!(error = %e, "Cannot publish an RPC reply.");
         }
     });
-}
-
-fn json_value(v: &serde_json::Value) -> Option<outpost_core::Value> {
-    use outpost_core::Value;
-    match v {
-        serde_json::Value::Bool(b) => Some(Value::Bool(*b)),
-        serde_json::Value::Number(n) => n
-            .as_i64()
-            .map(Value::I64)
-            .or_else(|| n.as_u64().map(Value::U64))
-            .or_else(|| n.as_f64().map(Value::F64)),
-        serde_json::Value::String(s) => Some(Value::Str(s.clone())),
-        _ => None,
-    }
 }
