@@ -11,7 +11,11 @@ fuzz_target!(|data: &[u8]| {
         Err(errors) => {
             assert!(!errors.0.is_empty(), "an error without a problem");
             for e in &errors.0 {
-                assert!(e.line >= 1 && e.line <= lines, "line {} of {lines}: {e}", e.line);
+                assert!(
+                    e.line >= 1 && e.line <= lines,
+                    "line {} of {lines}: {e}",
+                    e.line
+                );
                 assert!(e.column >= 1, "column {}: {e}", e.column);
                 assert_eq!(e.file, "fuzz.toml");
             }

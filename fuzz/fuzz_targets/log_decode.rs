@@ -31,7 +31,11 @@ fuzz_target!(|data: &[u8]| {
             Ok(e) => e,
             Err(e) => panic!("an encoded event does not decode: {e}"),
         };
-        assert_eq!(codec::encode(&again).ok(), Some(bytes), "changed on the way round");
+        assert_eq!(
+            codec::encode(&again).ok(),
+            Some(bytes),
+            "changed on the way round"
+        );
         stored.push(StoredEvent {
             seq: Seq(stored.len() as u64 + 1),
             event,
@@ -47,17 +51,30 @@ fuzz_target!(|data: &[u8]| {
         let mut seqs = messages.iter().map(|m| m.last_seq);
         assert_eq!(seqs.clone().last(), Some(last), "an event was left out");
         let mut prev = 0;
-        assert!(seqs.all(|s| std::mem::replace(&mut prev, s) < s), "out of order");
+        assert!(
+            seqs.all(|s| std::mem::replace(&mut prev, s) < s),
+            "out of order"
+        );
         for m in &messages {
             if let Err(e) = serde_json::from_slice::<serde_json::Value>(&m.payload) {
-                panic!("{} carries {e}: {:?}", m.topic, String::from_utf8_lossy(&m.payload));
+                panic!(
+                    "{} carries {e}: {:?}",
+                    m.topic,
+                    String::from_utf8_lossy(&m.payload)
+                );
             }
         }
     }
     for s in &stored {
         let j = format::event_json("gw", s);
-        assert!(serde_json::from_slice::<serde_json::Value>(&j).is_ok(), "not JSON");
+        assert!(
+            serde_json::from_slice::<serde_json::Value>(&j).is_ok(),
+            "not JSON"
+        );
         let n = format::nats("outpost", "gw", s);
-        assert!(serde_json::from_slice::<serde_json::Value>(&n.payload).is_ok(), "not JSON");
+        assert!(
+            serde_json::from_slice::<serde_json::Value>(&n.payload).is_ok(),
+            "not JSON"
+        );
     }
 });

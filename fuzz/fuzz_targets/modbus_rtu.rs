@@ -61,7 +61,10 @@ fuzz_target!(|data: &[u8]| {
                 () = device_side => unreachable!("the device never finishes"),
             };
             let took = start.elapsed();
-            assert!(took <= bound, "a transaction took {took:?}, bound {bound:?}");
+            assert!(
+                took <= bound,
+                "a transaction took {took:?}, bound {bound:?}"
+            );
             if let Ok(Ok(resp)) = &out {
                 check_response(&req, resp);
             }

@@ -47,7 +47,10 @@ fuzz_target!(|data: &[u8]| {
                 () = server_side => unreachable!("the server never finishes"),
             };
             let took = start.elapsed();
-            assert!(took <= bound, "a transaction took {took:?}, bound {bound:?}");
+            assert!(
+                took <= bound,
+                "a transaction took {took:?}, bound {bound:?}"
+            );
             if let Ok(Ok(resp)) = &out {
                 check_response(&req, resp);
             }

@@ -15,7 +15,8 @@ fuzz_target!(|data: &[u8]| {
                 assert!(f.is_finite(), "a write of {f}");
             }
         }
-        let _reply = serde_json::json!({"device": req.device, "id": req.id, "data": {}}).to_string();
+        let _reply =
+            serde_json::json!({"device": req.device, "id": req.id, "data": {}}).to_string();
     }
     if let Some(inner) = outpost_sync::control::thingsboard_configuration(data) {
         assert!(

@@ -9,7 +9,6 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use outpost_rules::script::ScriptHost;
 
-
 thread_local! {
     // One runtime, as one chain has one; the fuzzer is single-threaded.
     static HOST: ScriptHost = match ScriptHost::new(4 << 20, Duration::from_millis(20)) {
@@ -36,6 +35,11 @@ fuzz_target!(|data: &[u8]| HOST.with(|host| {
     // The runtime still takes calls after whatever the script did (it may
     // have changed the globals the next script sees: one chain, one runtime).
     if let Ok(probe) = host.compile("return msg.t + 1;") {
-        let _next = host.call(&probe, &serde_json::json!({"t": 1}), &serde_json::json!({}), "X");
+        let _next = host.call(
+            &probe,
+            &serde_json::json!({"t": 1}),
+            &serde_json::json!({}),
+            "X",
+        );
     }
 }));

@@ -1,13 +1,14 @@
 //! Serial lines: any byte stream, cut into reads at any points, through
 //! each framing the configuration allows and each parser. Never panics;
-//! the framer never holds or returns more than `max_frame` bytes, and no
+//! the framer never returns more than `max_frame` bytes nor holds more
+//! than its capacity (`max_frame` and the end marker), and no
 //! byte is both in a frame and counted as dropped.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use outpost_fuzz::Bytes;
 use outpost_drivers::serial::frame::{Framer, Framing};
 use outpost_drivers::serial::parse::{BinField, BinType, Parser, TextType};
+use outpost_fuzz::Bytes;
 
 /// A marker of 1 to 4 bytes, read as `length, bytes`; `or` when empty.
 fn marker(b: &mut Bytes<'_>, or: &[u8]) -> Vec<u8> {
@@ -98,7 +99,12 @@ fuzz_target!(|data: &[u8]| {
         if quiet {
             framer.idle(&mut frames);
         }
-        assert!(framer.pending() <= max, "holds {} of {max}", framer.pending());
+        let cap = framer.capacity();
+        assert!(
+            framer.pending() <= cap,
+            "holds {} of {cap}",
+            framer.pending()
+        );
         for f in frames.drain(..) {
             assert!(f.len() <= max, "a frame of {} bytes, max {max}", f.len());
             framed += f.len() as u64;

@@ -63,7 +63,8 @@ pub fn request(b: &mut Bytes<'_>) -> Request {
     let count = b.u16();
     match kind {
         0..=3 => {
-            let table = [Table::Coil, Table::Discrete, Table::Input, Table::Holding][usize::from(kind)];
+            let table =
+                [Table::Coil, Table::Discrete, Table::Input, Table::Holding][usize::from(kind)];
             let max = if table.is_bits() { 2000 } else { 125 };
             Request::Read {
                 table,

@@ -7,8 +7,11 @@
 //! read) and returns whole frames.
 //!
 //! Invariants:
-//! - Memory is bounded: the framer holds at most `max_len` bytes. A frame
-//!   that grows past it is dropped, its bytes counted, and bytes are
+//! - Memory is bounded: the framer holds at most `max_len` bytes plus the
+//!   length of the marker that ends a frame (a frame of `max_len` bytes is
+//!   whole only when its delimiter or end marker has been seen), and never
+//!   returns a frame longer than `max_len`. A frame that grows past it is
+//!   dropped, its bytes counted, and bytes are
 //!   discarded until the next frame can start (after the next delimiter,
 //!   or at the next start marker).
 //! - Bytes outside any frame (before a start marker) are counted as noise,
@@ -84,6 +87,17 @@ impl Framer {
         }
     }
 
+    /// The most bytes [`Framer::pending`] can be: `max_len` and room for
+    /// all but the last byte of the marker that ends a frame.
+    pub fn capacity(&self) -> usize {
+        let marker = match &self.framing {
+            Framing::Delimiter(d) => d.len(),
+            Framing::Markers { start, end } => end.len().max(start.len()),
+            Framing::Length(_) | Framing::IdleGap => 0,
+        };
+        self.max_len + marker.saturating_sub(1)
+    }
+
     /// Bytes held towards the next frame.
     pub fn pending(&self) -> usize {
         self.buf.len()
@@ -147,8 +161,10 @@ impl Framer {
                 self.buf.clear();
                 continue;
             }
-            // Room for the frame and a delimiter being matched.
-            if self.buf.len() > self.max_len + delim.len() {
+            // Room for the frame and a delimiter being matched: one byte
+            // more, without the delimiter, can no longer end a frame of
+            // `max_len`.
+            if self.buf.len() >= self.max_len + delim.len() {
                 let keep = delim.len().saturating_sub(1);
                 let cut = self.buf.len() - keep;
                 if self.state != State::Discarding {
@@ -200,7 +216,7 @@ impl Framer {
                         self.dropped.bytes += lost as u64;
                         self.dropped.overlong += 1;
                         self.buf.clear();
-                    } else if self.buf.len() > self.max_len + end.len() {
+                    } else if self.buf.len() >= self.max_len + end.len() {
                         self.overlong();
                         self.state = State::Idle;
                     }
@@ -240,6 +256,60 @@ mod tests {
         );
         assert_eq!(f.pending(), 0);
         assert_eq!(f.dropped, Dropped::default());
+    }
+
+    /// Found by the `serial` fuzz target: with a one-byte maximum the
+    /// framer holds the maximum and a delimiter's worth more (its capacity),
+    /// never a longer frame.
+    #[test]
+    fn a_tiny_maximum_holds_no_more_than_its_capacity() {
+        let mut f = Framer::new(Framing::Delimiter(b"\r\n".to_vec()), 1);
+        let data = b"\x00\r\n\n\xed\xab\xc2\xcd\xce\x61\x40";
+        let mut out = Vec::new();
+        for b in data {
+            f.push(std::slice::from_ref(b), &mut out);
+            assert!(f.pending() <= f.capacity(), "holds {}", f.pending());
+        }
+        assert_eq!(f.capacity(), 2);
+        assert_eq!(out, [vec![0u8]]);
+        assert_eq!(f.dropped.overlong, 1);
+        let framed: usize = out.iter().map(|o| o.len() + 2).sum();
+        assert_eq!(
+            framed as u64 + f.dropped.bytes + f.pending() as u64,
+            data.len() as u64
+        );
+    }
+
+    /// Found by the `serial` fuzz target: a frame one byte over the maximum
+    /// was returned when its delimiter or end marker came right after it.
+    #[test]
+    fn a_frame_one_byte_over_the_maximum_is_dropped() {
+        for framing in [
+            Framing::Delimiter(b"\0".to_vec()),
+            Framing::Delimiter(b"\r\n".to_vec()),
+            Framing::Markers {
+                start: b"<".to_vec(),
+                end: b">".to_vec(),
+            },
+            Framing::Markers {
+                start: b"\x02".to_vec(),
+                end: b"\r\n".to_vec(),
+            },
+        ] {
+            let (start, end) = match &framing {
+                Framing::Delimiter(d) => (Vec::new(), d.clone()),
+                Framing::Markers { start, end } => (start.clone(), end.clone()),
+                _ => unreachable!(),
+            };
+            let mut f = Framer::new(framing.clone(), 2);
+            let frame = |body: &[u8]| [&start[..], body, &end[..]].concat();
+            let mut out = Vec::new();
+            f.push(&frame(b"ab"), &mut out);
+            f.push(&frame(b"abc"), &mut out);
+            f.push(&frame(b"x"), &mut out);
+            assert_eq!(out, [b"ab".to_vec(), b"x".to_vec()], "{framing:?}");
+            assert_eq!(f.dropped.overlong, 1, "{framing:?}");
+        }
     }
 
     #[test]
