@@ -1,0 +1,581 @@
+//! The fault matrix: every fault run against the release `outpostd` with
+//! real peers (nats-server with JetStream, Mosquitto), one table row per
+//! fault: events accepted, delivered, lost and duplicated, and pass or fail.
+//!
+//! `tests/faults` builds the release binary and runs this; `--full` runs the
+//! full counts (100 kills, 100 restarts of each broker), the default a
+//! reduced count for `./tests/run`. Exit status 1 when any row fails.
+//!
+//! What "accepted" means: every seq the log handed out (its `next_seq - 1`
+//! after the last run, the daemon's own audit events included); each must
+//! reach the broker once the daemon has drained. For NATS a duplicate is a
+//! second stream message for one seq; for MQTT (at least once by design) a
+//! seq received twice is counted, not failed.
+
+#![allow(clippy::disallowed_methods)] // a test driver: spawns, sleeps and opens SQLite freely
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::let_underscore_must_use,
+    clippy::print_stdout,
+    clippy::print_stderr
+)] // a test driver: a failed step is a failed row
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use outpost_tests::{Mosquitto, NatsServer};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn ms(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.next() % (hi - lo))
+    }
+}
+
+#[derive(Default)]
+struct Row {
+    fault: String,
+    count: usize,
+    accepted: u64,
+    delivered: u64,
+    lost: u64,
+    duplicated: u64,
+    /// Why the row failed, beside lost or duplicated events.
+    problems: Vec<String>,
+    /// Duplicates are allowed (MQTT at least once).
+    duplicates_ok: bool,
+}
+
+impl Row {
+    fn new(fault: &str, count: usize) -> Row {
+        Row {
+            fault: fault.to_string(),
+            count,
+            ..Row::default()
+        }
+    }
+    fn pass(&self) -> bool {
+        self.problems.is_empty() && self.lost == 0 && (self.duplicates_ok || self.duplicated == 0)
+    }
+    /// Counts what the broker holds against what the log accepted.
+    fn count_seqs(&mut self, accepted: u64, seen: &BTreeMap<u64, u64>) {
+        self.count_ranges(&[(1, accepted)], seen);
+    }
+    /// The same, when the log handed out these ranges of seqs only.
+    fn count_ranges(&mut self, ranges: &[(u64, u64)], seen: &BTreeMap<u64, u64>) {
+        let all = || ranges.iter().flat_map(|&(a, b)| a..=b);
+        self.accepted = all().count() as u64;
+        self.delivered = all().filter(|s| seen.contains_key(s)).count() as u64;
+        self.lost = self.accepted - self.delivered;
+        self.duplicated = seen.values().map(|n| n - 1).sum();
+        if self.lost > 0 {
+            let first = all().find(|s| !seen.contains_key(s));
+            self.problems.push(format!("first lost seq {first:?}"));
+        }
+    }
+}
+
+fn bin() -> PathBuf {
+    std::env::var_os("OUTPOSTD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| outpost_tests::workspace().join("target/release/outpostd"))
+}
+
+/// A gateway's files: its configuration and data directory.
+struct Site {
+    _dir: tempfile::TempDir,
+    cfg: PathBuf,
+    data: PathBuf,
+}
+
+impl Site {
+    fn new() -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        Site {
+            cfg: dir.path().join("outpost.toml"),
+            data: dir.path().join("data"),
+            _dir: dir,
+        }
+    }
+    fn configure(&self, uplink: &str, device: bool) {
+        let device = if device {
+            "[[device]]\nname = \"fast\"\n[device.sim]\ninterval = \"10ms\"\n\
+             [[device.sim.tag]]\nname = \"n\"\ncounter = {}\n"
+        } else {
+            ""
+        };
+        std::fs::write(
+            &self.cfg,
+            format!(
+                "[gateway]\nid = \"gw\"\ndurability = \"full\"\n[web]\nenabled = false\n{device}{uplink}"
+            ),
+        )
+        .unwrap();
+    }
+    fn start(&self) -> Child {
+        Command::new(bin())
+            .args(["run", "--config"])
+            .arg(&self.cfg)
+            .arg("--data-dir")
+            .arg(&self.data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting outpostd")
+    }
+    fn db(&self) -> PathBuf {
+        self.data.join("events.db")
+    }
+    /// Every seq the log has handed out, and whether the file is intact.
+    fn accepted(&self) -> (u64, Result<(), String>) {
+        let check = integrity(&self.db());
+        let opts = outpost_sync::log::StoreOptions {
+            durability: outpost_config::Durability::Normal,
+            limits: outpost_sync::log::Limits::UNLIMITED,
+            max_page_count: None,
+            reserve_bytes: 0,
+        };
+        match outpost_sync::log::Store::open(&self.db(), opts, outpost_core::Timestamp::synced(0)) {
+            Ok((store, _)) => (store.stats().next_seq - 1, check),
+            Err(e) => (0, Err(format!("the log does not open: {e}"))),
+        }
+    }
+}
+
+fn integrity(db: &Path) -> Result<(), String> {
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| e.to_string())?;
+    let r: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if r == "ok" {
+        Ok(())
+    } else {
+        Err(format!("integrity_check: {r}"))
+    }
+}
+
+fn stop(mut child: Child) -> bool {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    child.wait().map(|s| s.success()).unwrap_or(false)
+}
+
+fn kill(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// What the NATS stream holds: seq → how many messages carry it.
+fn nats_seen(rt: &tokio::runtime::Runtime, url: &str) -> BTreeMap<u64, u64> {
+    rt.block_on(async {
+        let mut out = BTreeMap::new();
+        let Ok(client) = async_nats::connect(url).await else {
+            return out;
+        };
+        let js = async_nats::jetstream::new(client);
+        let Ok(mut st) = js.get_stream("OUTPOST").await else {
+            return out;
+        };
+        let (first, last) = match st.info().await {
+            Ok(i) => (i.state.first_sequence, i.state.last_sequence),
+            Err(_) => return out,
+        };
+        for i in first..=last {
+            if let Ok(m) = st.get_raw_message(i).await {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&m.payload) {
+                    if let Some(s) = v["seq"].as_u64() {
+                        *out.entry(s).or_insert(0) += 1;
+                    }
+                }
+            }
+        }
+        out
+    })
+}
+
+fn nats_uplink(url: &str) -> String {
+    format!("[[uplink]]\nname = \"cloud\"\n[uplink.nats]\nurl = \"{url}\"\ncreate_stream = true\n")
+}
+
+fn mqtt_uplink(url: &str) -> String {
+    format!("[[uplink]]\nname = \"cloud\"\n[uplink.mqtt]\nurl = \"{url}\"\nmax_inflight = 8\nmax_payload = 4096\n")
+}
+
+/// Runs the site without its device until the broker holds every accepted
+/// seq (or 60 s pass), then stops it; counts the row.
+fn drain_and_count(
+    row: &mut Row,
+    site: &Site,
+    uplink: &str,
+    seen: &dyn Fn() -> BTreeMap<u64, u64>,
+) {
+    site.configure(uplink, false);
+    let child = site.start();
+    // This run adds its own start event; wait for it too.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        let last = seen();
+        let top = last.keys().next_back().copied().unwrap_or(0);
+        if top > 0 && (1..=top).all(|s| last.contains_key(&s)) {
+            std::thread::sleep(Duration::from_millis(300));
+            let again = seen();
+            if again.len() == last.len() {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if !stop(child) {
+        row.problems.push("the draining run did not stop cleanly".into());
+    }
+    let (accepted, check) = site.accepted();
+    if let Err(e) = check {
+        row.problems.push(e);
+    }
+    row.count_seqs(accepted, &seen());
+}
+
+fn sigkill(count: usize, rng: &mut Rng, rt: &tokio::runtime::Runtime) -> Row {
+    let mut row = Row::new("SIGKILL at random moments (durability = full)", count);
+    let server = NatsServer::start();
+    let site = Site::new();
+    let uplink = nats_uplink(&server.url());
+    site.configure(&uplink, true);
+    for _ in 0..count {
+        let child = site.start();
+        std::thread::sleep(rng.ms(200, 1500));
+        kill(child);
+        if let Err(e) = integrity(&site.db()) {
+            row.problems.push(e);
+            break;
+        }
+    }
+    drain_and_count(&mut row, &site, &uplink, &|| nats_seen(rt, &server.url()));
+    row
+}
+
+fn process_group_kill(count: usize, rng: &mut Rng, rt: &tokio::runtime::Runtime) -> Row {
+    // Power loss as near as a process can get: the whole group is killed
+    // while the log checkpoints (a busy log checkpoints every few hundred
+    // ms), with nothing flushed on the way out.
+    let mut row = Row::new("power loss: process group killed mid-checkpoint", count);
+    let server = NatsServer::start();
+    let site = Site::new();
+    let uplink = nats_uplink(&server.url());
+    site.configure(&uplink, true);
+    for _ in 0..count {
+        let mut cmd = Command::new(bin());
+        cmd.args(["run", "--config"])
+            .arg(&site.cfg)
+            .arg("--data-dir")
+            .arg(&site.data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let mut child = cmd.spawn().unwrap();
+        std::thread::sleep(rng.ms(300, 1500));
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", child.id())])
+            .status();
+        let _ = child.wait();
+        if let Err(e) = integrity(&site.db()) {
+            row.problems.push(e);
+            break;
+        }
+    }
+    drain_and_count(&mut row, &site, &uplink, &|| nats_seen(rt, &server.url()));
+    row
+}
+
+fn nats_restarts(count: usize, rng: &mut Rng, rt: &tokio::runtime::Runtime) -> Row {
+    let mut row = Row::new("NATS server restart during a drain", count);
+    let mut server = NatsServer::start();
+    let site = Site::new();
+    let uplink = nats_uplink(&server.url());
+    site.configure(&uplink, true);
+    let child = site.start();
+    for _ in 0..count {
+        std::thread::sleep(rng.ms(100, 800));
+        server.stop();
+        std::thread::sleep(rng.ms(50, 500));
+        server.restart();
+    }
+    if !stop(child) {
+        row.problems.push("outpostd did not stop cleanly".into());
+    }
+    drain_and_count(&mut row, &site, &uplink, &|| nats_seen(rt, &server.url()));
+    row
+}
+
+/// A subscriber that keeps its session across broker restarts and counts
+/// every seq it receives.
+fn mqtt_subscriber(
+    rt: &tokio::runtime::Runtime,
+    port: u16,
+) -> (Arc<Mutex<BTreeMap<u64, u64>>>, tokio::task::JoinHandle<()>) {
+    let seen: Arc<Mutex<BTreeMap<u64, u64>>> = Arc::default();
+    let s = seen.clone();
+    let task = rt.spawn(async move {
+        let mut o = rumqttc::MqttOptions::new("faults-check", "127.0.0.1", port);
+        o.set_clean_session(false);
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        let (c, mut el) = rumqttc::AsyncClient::new(o, 1000);
+        let _ = c.subscribe("gw/#", rumqttc::QoS::AtLeastOnce).await;
+        loop {
+            match el.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(a))) => {
+                    if !a.session_present {
+                        let _ = c.subscribe("gw/#", rumqttc::QoS::AtLeastOnce).await;
+                    }
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    if let Ok(arr) = serde_json::from_slice::<serde_json::Value>(&p.payload) {
+                        let mut s = s.lock().unwrap();
+                        for e in arr.as_array().into_iter().flatten() {
+                            if let Some(q) = e["seq"].as_u64() {
+                                *s.entry(q).or_insert(0) += 1;
+                            }
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    (seen, task)
+}
+
+fn mqtt_restarts(count: usize, rng: &mut Rng, rt: &tokio::runtime::Runtime) -> Row {
+    let mut row = Row::new("MQTT broker restart during a drain", count);
+    row.duplicates_ok = true;
+    let mut broker = Mosquitto::start("");
+    let (seen, task) = mqtt_subscriber(rt, broker.port);
+    std::thread::sleep(Duration::from_millis(300));
+    let site = Site::new();
+    let uplink = mqtt_uplink(&broker.url());
+    site.configure(&uplink, true);
+    let child = site.start();
+    for _ in 0..count {
+        std::thread::sleep(rng.ms(100, 800));
+        broker.stop();
+        std::thread::sleep(rng.ms(50, 500));
+        broker.restart();
+    }
+    if !stop(child) {
+        row.problems.push("outpostd did not stop cleanly".into());
+    }
+    drain_and_count(&mut row, &site, &uplink, &|| seen.lock().unwrap().clone());
+    task.abort();
+    row
+}
+
+fn two_daemons(rt: &tokio::runtime::Runtime) -> Row {
+    let mut row = Row::new("a second outpostd on the same data directory", 1);
+    let server = NatsServer::start();
+    let site = Site::new();
+    let uplink = nats_uplink(&server.url());
+    site.configure(&uplink, true);
+    let first = site.start();
+    std::thread::sleep(Duration::from_millis(800));
+    let second = site.start().wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&second.stderr);
+    if second.status.success() {
+        row.problems.push("the second daemon ran".into());
+    } else if !said.contains("in use by another process") {
+        row.problems.push(format!("the second daemon's refusal is unclear: {said}"));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    if !stop(first) {
+        row.problems.push("the first daemon did not stop cleanly".into());
+    }
+    drain_and_count(&mut row, &site, &uplink, &|| nats_seen(rt, &server.url()));
+    row
+}
+
+/// The log damaged while the daemon is down: moved aside (kept, never
+/// deleted), the new log continues above the old seqs, and says so.
+fn corrupt(how: &str, rt: &tokio::runtime::Runtime) -> Row {
+    let mut row = Row::new(&format!("corrupt database ({how})"), 1);
+    let server = NatsServer::start();
+    let site = Site::new();
+    let uplink = nats_uplink(&server.url());
+    site.configure(&uplink, true);
+    let child = site.start();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop(child);
+    // Deliver everything before the damage, so that nothing undelivered is
+    // in the part that is lost.
+    drain_and_count(&mut row, &site, &uplink, &|| nats_seen(rt, &server.url()));
+    let before = row.accepted;
+    let db = site.db();
+    let len = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+        match how {
+            "header" => {
+                f.seek(SeekFrom::Start(0)).unwrap();
+                f.write_all(&[0xa5; 100]).unwrap();
+            }
+            "middle" => {
+                f.seek(SeekFrom::Start(len / 2)).unwrap();
+                f.write_all(&vec![0x5a; 8192]).unwrap();
+            }
+            _ => f.set_len(len / 3).unwrap(),
+        }
+    }
+    let _wal = std::fs::remove_file(site.data.join("events.db-wal"));
+    let _shm = std::fs::remove_file(site.data.join("events.db-shm"));
+    site.configure(&uplink, true);
+    let child = site.start();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop(child);
+    let aside = std::fs::read_dir(&site.data)
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with("events.db.corrupt-"));
+    if !aside && how != "middle" {
+        row.problems.push("the damaged log was not kept aside".into());
+    }
+    let mut after = Row::new("", 1);
+    drain_and_count(&mut after, &site, &uplink, &|| nats_seen(rt, &server.url()));
+    row.problems.extend(after.problems.iter().cloned());
+    // The new log starts above the old seqs (at the floor kept beside it);
+    // what it holds from there on must all arrive, as must everything the
+    // old log held (delivered before the damage).
+    let new_first = if aside {
+        outpost_tests::read_log(&site.db())
+            .first()
+            .map_or(after.accepted + 1, |e| e.seq.0)
+    } else {
+        before + 1
+    };
+    if new_first <= before {
+        row.problems.push(format!("the new log reused seq {new_first}"));
+    }
+    if after.accepted <= before {
+        row.problems.push("no events after the damage".into());
+    }
+    let seen = nats_seen(rt, &server.url());
+    row.count_ranges(&[(1, before), (new_first, after.accepted)], &seen);
+    row
+}
+
+fn missing_data_dir() -> Row {
+    let mut row = Row::new("data directory missing (created)", 1);
+    let site = Site::new();
+    site.configure("", true);
+    let child = site.start();
+    std::thread::sleep(Duration::from_millis(1000));
+    if !stop(child) {
+        row.problems.push("did not run and stop cleanly".into());
+    }
+    let (accepted, check) = site.accepted();
+    if let Err(e) = check {
+        row.problems.push(e);
+    }
+    row.accepted = accepted;
+    row.delivered = accepted; // no uplink: kept in the log
+    if accepted < 10 {
+        row.problems.push(format!("only {accepted} events"));
+    }
+    row
+}
+
+fn data_dir_is_a_file() -> Row {
+    let mut row = Row::new("data directory not usable (a file)", 1);
+    let site = Site::new();
+    site.configure("", true);
+    std::fs::write(&site.data, "not a directory").unwrap();
+    let out = site.start().wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        row.problems.push("it ran".into());
+    } else if !said.contains(&*site.data.to_string_lossy()) {
+        row.problems.push(format!("the error does not name the directory: {said}"));
+    }
+    if std::fs::read_to_string(&site.data).ok().as_deref() != Some("not a directory") {
+        row.problems.push("the file was changed".into());
+    }
+    row
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--full");
+    let n = if full { 100 } else { 5 };
+    if !bin().exists() {
+        eprintln!(
+            "faults: {} is missing; build it with cargo build --release -p outpost-daemon",
+            bin().display()
+        );
+        std::process::exit(2);
+    }
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1;
+    eprintln!("faults: seed {seed}, {n} per repeated row");
+    let mut rng = Rng(seed);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rows: Vec<Box<dyn FnOnce(&mut Rng) -> Row + '_>> = vec![
+        Box::new(|r| sigkill(n, r, &rt)),
+        Box::new(|r| process_group_kill(n.div_ceil(2), r, &rt)),
+        Box::new(|r| nats_restarts(n, r, &rt)),
+        Box::new(|r| mqtt_restarts(n, r, &rt)),
+        Box::new(|_| two_daemons(&rt)),
+        Box::new(|_| corrupt("header", &rt)),
+        Box::new(|_| corrupt("middle", &rt)),
+        Box::new(|_| corrupt("truncated", &rt)),
+        Box::new(|_| missing_data_dir()),
+        Box::new(|_| data_dir_is_a_file()),
+    ];
+    let mut done = Vec::new();
+    for f in rows {
+        let t = Instant::now();
+        let row = f(&mut rng);
+        eprintln!(
+            "faults: {} — {} in {:.0?}",
+            row.fault,
+            if row.pass() { "pass" } else { "FAIL" },
+            t.elapsed()
+        );
+        done.push(row);
+    }
+    println!(
+        "| fault | count | accepted | delivered | lost | duplicated | result |\n|---|---:|---:|---:|---:|---:|---|"
+    );
+    for r in &done {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {}{} |",
+            r.fault,
+            r.count,
+            r.accepted,
+            r.delivered,
+            r.lost,
+            r.duplicated,
+            if r.pass() { "pass" } else { "FAIL" },
+            if r.problems.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", r.problems.join("; "))
+            }
+        );
+    }
+    if done.iter().any(|r| !r.pass()) {
+        std::process::exit(1);
+    }
+}
