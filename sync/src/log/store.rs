@@ -249,7 +249,15 @@ impl Store {
             std::fs::create_dir_all(dir).map_err(|source| LogError::Io {
                 op: "creating the data directory",
                 path: dir.to_path_buf(),
-                source,
+                // create_dir_all says only "File exists" of a file in the way.
+                source: if dir.exists() && !dir.is_dir() {
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotADirectory,
+                        "it exists and is not a directory",
+                    )
+                } else {
+                    source
+                },
             })?;
         }
         // Before anything else: a log another process has open is neither

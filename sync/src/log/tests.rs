@@ -1126,3 +1126,21 @@ fn a_log_open_elsewhere_is_refused_not_recovered_or_written() {
     assert!(report.recovered.is_none());
     assert_eq!(again.read_all().unwrap().len(), 1);
 }
+
+#[test]
+fn a_file_where_the_data_directory_should_be_is_named_as_such_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::write(&data, "not a directory").unwrap();
+    let err = Store::open(
+        &data.join("events.db"),
+        opts(Limits::UNLIMITED, Durability::Normal),
+        Timestamp::synced(T0),
+    )
+    .err()
+    .expect("a file is not a data directory");
+    let said = err.to_string();
+    assert!(said.contains(&*data.to_string_lossy()), "{said}");
+    assert!(said.contains("is not a directory"), "{said}");
+    assert_eq!(std::fs::read_to_string(&data).unwrap(), "not a directory");
+}

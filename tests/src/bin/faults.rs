@@ -79,8 +79,11 @@ impl Row {
         self.lost = self.accepted - self.delivered;
         self.duplicated = seen.values().map(|n| n - 1).sum();
         if self.lost > 0 {
-            let first = all().find(|s| !seen.contains_key(s));
-            self.problems.push(format!("first lost seq {first:?}"));
+            let lost: Vec<u64> = all().filter(|s| !seen.contains_key(s)).take(5).collect();
+            let top = seen.keys().next_back();
+            self.problems.push(format!(
+                "lost seqs {lost:?}…; the broker's highest is {top:?}"
+            ));
         }
     }
 }
@@ -93,18 +96,22 @@ fn bin() -> PathBuf {
 
 /// A gateway's files: its configuration and data directory.
 struct Site {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     cfg: PathBuf,
     data: PathBuf,
 }
 
 impl Site {
     fn new() -> Site {
-        let dir = tempfile::tempdir().unwrap();
+        let mut dir = tempfile::tempdir().unwrap();
+        if std::env::var_os("FAULTS_KEEP").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("faults: keeping {}", dir.path().display());
+        }
         Site {
             cfg: dir.path().join("outpost.toml"),
             data: dir.path().join("data"),
-            _dir: dir,
+            dir,
         }
     }
     fn configure(&self, uplink: &str, device: bool) {
@@ -122,16 +129,37 @@ impl Site {
         )
         .unwrap();
     }
-    fn start(&self) -> Child {
-        Command::new(bin())
-            .args(["run", "--config"])
+    fn command(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.args(["run", "--config"])
             .arg(&self.cfg)
             .arg("--data-dir")
-            .arg(&self.data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .arg(&self.data);
+        c
+    }
+    /// Starts the daemon; what it says is appended to `outpostd.log` beside
+    /// the data directory (`FAULTS_KEEP=1` keeps it for reading).
+    fn start(&self) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("outpostd.log"))
+            .unwrap();
+        self.command()
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .expect("starting outpostd")
+    }
+    /// Runs the daemon to its end; its exit status and everything it said.
+    fn run_to_end(&self) -> (bool, String) {
+        let out = self.command().output().expect("starting outpostd");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), said)
     }
     fn db(&self) -> PathBuf {
         self.data.join("events.db")
@@ -221,6 +249,19 @@ fn drain_and_count(
     uplink: &str,
     seen: &dyn Fn() -> BTreeMap<u64, u64>,
 ) {
+    drain_skipping(row, site, uplink, seen, None);
+}
+
+/// The same, when the seqs in `never` were never handed out (the jump a
+/// log moved aside makes to its seq floor).
+fn drain_skipping(
+    row: &mut Row,
+    site: &Site,
+    uplink: &str,
+    seen: &dyn Fn() -> BTreeMap<u64, u64>,
+    never: Option<(u64, u64)>,
+) {
+    let given = |s: &u64| never.is_none_or(|(a, b)| *s < a || *s > b);
     site.configure(uplink, false);
     let child = site.start();
     // This run adds its own start event; wait for it too.
@@ -228,7 +269,7 @@ fn drain_and_count(
     while start.elapsed() < Duration::from_secs(60) {
         let last = seen();
         let top = last.keys().next_back().copied().unwrap_or(0);
-        if top > 0 && (1..=top).all(|s| last.contains_key(&s)) {
+        if top > 0 && (1..=top).filter(given).all(|s| last.contains_key(&s)) {
             std::thread::sleep(Duration::from_millis(300));
             let again = seen();
             if again.len() == last.len() {
@@ -238,13 +279,17 @@ fn drain_and_count(
         std::thread::sleep(Duration::from_millis(200));
     }
     if !stop(child) {
-        row.problems.push("the draining run did not stop cleanly".into());
+        row.problems
+            .push("the draining run did not stop cleanly".into());
     }
     let (accepted, check) = site.accepted();
     if let Err(e) = check {
         row.problems.push(e);
     }
-    row.count_seqs(accepted, &seen());
+    match never {
+        None => row.count_seqs(accepted, &seen()),
+        Some((a, b)) => row.count_ranges(&[(1, a - 1), (b + 1, accepted)], &seen()),
+    }
 }
 
 fn sigkill(count: usize, rng: &mut Rng, rt: &tokio::runtime::Runtime) -> Row {
@@ -276,13 +321,8 @@ fn process_group_kill(count: usize, rng: &mut Rng, rt: &tokio::runtime::Runtime)
     let uplink = nats_uplink(&server.url());
     site.configure(&uplink, true);
     for _ in 0..count {
-        let mut cmd = Command::new(bin());
-        cmd.args(["run", "--config"])
-            .arg(&site.cfg)
-            .arg("--data-dir")
-            .arg(&site.data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        let mut cmd = site.command();
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let mut child = cmd.spawn().unwrap();
         std::thread::sleep(rng.ms(300, 1500));
@@ -390,16 +430,17 @@ fn two_daemons(rt: &tokio::runtime::Runtime) -> Row {
     site.configure(&uplink, true);
     let first = site.start();
     std::thread::sleep(Duration::from_millis(800));
-    let second = site.start().wait_with_output().unwrap();
-    let said = String::from_utf8_lossy(&second.stderr);
-    if second.status.success() {
+    let (ran, said) = site.run_to_end();
+    if ran {
         row.problems.push("the second daemon ran".into());
     } else if !said.contains("in use by another process") {
-        row.problems.push(format!("the second daemon's refusal is unclear: {said}"));
+        row.problems
+            .push(format!("the second daemon's refusal is unclear: {said}"));
     }
     std::thread::sleep(Duration::from_millis(500));
     if !stop(first) {
-        row.problems.push("the first daemon did not stop cleanly".into());
+        row.problems
+            .push("the first daemon did not stop cleanly".into());
     }
     drain_and_count(&mut row, &site, &uplink, &|| nats_seen(rt, &server.url()));
     row
@@ -446,31 +487,46 @@ fn corrupt(how: &str, rt: &tokio::runtime::Runtime) -> Row {
     let aside = std::fs::read_dir(&site.data)
         .unwrap()
         .filter_map(Result::ok)
-        .any(|e| e.file_name().to_string_lossy().starts_with("events.db.corrupt-"));
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("events.db.corrupt-")
+        });
     if !aside && how != "middle" {
-        row.problems.push("the damaged log was not kept aside".into());
+        row.problems
+            .push("the damaged log was not kept aside".into());
     }
-    let mut after = Row::new("", 1);
-    drain_and_count(&mut after, &site, &uplink, &|| nats_seen(rt, &server.url()));
-    row.problems.extend(after.problems.iter().cloned());
     // The new log starts above the old seqs (at the floor kept beside it);
     // what it holds from there on must all arrive, as must everything the
     // old log held (delivered before the damage).
     let new_first = if aside {
         outpost_tests::read_log(&site.db())
             .first()
-            .map_or(after.accepted + 1, |e| e.seq.0)
+            .map_or(before + 1, |e| e.seq.0)
     } else {
         before + 1
     };
     if new_first <= before {
-        row.problems.push(format!("the new log reused seq {new_first}"));
+        row.problems
+            .push(format!("the new log reused seq {new_first}"));
     }
-    if after.accepted <= before {
+    let mut after = Row::new("", 1);
+    let never = (new_first > before + 1).then_some((before + 1, new_first - 1));
+    drain_skipping(
+        &mut after,
+        &site,
+        &uplink,
+        &|| nats_seen(rt, &server.url()),
+        never,
+    );
+    if after.accepted == 0 {
         row.problems.push("no events after the damage".into());
     }
-    let seen = nats_seen(rt, &server.url());
-    row.count_ranges(&[(1, before), (new_first, after.accepted)], &seen);
+    row.problems.extend(after.problems.iter().cloned());
+    row.accepted = after.accepted;
+    row.delivered = after.delivered;
+    row.lost = after.lost;
+    row.duplicated = after.duplicated;
     row
 }
 
@@ -500,12 +556,12 @@ fn data_dir_is_a_file() -> Row {
     let site = Site::new();
     site.configure("", true);
     std::fs::write(&site.data, "not a directory").unwrap();
-    let out = site.start().wait_with_output().unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    if out.status.success() {
+    let (ran, said) = site.run_to_end();
+    if ran {
         row.problems.push("it ran".into());
     } else if !said.contains(&*site.data.to_string_lossy()) {
-        row.problems.push(format!("the error does not name the directory: {said}"));
+        row.problems
+            .push(format!("the error does not name the directory: {said}"));
     }
     if std::fs::read_to_string(&site.data).ok().as_deref() != Some("not a directory") {
         row.problems.push("the file was changed".into());
@@ -531,18 +587,28 @@ fn main() {
     eprintln!("faults: seed {seed}, {n} per repeated row");
     let mut rng = Rng(seed);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let rows: Vec<Box<dyn FnOnce(&mut Rng) -> Row + '_>> = vec![
-        Box::new(|r| sigkill(n, r, &rt)),
-        Box::new(|r| process_group_kill(n.div_ceil(2), r, &rt)),
-        Box::new(|r| nats_restarts(n, r, &rt)),
-        Box::new(|r| mqtt_restarts(n, r, &rt)),
-        Box::new(|_| two_daemons(&rt)),
-        Box::new(|_| corrupt("header", &rt)),
-        Box::new(|_| corrupt("middle", &rt)),
-        Box::new(|_| corrupt("truncated", &rt)),
-        Box::new(|_| missing_data_dir()),
-        Box::new(|_| data_dir_is_a_file()),
+    type RowFn<'a> = Box<dyn FnOnce(&mut Rng) -> Row + 'a>;
+    let rows: Vec<(&str, RowFn)> = vec![
+        ("sigkill", Box::new(|r| sigkill(n, r, &rt))),
+        (
+            "power",
+            Box::new(|r| process_group_kill(n.div_ceil(2), r, &rt)),
+        ),
+        ("nats", Box::new(|r| nats_restarts(n, r, &rt))),
+        ("mqtt", Box::new(|r| mqtt_restarts(n, r, &rt))),
+        ("two", Box::new(|_| two_daemons(&rt))),
+        ("header", Box::new(|_| corrupt("header", &rt))),
+        ("middle", Box::new(|_| corrupt("middle", &rt))),
+        ("truncated", Box::new(|_| corrupt("truncated", &rt))),
+        ("missing", Box::new(|_| missing_data_dir())),
+        ("file", Box::new(|_| data_dir_is_a_file())),
     ];
+    // FAULTS_ONLY=sigkill,header runs those rows alone.
+    let only = std::env::var("FAULTS_ONLY").unwrap_or_default();
+    let rows = rows
+        .into_iter()
+        .filter(|(k, _)| only.is_empty() || only.split(',').any(|o| o == *k))
+        .map(|(_, f)| f);
     let mut done = Vec::new();
     for f in rows {
         let t = Instant::now();
