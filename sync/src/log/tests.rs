@@ -1137,8 +1137,7 @@ fn a_file_where_the_data_directory_should_be_is_named_as_such_and_left_alone() {
         opts(Limits::UNLIMITED, Durability::Normal),
         Timestamp::synced(T0),
     )
-    .err()
-    .expect("a file is not a data directory");
+    .expect_err("a file is not a data directory");
     let said = err.to_string();
     assert!(said.contains(&*data.to_string_lossy()), "{said}");
     assert!(said.contains("is not a directory"), "{said}");
