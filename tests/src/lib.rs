@@ -13,6 +13,7 @@
 pub mod browser;
 pub mod drivers;
 pub mod http;
+pub mod site;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

@@ -20,27 +20,14 @@
     clippy::print_stdout,
     clippy::print_stderr
 )] // a test driver: a failed step is a failed row
-
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use outpost_tests::site::{
+    bin, integrity, kill, mqtt_subscriber, mqtt_uplink, nats_seen, nats_uplink, stop, Rng, Site,
+};
 use outpost_tests::{Mosquitto, NatsServer};
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn ms(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.next() % (hi - lo))
-    }
-}
 
 #[derive(Default)]
 struct Row {
@@ -86,159 +73,6 @@ impl Row {
             ));
         }
     }
-}
-
-fn bin() -> PathBuf {
-    std::env::var_os("OUTPOSTD")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| outpost_tests::workspace().join("target/release/outpostd"))
-}
-
-/// A gateway's files: its configuration and data directory.
-struct Site {
-    dir: tempfile::TempDir,
-    cfg: PathBuf,
-    data: PathBuf,
-}
-
-impl Site {
-    fn new() -> Site {
-        let mut dir = tempfile::tempdir().unwrap();
-        if std::env::var_os("FAULTS_KEEP").is_some() {
-            dir.disable_cleanup(true);
-            eprintln!("faults: keeping {}", dir.path().display());
-        }
-        Site {
-            cfg: dir.path().join("outpost.toml"),
-            data: dir.path().join("data"),
-            dir,
-        }
-    }
-    fn configure(&self, uplink: &str, device: bool) {
-        let device = if device {
-            "[[device]]\nname = \"fast\"\n[device.sim]\ninterval = \"10ms\"\n\
-             [[device.sim.tag]]\nname = \"n\"\ncounter = {}\n"
-        } else {
-            ""
-        };
-        std::fs::write(
-            &self.cfg,
-            format!(
-                "[gateway]\nid = \"gw\"\ndurability = \"full\"\n[web]\nenabled = false\n{device}{uplink}"
-            ),
-        )
-        .unwrap();
-    }
-    fn command(&self) -> Command {
-        let mut c = Command::new(bin());
-        c.args(["run", "--config"])
-            .arg(&self.cfg)
-            .arg("--data-dir")
-            .arg(&self.data);
-        c
-    }
-    /// Starts the daemon; what it says is appended to `outpostd.log` beside
-    /// the data directory (`FAULTS_KEEP=1` keeps it for reading).
-    fn start(&self) -> Child {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("outpostd.log"))
-            .unwrap();
-        self.command()
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting outpostd")
-    }
-    /// Runs the daemon to its end; its exit status and everything it said.
-    fn run_to_end(&self) -> (bool, String) {
-        let out = self.command().output().expect("starting outpostd");
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), said)
-    }
-    fn db(&self) -> PathBuf {
-        self.data.join("events.db")
-    }
-    /// Every seq the log has handed out, and whether the file is intact.
-    fn accepted(&self) -> (u64, Result<(), String>) {
-        let check = integrity(&self.db());
-        let opts = outpost_sync::log::StoreOptions {
-            durability: outpost_config::Durability::Normal,
-            limits: outpost_sync::log::Limits::UNLIMITED,
-            max_page_count: None,
-            reserve_bytes: 0,
-        };
-        match outpost_sync::log::Store::open(&self.db(), opts, outpost_core::Timestamp::synced(0)) {
-            Ok((store, _)) => (store.stats().next_seq - 1, check),
-            Err(e) => (0, Err(format!("the log does not open: {e}"))),
-        }
-    }
-}
-
-fn integrity(db: &Path) -> Result<(), String> {
-    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| e.to_string())?;
-    let r: String = c
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .map_err(|e| e.to_string())?;
-    if r == "ok" {
-        Ok(())
-    } else {
-        Err(format!("integrity_check: {r}"))
-    }
-}
-
-fn stop(mut child: Child) -> bool {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    child.wait().map(|s| s.success()).unwrap_or(false)
-}
-
-fn kill(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// What the NATS stream holds: seq → how many messages carry it.
-fn nats_seen(rt: &tokio::runtime::Runtime, url: &str) -> BTreeMap<u64, u64> {
-    rt.block_on(async {
-        let mut out = BTreeMap::new();
-        let Ok(client) = async_nats::connect(url).await else {
-            return out;
-        };
-        let js = async_nats::jetstream::new(client);
-        let Ok(mut st) = js.get_stream("OUTPOST").await else {
-            return out;
-        };
-        let (first, last) = match st.info().await {
-            Ok(i) => (i.state.first_sequence, i.state.last_sequence),
-            Err(_) => return out,
-        };
-        for i in first..=last {
-            if let Ok(m) = st.get_raw_message(i).await {
-                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&m.payload) {
-                    if let Some(s) = v["seq"].as_u64() {
-                        *out.entry(s).or_insert(0) += 1;
-                    }
-                }
-            }
-        }
-        out
-    })
-}
-
-fn nats_uplink(url: &str) -> String {
-    format!("[[uplink]]\nname = \"cloud\"\n[uplink.nats]\nurl = \"{url}\"\ncreate_stream = true\n")
-}
-
-fn mqtt_uplink(url: &str) -> String {
-    format!("[[uplink]]\nname = \"cloud\"\n[uplink.mqtt]\nurl = \"{url}\"\nmax_inflight = 8\nmax_payload = 4096\n")
 }
 
 /// Runs the site without its device until the broker holds every accepted
@@ -357,45 +191,6 @@ fn nats_restarts(count: usize, rng: &mut Rng, rt: &tokio::runtime::Runtime) -> R
     }
     drain_and_count(&mut row, &site, &uplink, &|| nats_seen(rt, &server.url()));
     row
-}
-
-/// A subscriber that keeps its session across broker restarts and counts
-/// every seq it receives.
-fn mqtt_subscriber(
-    rt: &tokio::runtime::Runtime,
-    port: u16,
-) -> (Arc<Mutex<BTreeMap<u64, u64>>>, tokio::task::JoinHandle<()>) {
-    let seen: Arc<Mutex<BTreeMap<u64, u64>>> = Arc::default();
-    let s = seen.clone();
-    let task = rt.spawn(async move {
-        let mut o = rumqttc::MqttOptions::new("faults-check", "127.0.0.1", port);
-        o.set_clean_session(false);
-        o.set_max_packet_size(1 << 20, 1 << 20);
-        let (c, mut el) = rumqttc::AsyncClient::new(o, 1000);
-        let _ = c.subscribe("gw/#", rumqttc::QoS::AtLeastOnce).await;
-        loop {
-            match el.poll().await {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(a))) => {
-                    if !a.session_present {
-                        let _ = c.subscribe("gw/#", rumqttc::QoS::AtLeastOnce).await;
-                    }
-                }
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                    if let Ok(arr) = serde_json::from_slice::<serde_json::Value>(&p.payload) {
-                        let mut s = s.lock().unwrap();
-                        for e in arr.as_array().into_iter().flatten() {
-                            if let Some(q) = e["seq"].as_u64() {
-                                *s.entry(q).or_insert(0) += 1;
-                            }
-                        }
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    });
-    (seen, task)
 }
 
 fn mqtt_restarts(count: usize, rng: &mut Rng, rt: &tokio::runtime::Runtime) -> Row {
