@@ -83,13 +83,17 @@ impl Site {
     /// Starts the daemon; what it says is appended to `outpostd.log` beside
     /// the data directory (`FAULTS_KEEP=1` keeps it for reading).
     pub fn start(&self) -> Child {
+        self.spawn(self.command())
+    }
+    /// Starts `cmd` (the daemon, wrapped or with its environment changed),
+    /// its output appended to `outpostd.log`.
+    pub fn spawn(&self, mut cmd: Command) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("outpostd.log"))
             .unwrap();
-        self.command()
-            .stdout(log.try_clone().unwrap())
+        cmd.stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("starting outpostd")
@@ -103,6 +107,10 @@ impl Site {
             String::from_utf8_lossy(&out.stderr)
         );
         (out.status.success(), said)
+    }
+    /// Everything the daemons started with [`Site::start`] said so far.
+    pub fn said(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("outpostd.log")).unwrap_or_default()
     }
     pub fn db(&self) -> PathBuf {
         self.data.join("events.db")
@@ -221,4 +229,35 @@ pub fn mqtt_subscriber(
         }
     });
     (seen, task)
+}
+
+/// A size-limited tmpfs mounted at a directory (root only), unmounted on drop.
+#[derive(Debug)]
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount (util-linux) is needed");
+        assert!(ok.success(), "mounting a tmpfs needs root: run as root");
+        Tmpfs(dir.to_path_buf())
+    }
+    /// `mount -o remount,<how>` (`ro` or `rw`).
+    pub fn remount(&self, how: &str) -> bool {
+        Command::new("mount")
+            .args(["-o", &format!("remount,{how}")])
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
 }

@@ -20,6 +20,9 @@
     clippy::print_stdout,
     clippy::print_stderr
 )] // a test driver: a failed step is a failed row
+mod devices;
+mod storage;
+
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -397,6 +400,12 @@ fn main() {
         ("truncated", Box::new(|_| corrupt("truncated", &rt))),
         ("missing", Box::new(|_| missing_data_dir())),
         ("file", Box::new(|_| data_dir_is_a_file())),
+        ("diskfull", Box::new(|_| storage::disk_full(&rt))),
+        ("readonly", Box::new(|_| storage::read_only(&rt))),
+        ("unwritable", Box::new(|_| storage::not_writable())),
+        ("clock", Box::new(|_| storage::clock_jumps())),
+        ("serial", Box::new(|_| devices::serial_unplug())),
+        ("modbus", Box::new(|_| devices::modbus_hostile())),
     ];
     // FAULTS_ONLY=sigkill,header runs those rows alone.
     let only = std::env::var("FAULTS_ONLY").unwrap_or_default();
