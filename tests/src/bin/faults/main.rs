@@ -21,6 +21,7 @@
     clippy::print_stderr
 )] // a test driver: a failed step is a failed row
 mod devices;
+mod links;
 mod storage;
 
 use std::collections::BTreeMap;
@@ -406,6 +407,8 @@ fn main() {
         ("clock", Box::new(|_| storage::clock_jumps())),
         ("serial", Box::new(|_| devices::serial_unplug())),
         ("modbus", Box::new(|_| devices::modbus_hostile())),
+        ("halfopen-nats", Box::new(|_| links::half_open_nats(&rt))),
+        ("halfopen-mqtt", Box::new(|_| links::half_open_mqtt(&rt))),
     ];
     // FAULTS_ONLY=sigkill,header runs those rows alone.
     let only = std::env::var("FAULTS_ONLY").unwrap_or_default();
