@@ -178,7 +178,19 @@ async fn write(
     let actor = format!("api:{}", user.0.user);
     match s.writes.write(&device, &b.tag, value, &actor).await {
         Ok(()) => (StatusCode::OK, Json(serde_json::json!({"written": true}))).into_response(),
-        Err(e) => error(StatusCode::BAD_GATEWAY, e.to_string()),
+        Err(e) => error(write_status(&e), e.to_string()),
+    }
+}
+
+/// The status of a refused write: the caller's mistake (4xx) apart from the
+/// device's or the driver's (5xx), so a client knows whether to retry.
+fn write_status(e: &outpost_drivers::command::WriteFailure) -> StatusCode {
+    use outpost_drivers::command::WriteFailure as W;
+    match e {
+        W::UnknownDevice(_) | W::UnknownTag { .. } => StatusCode::NOT_FOUND,
+        W::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        W::Exception(_) | W::NoResponse(_) => StatusCode::BAD_GATEWAY,
+        W::NotRunning => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -226,10 +238,17 @@ async fn export(
 /// Recent log lines, newest first (`level`, `component` as on the page).
 async fn logs(
     _user: ApiUser,
-    axum::extract::Query(q): axum::extract::Query<super::pages::LogsQuery>,
-) -> Json<Vec<crate::logring::Line>> {
+    q: Result<
+        axum::extract::Query<super::pages::LogsQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Response {
+    let q = match q {
+        Ok(axum::extract::Query(q)) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
     let (min, _) = super::pages::level_of(&q.level);
-    Json(crate::logring::ring().recent(min, &q.component, 500))
+    Json(crate::logring::ring().recent(min, &q.component, 500)).into_response()
 }
 
 /// The rule chains and their nodes' counters.

@@ -416,8 +416,12 @@ struct ApiResult {
 pub async fn api(
     State(s): State<Arc<Shared>>,
     user: super::api::ApiUser,
-    Query(q): Query<ReadQuery>,
+    q: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return super::api::error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
     if user.0.role < Role::Technician {
         return super::api::error(
             StatusCode::FORBIDDEN,

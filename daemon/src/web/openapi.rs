@@ -53,6 +53,9 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
 
 fn params(path: &str) -> Value {
     let q = |name: &str, desc: &str| json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}, "description": desc});
+    // The same, with the values it takes.
+    let qs = |name: &str, desc: &str, schema: Value| json!({"name": name, "in": "query", "required": false, "schema": schema, "description": desc});
+    let when = json!({"type": "string", "pattern": "^([0-9]{1,15}|[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2})?Z?)?)$"});
     match path {
         "/api/v1/devices/{device}/write" => json!([
             {"name": "device", "in": "path", "required": true, "schema": {"type": "string"}}
@@ -61,18 +64,28 @@ fn params(path: &str) -> Value {
             {"name": "action", "in": "path", "required": true, "schema": {"type": "string", "enum": ["validate", "apply"]}}
         ]),
         "/api/v1/export" => json!([
-            q("device", "one device (default: all)"),
-            q(
-                "from",
-                "UTC: 2026-11-28, 2026-11-28T14:30[:05][Z] or Unix ms (default: the start)"
+            qs(
+                "device",
+                "one device (default: all)",
+                json!({"type": "string", "pattern": "^[A-Za-z0-9_-]+$"})
             ),
-            q("to", "as from, exclusive (default: now)"),
-            q("format", "csv (default) or jsonl"),
+            qs(
+                "from",
+                "UTC: 2026-11-28, 2026-11-28T14:30[:05][Z] or Unix ms (default: the start)",
+                when.clone()
+            ),
+            qs("to", "as from, exclusive (default: now)", when),
+            qs(
+                "format",
+                "csv (default) or jsonl",
+                json!({"type": "string", "enum": ["csv", "jsonl"]})
+            ),
         ]),
         "/api/v1/logs" => json!([
-            q(
+            qs(
                 "level",
-                "error, warn, info (default), debug or trace: that level and worse"
+                "error, warn, info (default), debug or trace: that level and worse",
+                json!({"type": "string", "enum": ["error", "warn", "info", "debug", "trace"]})
             ),
             q("component", "a part of the component's name"),
         ]),
@@ -113,11 +126,23 @@ fn response(path: &str) -> Value {
         }
         "/api/v1/devices/{device}/write" => json!({"description": "written",
             "content": {"application/json": {"schema": {"type": "object", "properties": {"written": {"type": "boolean"}}}}}}),
+        "/api/v1/devices" | "/api/v1/logs" => {
+            json!({"description": "OK", "content": {"application/json": {"schema": {"type": "array", "items": {"type": "object"}}}}})
+        }
         _ => {
             json!({"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}})
         }
     };
-    json!({"200": ok, "400": error, "401": error, "403": error, "502": error})
+    let mut r = json!({"200": ok, "400": error, "401": error, "403": error});
+    if path.ends_with("/write") {
+        r["404"] = json!({"description": "no such device or tag", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+        r["422"] = json!({"description": "the value is out of the tag's type or limits", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+        r["503"] = json!({"description": "the device's driver is not running", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    }
+    if path.ends_with("/write") || path.ends_with("/modbus/read") {
+        r["502"] = json!({"description": "the device refused or did not answer", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    }
+    r
 }
 
 pub fn document() -> Value {
@@ -128,11 +153,12 @@ pub fn document() -> Value {
             "description": format!("Needs the {role} role."),
             "parameters": params(path),
             "responses": response(path),
-            "security": [{"session": []}],
+            "security": [{"session": []}, {"token": []}],
         });
         if *method == "post" {
             if let Some(a) = op["parameters"].as_array_mut() {
-                a.push(json!({"name": "X-CSRF-Token", "in": "header", "required": true, "schema": {"type": "string"}}));
+                a.push(json!({"name": "X-CSRF-Token", "in": "header", "required": false, "schema": {"type": "string"},
+                    "description": "with a session: the `csrf` of GET /api/v1/session (required); with an API token: not needed"}));
             }
             let schema = if path.starts_with("/api/v1/config") {
                 json!({"type": "object", "required": ["text"],
@@ -153,7 +179,10 @@ pub fn document() -> Value {
                  "description": "The local API of outpostd: what the web page shows, as JSON."},
         "paths": paths,
         "components": {
-            "securitySchemes": {"session": {"type": "apiKey", "in": "cookie", "name": "outpost_session"}},
+            "securitySchemes": {
+                "session": {"type": "apiKey", "in": "cookie", "name": "outpost_session"},
+                "token": {"type": "http", "scheme": "bearer", "description": "an API token from the users page (opt_...)"}
+            },
             "schemas": {"Error": {"type": "object", "properties": {"error": {"type": "string"}}}}
         }
     })

@@ -813,9 +813,33 @@ async fn the_api_mirrors_the_pages_and_checks_session_and_csrf() {
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(driver.await.unwrap(), Value::F64(7.5));
+    // A device nobody serves is the caller's mistake: 404, not a 5xx.
+    let r = call_with(
+        &app,
+        "POST",
+        "/api/v1/devices/nope/write",
+        &admin,
+        write,
+        &ok,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    assert!(r.body.contains("no device"), "{}", r.body);
     let r = call(&app, "GET", "/api/v1/nothing", &admin, None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert!(r.body.contains("no such API route"));
+    // A query the API cannot read is refused as JSON, like every other error.
+    for uri in [
+        "/api/v1/logs?level=info&level=warn",
+        "/api/v1/export?format=csv&format=jsonl",
+        "/api/v1/modbus/read?unit=1&unit=2",
+    ] {
+        let r = call(&app, "GET", uri, &admin, None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}: {}", r.body);
+        let v: serde_json::Value = serde_json::from_str(&r.body)
+            .unwrap_or_else(|e| panic!("{uri}: not JSON ({e}): {}", r.body));
+        assert!(v["error"].is_string(), "{uri}: {}", r.body);
+    }
 }
 
 #[tokio::test]
