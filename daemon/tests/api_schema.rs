@@ -10,7 +10,11 @@
 //! its schemas; wrong input gets a 400 naming the problem, tested by the web
 //! tests).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::let_underscore_must_use
+)] // test code
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
