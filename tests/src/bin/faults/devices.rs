@@ -14,25 +14,7 @@ use outpost_core::{Body, DeviceStatus};
 use outpost_tests::site::{stop, Site};
 use outpost_tests::PtyPair;
 
-use super::Row;
-
-/// The log's events after a run, counted into the row: every seq from 1 to
-/// the last handed out must be there.
-fn count_log(row: &mut Row, site: &Site) -> Vec<outpost_sync::StoredEvent> {
-    let (accepted, check) = site.accepted();
-    if let Err(e) = check {
-        row.problems.push(e);
-    }
-    let events = outpost_tests::read_log(&site.db());
-    let seqs: Vec<u64> = events.iter().map(|e| e.seq.0).collect();
-    row.accepted = accepted;
-    row.delivered = seqs.len() as u64; // kept in the log: no uplink
-    row.lost = accepted.saturating_sub(seqs.len() as u64);
-    if seqs != (1..=accepted).collect::<Vec<_>>() {
-        row.problems.push("the log's seqs have holes".into());
-    }
-    events
-}
+use super::{count_log, now_ms, Row};
 
 fn readings(events: &[outpost_sync::StoredEvent], device: &str, after_ms: i64) -> usize {
     events
@@ -40,13 +22,6 @@ fn readings(events: &[outpost_sync::StoredEvent], device: &str, after_ms: i64) -
         .filter(|e| e.event.device == device && e.event.ts.unix_ms >= after_ms)
         .filter(|e| matches!(&e.event.body, Body::Telemetry(_)))
         .count()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// A line-writing instrument on a pty; the adapter is pulled out for two

@@ -102,6 +102,25 @@ fn pump(mut from: TcpStream, mut to: TcpStream, id: u64, frozen: &AtomicU64, don
     let _ = from.shutdown(Shutdown::Both);
 }
 
+/// Freezes the proxy's connections once something has been delivered and
+/// waits for delivery to resume on a new one.
+fn freeze_and_wait(row: &mut Row, proxy: &Proxy, top: &dyn Fn() -> u64, what: &str) {
+    if top() == 0 {
+        row.problems
+            .push("nothing delivered before the freeze".into());
+    }
+    proxy.freeze();
+    let frozen_at = top();
+    match resumed(top, frozen_at, Duration::from_secs(45)) {
+        Some(t) => {
+            eprintln!("faults: half-open {what} link: delivery resumed {t:.1?} after the freeze")
+        }
+        None => row
+            .problems
+            .push("delivery did not resume within 45 s of the freeze".into()),
+    }
+}
+
 /// Waits (up to `limit`) until `top()` passes `above` by 50: delivery
 /// resumed on a new connection. How long it took, if it did.
 fn resumed(top: &dyn Fn() -> u64, above: u64, limit: Duration) -> Option<Duration> {
@@ -132,21 +151,7 @@ pub fn half_open_nats(rt: &tokio::runtime::Runtime) -> Row {
             .copied()
             .unwrap_or(0)
     };
-    let before = top();
-    if before == 0 {
-        row.problems
-            .push("nothing delivered before the freeze".into());
-    }
-    proxy.freeze();
-    let frozen_at = top();
-    match resumed(&top, frozen_at, Duration::from_secs(45)) {
-        Some(t) => {
-            eprintln!("faults: half-open NATS link: delivery resumed {t:.1?} after the freeze")
-        }
-        None => row
-            .problems
-            .push("delivery did not resume within 45 s of the freeze".into()),
-    }
+    freeze_and_wait(&mut row, &proxy, &top, "NATS");
     if !stop(child) {
         row.problems.push("outpostd did not stop cleanly".into());
     }
@@ -177,20 +182,7 @@ pub fn half_open_mqtt(rt: &tokio::runtime::Runtime) -> Row {
             .copied()
             .unwrap_or(0)
     };
-    if top() == 0 {
-        row.problems
-            .push("nothing delivered before the freeze".into());
-    }
-    proxy.freeze();
-    let frozen_at = top();
-    match resumed(&top, frozen_at, Duration::from_secs(45)) {
-        Some(t) => {
-            eprintln!("faults: half-open MQTT link: delivery resumed {t:.1?} after the freeze")
-        }
-        None => row
-            .problems
-            .push("delivery did not resume within 45 s of the freeze".into()),
-    }
+    freeze_and_wait(&mut row, &proxy, &top, "MQTT");
     if !stop(child) {
         row.problems.push("outpostd did not stop cleanly".into());
     }

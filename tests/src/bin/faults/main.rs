@@ -130,6 +130,31 @@ fn drain_skipping(
     }
 }
 
+/// The log's events after a run, counted into the row: every seq from 1 to
+/// the last handed out must be there.
+pub(crate) fn count_log(row: &mut Row, site: &Site) -> Vec<outpost_sync::StoredEvent> {
+    let (accepted, check) = site.accepted();
+    if let Err(e) = check {
+        row.problems.push(e);
+    }
+    let events = outpost_tests::read_log(&site.db());
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq.0).collect();
+    row.accepted = accepted;
+    row.delivered = seqs.len() as u64; // kept in the log: no uplink
+    row.lost = accepted.saturating_sub(seqs.len() as u64);
+    if seqs != (1..=accepted).collect::<Vec<_>>() {
+        row.problems.push("the log's seqs have holes".into());
+    }
+    events
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 fn sigkill(count: usize, rng: &mut Rng, rt: &tokio::runtime::Runtime) -> Row {
     let mut row = Row::new("SIGKILL at random moments (durability = full)", count);
     let server = NatsServer::start();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use outpost_tests::site::{bin, nats_seen, nats_uplink, stop, Site, Tmpfs};
 use outpost_tests::NatsServer;
 
-use super::{drain_and_count, Row};
+use super::{count_log, drain_and_count, now_ms, Row};
 
 /// Waits up to `limit` for the daemon's output to contain `what`.
 fn wait_said(site: &Site, what: &str, limit: Duration) -> bool {
@@ -194,18 +194,7 @@ pub fn clock_jumps() -> Row {
     if !stop(child) {
         row.problems.push("outpostd did not stop cleanly".into());
     }
-    let (accepted, check) = site.accepted();
-    if let Err(e) = check {
-        row.problems.push(e);
-    }
-    let events = outpost_tests::read_log(&site.db());
-    let seqs: Vec<u64> = events.iter().map(|e| e.seq.0).collect();
-    row.accepted = accepted;
-    row.delivered = seqs.len() as u64; // kept in the log: no uplink
-    row.lost = accepted.saturating_sub(seqs.len() as u64);
-    if seqs != (1..=accepted).collect::<Vec<_>>() {
-        row.problems.push("the log's seqs have holes".into());
-    }
+    let events = count_log(&mut row, &site);
     let readings = events.iter().filter(|e| e.event.device == "fast").count();
     // 10 ms interval: 100 a second while the clock jumps around.
     let expected = ran.as_millis() as usize / 10;
@@ -223,11 +212,4 @@ pub fn clock_jumps() -> Row {
         ));
     }
     row
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
