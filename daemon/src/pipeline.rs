@@ -165,12 +165,15 @@ async fn append_until_accepted(
 ) -> bool {
     let mut delay = Duration::from_millis(100);
     let mut reported = false;
+    let mut disk_full = false;
     let mut events = events;
     loop {
         match log.append(events).await {
             Ok(_) => {
-                if reported {
+                if reported && disk_full {
                     tracing::info!("Disk space is back; the event log accepts events again.");
+                } else if reported {
+                    tracing::info!("The event log accepts events again.");
                 }
                 return true;
             }
@@ -190,7 +193,8 @@ async fn append_until_accepted(
             }) => {
                 events = held;
                 if !reported {
-                    if matches!(error, LogError::DiskFull) {
+                    disk_full = matches!(error, LogError::DiskFull);
+                    if disk_full {
                         tracing::error!(
                             held = events.len(),
                             "Disk full: the event log refuses events; holding them and slowing the drivers until space returns."
