@@ -17,7 +17,7 @@
 )] // test code
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_outpostd");
 const TOKEN: &str = "opt_schemathesis000000000000000000000000000000000000000000000000000";
@@ -33,18 +33,7 @@ fn the_live_api_keeps_to_its_openapi_document_under_schemathesis() {
     );
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    std::fs::create_dir_all(data.join("web")).unwrap();
-    let sha = Command::new("sh")
-        .args(["-c", &format!("printf %s {TOKEN} | sha256sum")])
-        .output()
-        .unwrap();
-    let sha = String::from_utf8_lossy(&sha.stdout);
-    let sha = sha.split_whitespace().next().unwrap();
-    std::fs::write(
-        data.join("web/tokens.json"),
-        format!("{{\"tokens\":[{{\"name\":\"st\",\"role\":\"admin\",\"sha256\":\"{sha}\"}}]}}"),
-    )
-    .unwrap();
+    outpost_tests::site::write_api_token(&data, "st", TOKEN);
     let port = outpost_tests::free_port();
     let cfg = dir.path().join("outpost.toml");
     std::fs::write(
@@ -56,20 +45,10 @@ fn the_live_api_keeps_to_its_openapi_document_under_schemathesis() {
         ),
     )
     .unwrap();
-    let mut daemon = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(&data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let end = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < end, "the web port never opened");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut daemon = outpost_tests::start_outpostd(BIN, &cfg, &data, Stdio::null());
+    outpost_tests::wait_for("the web port", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
     let seconds = std::env::var("OUTPOST_SCHEMATHESIS_SECONDS").unwrap_or_else(|_| "40".into());
     let out = Command::new(&st)
         .arg("run")

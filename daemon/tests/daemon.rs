@@ -277,43 +277,10 @@ fn a_file_that_is_not_utf8_is_reported_at_its_line_and_column() {
     }
 }
 
-/// Mounts a tmpfs at `dir` (needs root, as the tests run), unmounted on drop.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &std::path::Path) -> Tmpfs {
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=32m", "tmpfs"])
-            .arg(dir)
-            .status()
-            .expect("mount (util-linux) is needed");
-        assert!(
-            ok.success(),
-            "mounting a tmpfs needs root: run the tests as root"
-        );
-        Tmpfs(dir.to_path_buf())
-    }
-
-    fn read_only(&self) {
-        let ok = Command::new("mount")
-            .args(["-o", "remount,ro"])
-            .arg(&self.0)
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_healthy_log_on_a_read_only_file_system_is_refused_not_moved_aside() {
     let dir = tempfile::tempdir().unwrap();
-    let fs = Tmpfs::mount(dir.path());
+    let fs = outpost_tests::site::Tmpfs::mount(dir.path(), "32m");
     let data = dir.path().join("data");
     let cfg = dir.path().join("site.toml");
     std::fs::write(
@@ -343,7 +310,7 @@ fn a_healthy_log_on_a_read_only_file_system_is_refused_not_moved_aside() {
         .status();
     let _ = d.wait();
     let before = std::fs::read(data.join("events.db")).unwrap();
-    fs.read_only();
+    assert!(fs.remount("ro"), "cannot remount read-only");
     let out = Command::new(BIN)
         .arg("--config")
         .arg(&cfg)

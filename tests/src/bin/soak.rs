@@ -278,20 +278,7 @@ fn main() {
     let mut mqtt = Mosquitto::start("");
     let port = outpost_tests::free_port();
     let site = Site::new();
-    let web = site.data.join("web");
-    std::fs::create_dir_all(&web).unwrap();
-    let sha = {
-        let d = ring::digest::digest(&ring::digest::SHA256, TOKEN.as_bytes());
-        d.as_ref().iter().fold(String::new(), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-    };
-    std::fs::write(
-        web.join("tokens.json"),
-        format!("{{\"tokens\":[{{\"name\":\"soak\",\"role\":\"admin\",\"sha256\":\"{sha}\"}}]}}"),
-    )
-    .unwrap();
+    outpost_tests::site::write_api_token(&site.data, "soak", TOKEN);
     let (nats_url, mqtt_url) = (nats.url(), mqtt.url());
     let write_config = |slow: bool| {
         std::fs::write(&site.cfg, config(&nats_url, &mqtt_url, port, slow)).unwrap();
