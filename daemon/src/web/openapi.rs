@@ -110,8 +110,11 @@ fn params(path: &str) -> Value {
 }
 
 fn response(path: &str) -> Value {
-    let error = json!({"description": "refused; the reason in `error`",
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let err = |description: &str| {
+        json!({"description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+    };
+    let error = err("refused; the reason in `error`");
     let ok = match path {
         "/api/v1/export" => json!({"description": "the export", "content": {
             "text/csv": {"schema": {"type": "string"}},
@@ -135,12 +138,12 @@ fn response(path: &str) -> Value {
     };
     let mut r = json!({"200": ok, "400": error, "401": error, "403": error});
     if path.ends_with("/write") {
-        r["404"] = json!({"description": "no such device or tag", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
-        r["422"] = json!({"description": "the value is out of the tag's type or limits", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
-        r["503"] = json!({"description": "the device's driver is not running", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+        r["404"] = err("no such device or tag");
+        r["422"] = err("the value is out of the tag's type or limits");
+        r["503"] = err("the device's driver is not running");
     }
     if path.ends_with("/write") || path.ends_with("/modbus/read") {
-        r["502"] = json!({"description": "the device refused or did not answer", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+        r["502"] = err("the device refused or did not answer");
     }
     r
 }
