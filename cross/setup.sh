@@ -19,6 +19,19 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# --release: also what cross/release.sh needs: the musl targets and
+# cargo-zigbuild with zig (both from PyPI, pinned, in a venv).
+if [ "${1:-}" = "--release" ]; then
+  TARGETS+=(aarch64-unknown-linux-musl x86_64-unknown-linux-musl)
+  ZIG_VENV=target/tools/zig
+  if ! "$ZIG_VENV/bin/cargo-zigbuild" --version 2>/dev/null | grep -q '0.24.0' \
+     || ! "$ZIG_VENV/bin/python" -m ziglang version 2>/dev/null | grep -q '^0.17.1'; then
+    echo "cross/setup.sh: installing cargo-zigbuild and zig into $ZIG_VENV"
+    python3 -m venv "$ZIG_VENV"
+    "$ZIG_VENV/bin/pip" install -q ziglang==0.17.1 cargo-zigbuild==0.24.0
+  fi
+fi
+
 installed=$(rustup target list --installed)
 for t in "${TARGETS[@]}"; do
   grep -qx "$t" <<<"$installed" || rustup target add "$t"

@@ -13,6 +13,7 @@
 
 pub mod codec;
 mod event;
+pub mod liveness;
 pub mod task;
 mod time;
 

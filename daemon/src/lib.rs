@@ -9,6 +9,7 @@ mod pipeline;
 mod remote;
 mod run;
 mod supervisor;
+mod systemd;
 mod views;
 mod web;
 
@@ -68,6 +69,14 @@ enum Command {
     /// on the first line, the public key for `[remote] fleet_public_key` on
     /// the second.
     Keygen,
+    /// Print the man page (roff) on stdout: `outpostd man > outpostd.1`.
+    Man,
+    /// Print a shell completion script on stdout, e.g.
+    /// `outpostd completions bash > /usr/share/bash-completion/completions/outpostd`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -90,6 +99,12 @@ pub fn main() -> ExitCode {
         Some(Command::Apply { file, data_dir }) => apply(&file, data_dir),
         Some(Command::Document { file, version, key }) => document(&file, version, key.as_deref()),
         Some(Command::Keygen) => keygen(),
+        Some(Command::Man) => man(),
+        Some(Command::Completions { shell }) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "outpostd", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         None => run::main(cli.run),
     }
 }
@@ -127,6 +142,23 @@ fn check_config(file: &std::path::Path) -> ExitCode {
         }
         Err(e) => {
             eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn man() -> ExitCode {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let mut out = Vec::new();
+    if let Err(e) = clap_mangen::Man::new(cmd).render(&mut out) {
+        eprintln!("outpostd: cannot render the man page: {e}");
+        return ExitCode::FAILURE;
+    }
+    use std::io::Write;
+    match std::io::stdout().write_all(&out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("outpostd: {e}");
             ExitCode::FAILURE
         }
     }

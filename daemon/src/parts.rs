@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use outpost_config::{Config, Uplink};
+use outpost_core::liveness::Liveness;
 use outpost_core::{Clock, Event};
 use outpost_drivers::command::Router;
 use outpost_drivers::metrics::Metrics;
@@ -43,6 +44,8 @@ pub struct PartsContext {
     pub uplinks_stop: CancellationToken,
     /// Where relative chain files are found.
     pub base: PathBuf,
+    /// Every driver and uplink registers its stage here (the watchdog's view).
+    pub liveness: Liveness,
 }
 
 struct RunningDriver {
@@ -287,7 +290,8 @@ impl Parts {
         };
         let name = spec.name.clone();
         let devices = spec.devices.clone();
-        let task = outpost_core::task::spawn(supervisor::supervise(spec, cx));
+        let stage = self.cx.liveness.stage(format!("driver {name}"));
+        let task = outpost_core::task::spawn(supervisor::supervise(spec, cx, stage));
         self.drivers.insert(
             name,
             RunningDriver {
@@ -325,12 +329,13 @@ impl Parts {
         let status = self.statuses.entry(up.name.clone()).or_default().clone();
         tracing::info!(uplink = %up.name, "Starting uplink.");
         let stop = self.cx.uplinks_stop.child_token();
-        let task = outpost_core::task::spawn(outpost_sync::uplink::run(
+        let stage = self.cx.liveness.stage(format!("uplink {}", up.name));
+        let task = outpost_core::task::spawn(stage.watch(outpost_sync::uplink::run(
             spec,
             self.cx.log.clone(),
             stop.clone(),
             status,
-        ));
+        )));
         self.uplinks.insert(
             up.name.clone(),
             RunningUplink {

@@ -34,6 +34,7 @@ use tracing_subscriber::filter::Targets;
 use crate::parts::{Parts, PartsContext};
 use crate::remote::store::Store;
 use crate::remote::{self, Manager};
+use crate::systemd::Systemd;
 use crate::{pipeline, views, RunArgs};
 
 /// Longest the daemon waits for the pipeline to drain on shutdown.
@@ -44,6 +45,7 @@ const CHANNEL_CAPACITY: usize = 64;
 
 pub fn main(args: RunArgs) -> ExitCode {
     init_tracing();
+    let systemd = Systemd::from_env();
     let (cfg, source, doc) = match select_config(&args) {
         Ok(c) => c,
         Err(code) => return code,
@@ -88,11 +90,15 @@ pub fn main(args: RunArgs) -> ExitCode {
         Restart {
             config: args.config.clone(),
             token: restart.clone(),
+            systemd: systemd.clone(),
         },
     ));
     drop(runtime);
     match ran {
-        Ok(()) if restart.is_cancelled() => restart_in_place(),
+        Ok(()) if restart.is_cancelled() => {
+            systemd.reloading("Restarting with the new configuration.");
+            restart_in_place()
+        }
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "outpostd stopped on an error.");
@@ -128,11 +134,14 @@ fn restart_in_place() -> ExitCode {
     ExitCode::from(3)
 }
 
-/// What the web page needs to apply a configuration: the file, and the
-/// token that asks for a restart.
+/// How this process meets its supervisor: the configuration file and the
+/// token that asks for a restart in place (what the web page needs to apply
+/// a configuration), and the service manager it reports readiness, status
+/// and liveness to.
 struct Restart {
     config: Option<PathBuf>,
     token: CancellationToken,
+    systemd: Systemd,
 }
 
 /// Logs to stdout (journald picks them up under systemd). `RUST_LOG` takes
@@ -155,11 +164,21 @@ fn init_tracing() {
         Ok(_) => (default(), None),
         Err(e) => (default(), Some(e)),
     };
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    // Under systemd with the journal as stdout: native journal entries, one
+    // field per tracing field (`journalctl -o verbose` shows them).
+    let journald = if crate::systemd::logging_to_journal() {
+        tracing_journald::layer().ok()
+    } else {
+        None
+    };
+    let fmt = journald.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+    });
     let _already_set = tracing_subscriber::registry()
         .with(fmt)
+        .with(journald)
         .with(crate::logring::layer())
         .with(filter)
         .try_init();
@@ -304,6 +323,15 @@ async fn run(
     base: PathBuf,
     restart: Restart,
 ) -> anyhow::Result<()> {
+    let systemd = restart.systemd.clone();
+    let liveness = systemd.liveness();
+    if let Some(w) = systemd.watchdog() {
+        tracing::info!(
+            watchdog_s = w.as_secs_f64(),
+            stall_limit_s = liveness.limit().as_secs_f64(),
+            "systemd watchdog on: pinged while every stage makes progress."
+        );
+    }
     let dir = data_dir(&cfg, data_dir_arg);
     let log_path = dir.join("events.db");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new(cfg.gateway.clock));
@@ -316,8 +344,13 @@ async fn run(
     );
 
     let opts = LogOptions::from_config(&cfg.gateway);
-    let (log, report) = EventLog::open(&log_path, opts, clock.clone())
-        .with_context(|| format!("opening the event log at {}", log_path.display()))?;
+    let (log, report) = EventLog::open_watched(
+        &log_path,
+        opts,
+        clock.clone(),
+        liveness.stage("event log writer"),
+    )
+    .with_context(|| format!("opening the event log at {}", log_path.display()))?;
     if let Some(rec) = &report.recovered {
         tracing::error!(
             moved_to = %rec.moved_to.display(),
@@ -371,12 +404,12 @@ async fn run(
     let (rules_tx, rules_rx) = mpsc::channel::<Event>(CHANNEL_CAPACITY);
 
     let mut live = log.subscribe();
-    let ingest = outpost_core::task::spawn(pipeline::ingest_task(
+    let ingest = outpost_core::task::spawn(liveness.stage("ingest").watch(pipeline::ingest_task(
         log.clone(),
         rules_rx,
         cfg.gateway.log.commit_max_events as usize,
         abort.clone(),
-    ));
+    )));
 
     let specs: Vec<(String, outpost_drivers::DriverSpec)> = outpost_drivers::specs(&cfg)
         .context("planning the device drivers")?
@@ -394,7 +427,7 @@ async fn run(
     // the running chains stay).
     let (reload_tx, reload_rx) = mpsc::channel(1);
     let rule_counters: pipeline::SharedCounters = Arc::default();
-    let rules = outpost_core::task::spawn(pipeline::rules_task(
+    let rules = outpost_core::task::spawn(liveness.stage("rules").watch(pipeline::rules_task(
         stage,
         clock.clone(),
         driver_rx,
@@ -402,7 +435,7 @@ async fn run(
         router.clone(),
         reload_rx,
         rule_counters.clone(),
-    ));
+    )));
     let reloader = outpost_core::task::spawn(reload_on_sighup(
         cfg.rules.clone(),
         base.clone(),
@@ -424,12 +457,14 @@ async fn run(
             drivers_stop,
             uplinks_stop,
             base,
+            liveness: liveness.clone(),
         },
         &cfg,
         specs,
     )
     .await;
     let uplink_status = parts.uplink_statuses(&cfg);
+    let configured_count = configured.len();
     tracing::info!(
         devices = configured.len(),
         "outpostd is running. Stop it with Ctrl-C (SIGINT) or SIGTERM."
@@ -606,9 +641,27 @@ async fn run(
         }
     });
 
+    // Log open, configuration valid, drivers, uplinks and the page started.
+    let status = status_source(
+        latest.clone(),
+        configured_count,
+        uplink_status.clone(),
+        log.clone(),
+        metrics.clone(),
+    );
+    systemd.ready(&status());
+    let notifier = outpost_core::task::spawn(systemd.clone().supervise(
+        liveness.clone(),
+        status,
+        root.child_token(),
+    ));
+
     tokio::select! {
         r = wait_for_signal() => r?,
         () = restart.token.cancelled() => tracing::info!("A new configuration was applied."),
+    }
+    if !restart.token.is_cancelled() {
+        systemd.stopping();
     }
     tracing::info!("Stopping: draining the pipeline.");
     reloader.abort();
@@ -644,6 +697,7 @@ async fn run(
         let _joined = u.await;
     }
     let _summary_done = summary.await;
+    let _notifier_done = notifier.await;
     if let Some(task) = web {
         // Open pages (live-update streams) are closed, not waited for.
         if tokio::time::timeout(Duration::from_secs(2), task)
@@ -663,6 +717,54 @@ async fn run(
         "outpostd stopped."
     );
     Ok(())
+}
+
+/// The `STATUS=` line systemd shows, from the live views.
+fn status_source(
+    latest: Arc<std::sync::RwLock<views::Latest>>,
+    devices: usize,
+    uplinks: Vec<(String, SharedStatus)>,
+    log: EventLog,
+    metrics: outpost_drivers::metrics::Metrics,
+) -> impl Fn() -> String + Send + 'static {
+    move || {
+        let online = latest
+            .read()
+            .map(|l| {
+                l.devices
+                    .values()
+                    .filter(|d| d.status == Some(outpost_core::DeviceStatus::Online))
+                    .count()
+            })
+            .unwrap_or(0);
+        let last_seq = log.stats().borrow().next_seq.saturating_sub(1);
+        let mut backlog: Option<(String, u64)> = None;
+        let mut last_error: Option<String> = None;
+        for (name, st) in &uplinks {
+            let Ok(u) = st.lock().map(|u| u.clone()) else {
+                continue;
+            };
+            let n = last_seq.saturating_sub(u.cursor);
+            if backlog.as_ref().is_none_or(|(_, b)| n > *b) {
+                backlog = Some((name.clone(), n));
+            }
+            if !u.connected && last_error.is_none() {
+                last_error = u.last_error.map(|e| format!("{name}: {e}"));
+            }
+        }
+        if last_error.is_none() {
+            last_error = metrics
+                .snapshot()
+                .into_iter()
+                .find_map(|(device, m)| m.last_error.map(|e| format!("{device}: {e}")));
+        }
+        crate::systemd::status_line(
+            online,
+            devices,
+            backlog.as_ref().map(|(n, b)| (n.as_str(), *b)),
+            last_error.as_deref(),
+        )
+    }
 }
 
 /// What the web server shows, from the running daemon.

@@ -4,10 +4,13 @@
 //! Invariants: a restart rebuilds the driver from its configuration; the
 //! back-off resets after the driver has run for a while without failing; a
 //! panic inside a driver is caught by its task and treated as a failure;
-//! cancellation always wins over waiting.
+//! cancellation always wins over waiting; every poll of the driver marks its
+//! liveness stage busy, so a driver loop that never yields stops the
+//! systemd watchdog's pings.
 
 use std::time::Duration;
 
+use outpost_core::liveness::Stage;
 use outpost_core::{Body, DeviceStatus, Event, Status};
 use outpost_drivers::{BuildError, Driver, DriverContext, DriverSpec};
 use tokio_util::sync::CancellationToken;
@@ -17,15 +20,16 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// A run this long counts as healthy and resets the back-off.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
 
-/// Runs a driver until stopped.
-pub async fn supervise(spec: DriverSpec, cx: DriverContext) {
+/// Runs a driver until stopped, busy on `stage` while it runs (the
+/// watchdog's view of it).
+pub async fn supervise(spec: DriverSpec, cx: DriverContext, stage: Stage) {
     let name = spec.name.clone();
-    supervise_with(&name, move || Ok(spec.build()), cx).await;
+    supervise_with(&name, move || Ok(spec.build()), cx, stage).await;
 }
 
 /// Runs drivers made by `make` until stopped, restarting after failures.
 /// Returns the number of failures seen.
-pub async fn supervise_with<F>(device: &str, make: F, cx: DriverContext) -> u64
+pub async fn supervise_with<F>(device: &str, make: F, cx: DriverContext, stage: Stage) -> u64
 where
     F: Fn() -> Result<Box<dyn Driver>, BuildError>,
 {
@@ -43,7 +47,7 @@ where
             }
         };
         let started = tokio::time::Instant::now();
-        let outcome = outpost_core::task::spawn(driver.run(cx.clone())).await;
+        let outcome = outpost_core::task::spawn(stage.clone().watch(driver.run(cx.clone()))).await;
         let message = match outcome {
             Ok(Ok(())) => return failures,
             Ok(Err(outpost_drivers::DriverError::PipelineClosed { .. })) => return failures,
@@ -156,7 +160,9 @@ mod tests {
             Ok(Box::new(Flaky { run, bad, panics }))
         };
         let start = tokio::time::Instant::now();
-        let task = tokio::spawn(async move { supervise_with("flaky", make, cx).await });
+        let task = tokio::spawn(async move {
+            supervise_with("flaky", make, cx, Stage::detached("flaky")).await
+        });
         // Wait (in paused time) until the driver runs healthy, then stop it.
         while runs.load(Ordering::SeqCst) <= bad {
             tokio::time::sleep(Duration::from_millis(50)).await;

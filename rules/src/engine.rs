@@ -8,8 +8,13 @@
 //! - A message follows every connection of the relations it is sent on, in
 //!   the order the connections were declared; a relation with no
 //!   connection drops it (counted per node as "dropped").
-//! - A message may take at most [`MAX_HOPS`] steps (a cycle in a chain is
-//!   cut there and counted as an error); nested chains at most
+//! - A message may take at most [`MAX_HOPS`] steps along any one path (a
+//!   cycle in a chain is cut there and counted as an error), and everything
+//!   one message (or one node's timer) sets off together — every copy on
+//!   every branch — at most [`MAX_STEPS`] node runs: a node that sends a
+//!   message back along two connections would otherwise double the work at
+//!   every hop. What is left when the budget runs out is dropped, counted
+//!   as an error on the node where it was cut. Nested chains at most
 //!   [`MAX_DEPTH`] deep.
 //! - Timers: nodes' `on_tick` runs with the same `now` discipline; what a
 //!   tick emits is routed like any other output (from a nested chain's
@@ -24,6 +29,9 @@ use crate::msg::Msg;
 
 /// A message may take at most this many steps through nodes.
 pub const MAX_HOPS: usize = 256;
+/// Everything one message (or one timer) sets off may run at most this many
+/// nodes, over all its copies and branches.
+pub const MAX_STEPS: usize = 1024;
 /// Nested chains may call each other at most this deep.
 pub const MAX_DEPTH: usize = 8;
 
@@ -193,6 +201,27 @@ struct Work {
     /// Call stack: (chain, calling node).
     ret: Vec<(usize, usize)>,
     hops: usize,
+    /// Which message or timer set this off (an index into the run's budgets).
+    root: usize,
+}
+
+/// Where what a node sends goes on from: its call stack, the steps taken so
+/// far, and the budget it draws on.
+#[derive(Clone, Copy)]
+struct Path<'a> {
+    ret: &'a [(usize, usize)],
+    hops: usize,
+    root: usize,
+}
+
+impl Path<'_> {
+    fn start(root: usize) -> Self {
+        Path {
+            ret: &[],
+            hops: 0,
+            root,
+        }
+    }
 }
 
 impl Engine {
@@ -214,6 +243,7 @@ impl Engine {
             msg,
             ret: Vec::new(),
             hops: 0,
+            root: 0,
         }];
         self.run(now, &mut queue, events, writes);
     }
@@ -243,7 +273,12 @@ impl Engine {
                     note_error(&mut slot.counters, cx.error.take());
                     cx.routed
                 };
-                self.route(c, n, routed, &[], 0, &mut queue);
+                let root = queue.len();
+                self.route(c, n, routed, Path::start(0), &mut queue);
+                // Every timer's output is one root with its own budget.
+                for w in &mut queue[root..] {
+                    w.root = root;
+                }
             }
         }
         self.run(now, &mut queue, events, writes);
@@ -271,8 +306,15 @@ impl Engine {
         writes: &mut Vec<WriteRequest>,
     ) {
         // Depth first, in declaration order: the queue is a stack, and
-        // routes are pushed in reverse.
+        // routes are pushed in reverse. Budgets are indexed by `root`, which
+        // is below the initial queue's length.
+        let mut spent = vec![0usize; queue.len()];
         while let Some(w) = queue.pop() {
+            let Some(budget) = spent.get_mut(w.root) else {
+                continue;
+            };
+            *budget += 1;
+            let over = *budget > MAX_STEPS;
             let Engine {
                 chains,
                 state,
@@ -294,6 +336,20 @@ impl Engine {
                 continue;
             };
             slot.counters.messages_in += 1;
+            if over {
+                // Said once, where the budget ran out; the rest is counted.
+                if *budget == MAX_STEPS + 1 {
+                    note_error(
+                        &mut slot.counters,
+                        Some(format!(
+                            "message cut off after {MAX_STEPS} node runs (its copies loop?)"
+                        )),
+                    );
+                } else {
+                    slot.counters.dropped += 1;
+                }
+                continue;
+            }
             if w.hops >= MAX_HOPS {
                 note_error(
                     &mut slot.counters,
@@ -308,7 +364,12 @@ impl Engine {
                     slot.counters.script_ns += cx.script_ns;
                     note_error(&mut slot.counters, cx.error.take());
                     let routed = cx.routed;
-                    self.route(w.chain, w.node, routed, &w.ret, w.hops + 1, queue);
+                    let path = Path {
+                        ret: &w.ret,
+                        hops: w.hops + 1,
+                        root: w.root,
+                    };
+                    self.route(w.chain, w.node, routed, path, queue);
                 }
                 Kind::Call(target) => {
                     let target = *target;
@@ -322,6 +383,7 @@ impl Engine {
                                 msg: w.msg,
                                 ret,
                                 hops: w.hops + 1,
+                                root: w.root,
                             });
                         }
                         _ => note_error(
@@ -335,7 +397,12 @@ impl Engine {
                     let mut ret = w.ret.clone();
                     match ret.pop() {
                         Some((c, n)) => {
-                            self.route(c, n, vec![(rel, w.msg)], &ret, w.hops + 1, queue);
+                            let path = Path {
+                                ret: &ret,
+                                hops: w.hops + 1,
+                                root: w.root,
+                            };
+                            self.route(c, n, vec![(rel, w.msg)], path, queue);
                         }
                         None => slot.counters.dropped += 1,
                     }
@@ -350,8 +417,7 @@ impl Engine {
         c: usize,
         n: usize,
         routed: Vec<(String, Msg)>,
-        ret: &[(usize, usize)],
-        hops: usize,
+        path: Path<'_>,
         queue: &mut Vec<Work>,
     ) {
         let Some(slot) = self.chains.get_mut(c).and_then(|ch| ch.nodes.get_mut(n)) else {
@@ -380,8 +446,9 @@ impl Engine {
                         chain: c,
                         node: *t,
                         msg: m,
-                        ret: ret.to_vec(),
-                        hops,
+                        ret: path.ret.to_vec(),
+                        hops: path.hops,
+                        root: path.root,
                     });
                 }
             }

@@ -324,3 +324,49 @@ fn enrichment_from_the_gateways_own_latest_values_and_attributes() {
         json!({"v": 7, "setpoint": 40, "cs_model": "X1"})
     );
 }
+
+#[test]
+fn a_node_that_sends_a_message_back_to_itself_twice_is_cut_off_not_spun() {
+    // Two connections from the switch back to itself: without a budget over
+    // all copies, one message would make 2^MAX_HOPS runs.
+    let chain = json!({
+        "ruleChain": {"name": "loops"},
+        "metadata": {"firstNodeIndex": 0, "nodes": [
+            {"type": "org.thingsboard.rule.engine.filter.TbMsgTypeSwitchNode", "name": "switch", "configuration": {}},
+            {"type": "org.thingsboard.rule.engine.telemetry.TbMsgTimeseriesNode", "name": "save", "configuration": {}}
+        ], "connections": [
+            {"fromIndex": 0, "toIndex": 0, "type": "Post telemetry"},
+            {"fromIndex": 0, "toIndex": 0, "type": "Post telemetry"},
+            {"fromIndex": 0, "toIndex": 1, "type": "Post telemetry"}
+        ]}
+    });
+    let src = Source {
+        origin: "loops.json".into(),
+        json: chain.to_string(),
+    };
+    let mut s = ChainStage::new(load(&[src], &LoadOptions::default()).unwrap());
+    let mut out = Vec::new();
+    s.on_event(at(0), tele("d", 0, &[("v", Value::I64(1))]), &mut out);
+    let budget = outpost_rules::engine::MAX_STEPS;
+    let c = s.counters();
+    let switch = &c[0].1[0].2;
+    let save = &c[0].1[1].2;
+    let runs = (switch.messages_in - switch.dropped) + (save.messages_in - save.dropped);
+    assert!(runs <= budget as u64 + 1, "{runs} runs for one message");
+    assert!(!out.is_empty(), "what ran before the cut-off was saved");
+    // Paths that reach MAX_HOPS are errors too; the budget's cut-off is the
+    // last thing said, and what it dropped is counted.
+    let said: Vec<_> = [switch, save]
+        .iter()
+        .filter_map(|n| n.last_error.clone())
+        .collect();
+    assert!(said.iter().any(|e| e.contains("cut off after")), "{said:?}");
+    assert!(switch.dropped + save.dropped > 0);
+    let errors = switch.errors + save.errors;
+    // The next message gets a budget of its own.
+    let before = out.len();
+    s.on_event(at(1), tele("d", 1, &[("v", Value::I64(2))]), &mut out);
+    assert!(out.len() > before);
+    let c = s.counters();
+    assert!(c[0].1[0].2.errors + c[0].1[1].2.errors > errors);
+}

@@ -44,6 +44,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use outpost_config::Durability;
+use outpost_core::liveness::Stage;
 use outpost_core::{Clock, Event, Seq};
 pub use seqfloor::SEQ_BLOCK;
 pub use store::{
@@ -252,6 +253,21 @@ impl EventLog {
         opts: LogOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<(EventLog, OpenReport), LogError> {
+        Self::open_watched(path, opts, clock, Stage::detached("event log writer"))
+    }
+
+    /// [`EventLog::open`], with the writer thread busy on `stage` during each
+    /// command it carries out (a commit, a read, a scan), so that a writer
+    /// stuck in SQLite or on the disk stops the watchdog's pings.
+    ///
+    /// # Errors
+    /// When the database can be neither opened nor recreated.
+    pub fn open_watched(
+        path: &Path,
+        opts: LogOptions,
+        clock: Arc<dyn Clock>,
+        stage: Stage,
+    ) -> Result<(EventLog, OpenReport), LogError> {
         let (store, report) = Store::open(path, opts.store.clone(), clock.now())?;
         let (tx, rx) = mpsc::channel(64);
         let (stats_tx, stats) = watch::channel(store.stats().clone());
@@ -265,6 +281,7 @@ impl EventLog {
             clock,
             max_events: opts.commit_max_events.max(1),
             max_delay: opts.commit_max_delay,
+            stage,
         };
         let handle = std::thread::Builder::new()
             .name("outpost-log".into())
@@ -487,6 +504,7 @@ struct Writer {
     clock: Arc<dyn Clock>,
     max_events: usize,
     max_delay: Duration,
+    stage: Stage,
 }
 
 impl Writer {
@@ -517,10 +535,14 @@ impl Writer {
                     Command::Append { events, reply } => {
                         let mut batch = vec![(events, reply)];
                         deferred = self.gather(&mut batch).await;
+                        let stage = self.stage.clone();
+                        let _busy = stage.busy();
                         self.commit(batch);
                     }
                     // `commit` publishes the stats itself, before replying.
                     other => {
+                        let stage = self.stage.clone();
+                        let _busy = stage.busy();
                         self.handle(other);
                         self.stats.send_replace(self.store.stats().clone());
                     }
