@@ -137,7 +137,7 @@ boot() {
   rm -f "$mon"
   timeout 1200 qemu-system-aarch64 -M virt -cpu cortex-a53 -smp 2 -m 512 -nographic -no-reboot -S \
     -kernel "$VM/vmlinuz" -initrd "$G/initrd.gz" -append "console=ttyAMA0 panic=-1 quiet" \
-    -drive file="$W/disk.qcow2",if=none,format=qcow2,id=d0 -device virtio-blk-pci,drive=d0 \
+    -drive file="$W/disk.qcow2",if=none,format=qcow2,id=d0,cache=unsafe -device virtio-blk-pci,drive=d0 \
     -drive file="$W/payload.img",if=none,format=raw,id=d1,readonly=on -device virtio-blk-pci,drive=d1 \
     -netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:4222-cmd:socat - TCP:127.0.0.1:$port" \
     -device virtio-net-pci,netdev=n0,romfile= \
