@@ -47,9 +47,10 @@ pub use outpost_config::Durability;
 use outpost_core::liveness::Stage;
 use outpost_core::{Clock, Event, Seq};
 pub use seqfloor::SEQ_BLOCK;
+pub use store::Migration;
 pub use store::{
     Appended, LogStats, OpenReport, Recovery, ScanFilter, Scanned, Store, StoreOptions,
-    DEFAULT_RESERVE_BYTES, ROW_OVERHEAD,
+    DEFAULT_RESERVE_BYTES, MIGRATIONS, ROW_OVERHEAD, SCHEMA_VERSION,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -128,6 +129,19 @@ pub enum LogError {
     Write(String),
     #[error("the event log is in use by another process (it holds {path}); is another outpostd running on this data directory?")]
     Locked { path: PathBuf },
+    #[error("the event log {path} has schema version {version}: it was written by a newer outpostd (this one knows versions up to {known}). It is left as it is; run the newer outpostd, or move the log away yourself to start a new one")]
+    NewerSchema {
+        path: PathBuf,
+        version: i64,
+        known: i64,
+    },
+    #[error("event log {path}: migrating to schema version {to} failed, and the log was left at its old version (it is tried again at the next start): {source}")]
+    Migration {
+        path: PathBuf,
+        to: i64,
+        #[source]
+        source: rusqlite::Error,
+    },
     #[error("event log: the writer has stopped")]
     Closed,
 }

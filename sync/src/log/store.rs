@@ -13,7 +13,9 @@ use super::{Durability, Limits, LogError, StoredEvent};
 
 /// `PRAGMA application_id`: "OUTP".
 const APPLICATION_ID: i64 = 0x4f55_5450;
-const SCHEMA_VERSION: i64 = 1;
+/// The schema this build writes. Older logs are migrated at open (see
+/// [`MIGRATIONS`]); newer ones are refused, never moved aside.
+pub const SCHEMA_VERSION: i64 = 2;
 /// Bytes counted per row on top of its encoded body: the row header, the
 /// seq/time/priority columns and the device name's share.
 pub const ROW_OVERHEAD: u64 = 40;
@@ -40,6 +42,28 @@ CREATE TABLE IF NOT EXISTS meta (
     value INTEGER NOT NULL
 );
 ";
+
+/// One step of the migration ladder: SQL that takes a log of schema version
+/// `to - 1` to `to`. It runs in one transaction with the new `user_version`,
+/// so a migration that fails (a full disk, a kill) leaves the log as it was,
+/// to be migrated at the next start.
+pub struct Migration {
+    pub to: i64,
+    /// What changes, for the audit entry and the daemon's log.
+    pub what: &'static str,
+    sql: &'static str,
+}
+
+/// The ladder: `MIGRATIONS[i]` takes a log from version `i + 1` to `i + 2`.
+/// A fresh log is created at [`SCHEMA_VERSION`] directly.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    to: 2,
+    what: "events are kept after delivery, as the gateway's history (version 1 deleted an event once every uplink had it)",
+    // Rows before this seq were deleted by version 1 (on delivery, or by a
+    // limit): the history is complete from here on.
+    sql: "INSERT OR REPLACE INTO meta (key, value) SELECT 'history_from', \
+          coalesce((SELECT min(seq) FROM events), (SELECT value FROM meta WHERE key = 'next_seq'), 1);",
+}];
 
 /// Options fixed at open.
 #[derive(Debug, Clone)]
@@ -76,6 +100,8 @@ pub const DEFAULT_RESERVE_BYTES: u64 = 1024 * 1024;
 pub struct OpenReport {
     /// Set when the existing database could not be used and was moved aside.
     pub recovered: Option<Recovery>,
+    /// The schema version the log had, when it was migrated at this open.
+    pub migrated_from: Option<i64>,
     /// Set when the database was new (moved aside, emptied or deleted) while
     /// the seq floor shows that seqs had been given out: the first seq the
     /// fresh log gives out, so no seq is ever given out twice.
@@ -101,7 +127,10 @@ pub struct LogStats {
     pub evicted_age_total: u64,
     pub evicted_bytes_total: u64,
     pub gaps_total: u64,
-    pub reclaimed_total: u64,
+    /// Delivered events deleted to stay within the limits or to make room on
+    /// a full disk (history given up; no gap record, nothing was lost
+    /// upstream).
+    pub trimmed_total: u64,
     pub corrupt_rows_total: u64,
     pub disk_full_total: u64,
     /// True while the last append failed for want of space.
@@ -193,6 +222,8 @@ pub struct Store {
     reserve_retry: std::time::Duration,
     /// True when this open created the schema (a new or empty file).
     fresh: bool,
+    /// The schema version this open migrated from.
+    migrated_from: Option<i64>,
     /// `<log>.lock`, locked exclusively for as long as the store is open:
     /// one process at a time owns a log (set by [`Store::open`]).
     _lock: Option<std::fs::File>,
@@ -323,6 +354,27 @@ impl Store {
         if let Some(problem) = floor_problem {
             audits.push(format!("{problem}; it was rewritten from the database"));
         }
+        if let Some(from) = store.migrated_from {
+            report.migrated_from = Some(from);
+            let steps: Vec<&str> = MIGRATIONS
+                .iter()
+                .filter(|m| m.to > from)
+                .map(|m| m.what)
+                .collect();
+            let audit = Event::new(
+                "",
+                now,
+                Body::Audit(outpost_core::Audit {
+                    action: "log.migrated".into(),
+                    actor: "gateway".into(),
+                    detail: format!(
+                        "the event log was migrated from schema version {from} to {SCHEMA_VERSION}: {}",
+                        steps.join("; ")
+                    ),
+                }),
+            );
+            store.append(&[audit], now)?;
+        }
         for detail in audits {
             let action = if report.recovered.is_some() {
                 "log.recovered"
@@ -437,12 +489,33 @@ impl Store {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(sql_err("reading user_version"))?;
-        if version != SCHEMA_VERSION {
-            return Err(LogError::Corrupt {
-                reason: format!(
-                    "schema version {version}, this build reads version {SCHEMA_VERSION}"
-                ),
+        if version > SCHEMA_VERSION {
+            return Err(LogError::NewerSchema {
+                path: path.to_path_buf(),
+                version,
+                known: SCHEMA_VERSION,
             });
+        }
+        if version < 1 {
+            return Err(LogError::Corrupt {
+                reason: format!("schema version {version}, which no release wrote"),
+            });
+        }
+        let migrated_from = (version < SCHEMA_VERSION).then_some(version);
+        for m in MIGRATIONS.iter().filter(|m| m.to > version) {
+            conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE; {} PRAGMA user_version = {}; COMMIT;",
+                m.sql, m.to
+            ))
+            .map_err(|source| {
+                let _rolled_back = conn.execute_batch("ROLLBACK").is_ok();
+                LogError::Migration {
+                    path: path.to_path_buf(),
+                    to: m.to,
+                    source,
+                }
+            })?;
+            tracing::info!(path = %path.display(), to = m.to, what = m.what, "Migrated the event log.");
         }
 
         let mut rows = [0u64; 3];
@@ -503,6 +576,7 @@ impl Store {
             age_skip: 0,
             floor: None,
             fresh: tables == 0,
+            migrated_from,
             _lock: None,
             last_gaps: Default::default(),
             gap_warn: GapWarn::default(),
@@ -558,17 +632,8 @@ impl Store {
         if self.reserve_retry_at.is_some_and(|t| now < t) {
             return;
         }
-        if let Some(free) = free_bytes(&path) {
-            // Pages SQLite freed inside the database are room for the log too.
-            let inside: u64 = self
-                .conn
-                .query_row(
-                    "SELECT freelist_count * page_size FROM pragma_freelist_count, pragma_page_size",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )
-                .map_or(0, to_u64);
-            if free.saturating_add(inside) < want.saturating_mul(2) {
+        if let Some(room) = self.room() {
+            if room < want.saturating_mul(2) {
                 self.reserve_retry_at = Some(now + self.reserve_retry);
                 return;
             }
@@ -598,6 +663,21 @@ impl Store {
                 tracing::warn!(path = %path.display(), error = %e, "Cannot create the log's space reserve.");
             }
         }
+    }
+
+    /// Room for the log: free bytes on its file system plus the pages SQLite
+    /// freed inside the database (`None` where statvfs fails).
+    fn room(&self) -> Option<u64> {
+        let free = free_bytes(&self.path)?;
+        let inside: u64 = self
+            .conn
+            .query_row(
+                "SELECT freelist_count * page_size FROM pragma_freelist_count, pragma_page_size",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_or(0, to_u64);
+        Some(free.saturating_add(inside))
     }
 
     /// Frees the reserve and shrinks the WAL, so that a write that frees
@@ -655,10 +735,27 @@ impl Store {
             self.checkpoint_truncate();
             result = self.append_inner(events, now);
         }
+        if matches!(result, Err(LogError::DiskFull)) && self.trim_for_space() > 0 {
+            // Delivered history gave way to the new events.
+            result = self.append_inner(events, now);
+        }
         match result {
             Ok(a) => {
                 if self.stats.disk_full || !self.stats.reserve_held {
                     self.ensure_reserve();
+                    // No room for the reserve: delivered history makes it
+                    // (once: after a trim there is room, and the reserve
+                    // comes back when its hysteresis allows).
+                    let short = self
+                        .room()
+                        .is_some_and(|r| r < self.opts.reserve_bytes.saturating_mul(2));
+                    if !self.stats.reserve_held
+                        && self.opts.reserve_bytes > 0
+                        && short
+                        && self.trim_for_space() > 0
+                    {
+                        self.ensure_reserve();
+                    }
                 }
                 self.stats.disk_full = false;
                 Ok(a)
@@ -718,6 +815,7 @@ impl Store {
             &tx,
             &self.opts.limits,
             now,
+            self.delivered(),
             &mut rows,
             &mut bytes,
             &mut age_skip,
@@ -781,6 +879,7 @@ impl Store {
         self.stats.evicted_rows_total += evicted.by_reason[Reason::Rows as usize].count;
         self.stats.evicted_bytes_total += evicted.by_reason[Reason::Bytes as usize].count;
         self.stats.evicted_age_total += evicted.by_reason[Reason::Age as usize].count;
+        self.stats.trimmed_total += evicted.trimmed;
         for (slot, gap) in new_gaps.into_iter().enumerate() {
             if let Some(gap) = gap {
                 if !merged[slot] {
@@ -789,7 +888,7 @@ impl Store {
                 self.last_gaps[slot] = Some(gap);
             }
         }
-        if evicted.any() {
+        if evicted.lost() {
             self.gap_warn.add(&evicted);
             self.gap_warn.maybe_log(std::time::Instant::now());
         }
@@ -1032,25 +1131,56 @@ impl Store {
         self.cursors.get(name).map(|v| Seq(*v))
     }
 
-    /// Makes the set of cursors exactly `names`. A new cursor starts before
-    /// every event still in the log, so it receives the whole backlog. Removing
-    /// a cursor may let rows be reclaimed.
+    /// Every event up to this seq has been delivered by every uplink (0
+    /// with no uplink: then nothing counts as delivered).
+    pub fn delivered(&self) -> u64 {
+        self.cursors.values().min().copied().unwrap_or(0)
+    }
+
+    /// For each cursor, the seq and timestamp of the oldest event it has not
+    /// had acknowledged (`None` when it is caught up): where the unsent part
+    /// of the history starts.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub fn unsent(&mut self) -> Result<Vec<(String, Option<(Seq, i64)>)>, LogError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, ts_ms FROM events WHERE seq > ?1 ORDER BY seq LIMIT 1")
+            .map_err(sql_err("preparing a look-up"))?;
+        let mut out = Vec::with_capacity(self.cursors.len());
+        for (name, acked) in &self.cursors {
+            let first = stmt
+                .query_row([to_i64(*acked)], |r| {
+                    Ok((to_u64(r.get::<_, i64>(0)?), r.get::<_, i64>(1)?))
+                })
+                .optional()
+                .map_err(sql_err("looking up the oldest unsent event"))?;
+            out.push((name.clone(), first.map(|(s, t)| (Seq(s), t))));
+        }
+        Ok(out)
+    }
+
+    /// Makes the set of cursors exactly `names`. A new cursor starts where
+    /// the slowest of the previous ones stood (at the start with none), so it
+    /// receives every event not yet delivered everywhere, and not the
+    /// history the others already delivered. Removing a cursor deletes
+    /// nothing.
     ///
     /// # Errors
     /// When the database fails.
     pub fn set_cursors(&mut self, names: &[&str]) -> Result<(), LogError> {
-        match self.set_cursors_inner(names, None) {
+        match self.set_cursors_inner(names) {
             Err(LogError::DiskFull) => {
                 self.release_reserve();
-                self.set_cursors_inner(names, Some(0))?;
-                self.reclaim_in_chunks();
-                Ok(())
+                self.set_cursors_inner(names)
             }
             r => r,
         }
     }
 
-    fn set_cursors_inner(&mut self, names: &[&str], limit: Option<u64>) -> Result<(), LogError> {
+    fn set_cursors_inner(&mut self, names: &[&str]) -> Result<(), LogError> {
+        let start = self.delivered();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -1058,7 +1188,7 @@ impl Store {
         let mut cursors = self.cursors.clone();
         cursors.retain(|k, _| names.contains(&k.as_str()));
         for n in names {
-            cursors.entry((*n).to_string()).or_insert(0);
+            cursors.entry((*n).to_string()).or_insert(start);
         }
         tx.execute("DELETE FROM cursors", [])
             .map_err(sql_err("saving cursors"))?;
@@ -1069,62 +1199,107 @@ impl Store {
             )
             .map_err(sql_err("saving cursors"))?;
         }
-        let counts = reclaim_and_commit(tx, &cursors, self.rows, self.bytes, self.next_seq, limit)?;
+        tx.commit().map_err(sql_err("committing"))?;
         self.cursors = cursors;
         self.refresh_cursors();
-        self.apply_reclaim(counts);
         Ok(())
     }
 
-    /// On a full disk: reclaims in small transactions, truncating the WAL
-    /// after each, so the space needed is one chunk's pages, not the whole
-    /// backlog's. Stops quietly if even that does not fit (the rows stay
-    /// acknowledged and are reclaimed by a later acknowledgement).
-    fn reclaim_in_chunks(&mut self) {
-        const CHUNK: u64 = 256;
-        loop {
-            let step = self.reclaim_chunk(CHUNK);
+    /// On a full disk: deletes delivered events, oldest first, until there
+    /// is room for the reserve twice over and 256 KiB more (room as
+    /// [`Store::ensure_reserve`] counts it, so the reserve comes back) or
+    /// nothing delivered is left, in transactions of 256 rows with the WAL
+    /// truncated after each, so the space needed is one chunk's pages. The history gives way
+    /// to new events; what is not yet delivered is never touched here.
+    /// Returns the rows deleted.
+    fn trim_for_space(&mut self) -> u64 {
+        const CHUNK: i64 = 256;
+        let want = self
+            .opts
+            .reserve_bytes
+            .saturating_mul(2)
+            .saturating_add(256 * 1024);
+        let mut freed = 0u64;
+        let mut trimmed = 0u64;
+        let mut released = false;
+        // Where room cannot be measured: rows worth that much, by their sizes.
+        let enough = |s: &Self, freed: u64| s.room().map_or(freed >= want, |r| r >= want);
+        while !enough(self, freed) && self.delivered() > 0 && self.stats.rows > 0 {
+            let step = self.trim_chunk(CHUNK);
+            let step = match step {
+                Err(LogError::DiskFull) if !released => {
+                    released = true;
+                    self.release_reserve();
+                    self.trim_chunk(CHUNK)
+                }
+                other => other,
+            };
             self.checkpoint_truncate();
             match step {
-                Ok(n) if n == CHUNK => {}
-                Ok(_) => break,
+                Ok((0, _)) => break,
+                Ok((n, b)) => {
+                    trimmed += n;
+                    freed += b;
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "Reclaiming on a full disk stopped; it continues with the next acknowledgement.");
+                    tracing::warn!(error = %e, "Trimming delivered history on a full disk stopped.");
                     break;
                 }
             }
         }
-        self.refresh_stats();
+        if trimmed > 0 {
+            tracing::warn!(
+                rows = trimmed,
+                bytes = freed,
+                "Disk full: deleted the oldest delivered events to make room for new ones."
+            );
+        }
+        trimmed
     }
 
-    fn reclaim_chunk(&mut self, chunk: u64) -> Result<u64, LogError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql_err("beginning a transaction"))?;
-        let counts = reclaim_and_commit(
-            tx,
-            &self.cursors,
-            self.rows,
-            self.bytes,
-            self.next_seq,
-            Some(chunk),
-        )?;
-        let n = counts.0;
-        self.apply_reclaim(counts);
-        Ok(n)
-    }
-
-    /// Takes on the counts after a committed reclaim.
-    fn apply_reclaim(&mut self, (reclaimed, rows, bytes): (u64, [u64; 3], u64)) {
+    /// Deletes up to `chunk` of the oldest delivered rows in one
+    /// transaction: (rows, bytes) deleted.
+    pub(super) fn trim_chunk(&mut self, chunk: i64) -> Result<(u64, u64), LogError> {
+        let delivered = to_i64(self.delivered());
+        let tx = FastTx::begin(&self.conn).map_err(sql_err("beginning a transaction"))?;
+        let mut rows = self.rows;
+        let mut bytes = self.bytes;
+        let mut n = 0u64;
+        let mut freed = 0u64;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq <= ?1 ORDER BY seq LIMIT ?2) RETURNING priority, size",
+                )
+                .map_err(sql_err("trimming history"))?;
+            let it = stmt
+                .query_map([delivered, chunk], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                })
+                .map_err(sql_err("trimming history"))?;
+            for row in it {
+                let (p, size) = row.map_err(sql_err("trimming history"))?;
+                let p = Priority::from_i64(p).map_or(0, |p| p as usize);
+                rows[p] = rows[p].saturating_sub(1);
+                bytes = bytes.saturating_sub(to_u64(size));
+                freed += to_u64(size);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            save_next_seq(&tx, self.next_seq)?;
+        }
+        tx.commit().map_err(sql_err("committing"))?;
         self.rows = rows;
         self.bytes = bytes;
-        self.stats.reclaimed_total += reclaimed;
+        self.stats.trimmed_total += n;
         self.refresh_stats();
+        Ok((n, freed))
     }
 
     /// Records that the consumer `name` has had every event up to `upto`
-    /// acknowledged by its peer, and reclaims rows every cursor has passed.
+    /// acknowledged by its peer. Nothing is deleted: delivered events stay
+    /// as history until a limit or a full disk needs their room.
     /// Acknowledging less than already acknowledged changes nothing.
     ///
     /// # Errors
@@ -1144,36 +1319,23 @@ impl Store {
         if upto.0 <= current {
             return Ok(());
         }
-        match self.ack_inner(name, upto, None) {
+        match self.save_cursor(name, upto) {
             Err(LogError::DiskFull) => {
                 self.release_reserve();
-                self.ack_inner(name, upto, Some(0))?;
-                self.reclaim_in_chunks();
+                self.save_cursor(name, upto)?;
             }
             r => r?,
         }
-        if !self.stats.reserve_held {
-            // Space was freed: return the WAL's share and rebuild the reserve.
-            self.checkpoint_truncate();
-            self.ensure_reserve();
-        }
+        self.cursors.insert(name.to_string(), upto.0);
+        self.refresh_cursors();
         Ok(())
     }
 
-    fn ack_inner(&mut self, name: &str, upto: Seq, limit: Option<u64>) -> Result<(), LogError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql_err("beginning a transaction"))?;
-        tx.prepare_cached("UPDATE cursors SET acked = ?2 WHERE name = ?1")
+    fn save_cursor(&mut self, name: &str, upto: Seq) -> Result<(), LogError> {
+        self.conn
+            .prepare_cached("UPDATE cursors SET acked = ?2 WHERE name = ?1")
             .and_then(|mut s| s.execute(params![name, to_i64(upto.0)]))
             .map_err(sql_err("saving the cursor"))?;
-        let mut cursors = self.cursors.clone();
-        cursors.insert(name.to_string(), upto.0);
-        let counts = reclaim_and_commit(tx, &cursors, self.rows, self.bytes, self.next_seq, limit)?;
-        self.cursors = cursors;
-        self.refresh_cursors();
-        self.apply_reclaim(counts);
         Ok(())
     }
 
@@ -1392,11 +1554,20 @@ impl Dropped {
 
 #[derive(Debug, Default)]
 struct Eviction {
+    /// Undelivered events dropped, by reason (each recorded by a gap).
     by_reason: [Dropped; 3],
+    /// Delivered events deleted (history given up; no gap record).
+    trimmed: u64,
 }
 
 impl Eviction {
+    /// Any row deleted.
     fn any(&self) -> bool {
+        self.trimmed > 0 || self.lost()
+    }
+
+    /// Any undelivered event dropped.
+    fn lost(&self) -> bool {
         self.by_reason.iter().any(|d| d.count > 0)
     }
 
@@ -1423,23 +1594,36 @@ impl Eviction {
     }
 }
 
-/// Applies the limits inside the append transaction. Age first (expired
-/// events, any priority, walking from the oldest seq and stopping at the
-/// first event that has not expired; events appended while the clock was
-/// unsynced have no age and are skipped), then rows and bytes (lowest
-/// priority first, oldest first, until one row and a gap record's worth of
-/// bytes are free).
+/// Applies the limits inside the append transaction. `delivered`: every
+/// seq up to it has been delivered by every uplink.
+///
+/// 1. Age: expired events (any priority, by append time; events appended
+///    with an unsynced clock have no age and stay) go once the oldest is a
+///    64th of `max_age` past it, and then every expired one, so an expiring
+///    history is deleted in chunks, not a few rows per commit.
+/// 2. Rows and bytes: delivered events first, oldest first, down to a 64th
+///    below the limits (again in chunks); then, only if that is not enough,
+///    undelivered ones, lowest priority first, oldest first, until one row
+///    and a gap record's worth of bytes are free.
+///
+/// Undelivered events dropped are counted by reason (each reason gets a gap
+/// record); delivered ones are counted as trimmed history.
+#[allow(clippy::too_many_arguments)]
 fn evict(
     tx: &Connection,
     limits: &Limits,
     now: Timestamp,
+    delivered: u64,
     rows: &mut [u64; 3],
     bytes: &mut u64,
     age_skip: &mut i64,
     out: &mut Eviction,
 ) -> Result<(), LogError> {
+    let delivered = to_i64(delivered);
     if now.clock == ClockQuality::Synced && limits.max_age_ms > 0 {
         let cutoff = now.unix_ms.saturating_sub(to_i64(limits.max_age_ms));
+        let trigger = cutoff.saturating_sub(to_i64(limits.max_age_ms / 64));
+        let mut expiring = false;
         // Rows before the first unexpired one are all dropped or ageless, so
         // the ageless ones need not be looked at again.
         let mut after = *age_skip;
@@ -1468,12 +1652,17 @@ fn evict(
                         *age_skip = seq;
                         continue;
                     }
-                    Some(at) if at < cutoff => {
+                    Some(at) if at < cutoff && (expiring || at < trigger) => {
+                        expiring = true;
                         delete_row(tx, seq)?;
                         let p = Priority::from_i64(prio).map_or(0, |p| p as usize);
                         rows[p] = rows[p].saturating_sub(1);
                         *bytes = bytes.saturating_sub(to_u64(size));
-                        out.by_reason[Reason::Age as usize].add(to_u64(seq), ts);
+                        if seq <= delivered {
+                            out.trimmed += 1;
+                        } else {
+                            out.by_reason[Reason::Age as usize].add(to_u64(seq), ts);
+                        }
                     }
                     Some(_) => break 'scan,
                 }
@@ -1487,9 +1676,44 @@ fn evict(
     }
     let row_target = limits.max_rows.saturating_sub(1);
     let byte_target = limits.max_bytes.saturating_sub(GAP_RESERVE_BYTES);
+    if delivered > 0 {
+        let row_trim = row_target.saturating_sub(limits.max_rows / 64);
+        let byte_trim = byte_target.saturating_sub(limits.max_bytes / 64);
+        let mut after = 0i64;
+        'trim: while total(rows) > row_trim || *bytes > byte_trim {
+            let chunk: Vec<(i64, i64, i64)> = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT seq, priority, size FROM events WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT 256",
+                    )
+                    .map_err(sql_err("choosing history to trim"))?;
+                let it = stmt
+                    .query_map(params![after, delivered], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                    .map_err(sql_err("choosing history to trim"))?;
+                it.collect::<Result<_, _>>()
+                    .map_err(sql_err("choosing history to trim"))?
+            };
+            if chunk.is_empty() {
+                break;
+            }
+            for (seq, prio, size) in chunk {
+                if !(total(rows) > row_trim || *bytes > byte_trim) {
+                    break 'trim;
+                }
+                after = seq;
+                delete_row(tx, seq)?;
+                let p = Priority::from_i64(prio).map_or(0, |p| p as usize);
+                rows[p] = rows[p].saturating_sub(1);
+                *bytes = bytes.saturating_sub(to_u64(size));
+                out.trimmed += 1;
+            }
+        }
+    }
     for prio in Priority::ALL {
         let p = prio as usize;
-        let mut after = 0i64;
+        let mut after = delivered;
         while rows[p] > 0 && (total(rows) > row_target || *bytes > byte_target) {
             let chunk: Vec<(i64, i64, i64)> = {
                 let mut stmt = tx
@@ -1528,24 +1752,6 @@ fn evict(
     Ok(())
 }
 
-/// Reclaims inside `tx` (storing the next seq if rows went) and commits.
-/// Returns (rows reclaimed, rows per priority, bytes) after the commit.
-fn reclaim_and_commit(
-    tx: rusqlite::Transaction<'_>,
-    cursors: &BTreeMap<String, u64>,
-    rows: [u64; 3],
-    bytes: u64,
-    next_seq: u64,
-    limit: Option<u64>,
-) -> Result<(u64, [u64; 3], u64), LogError> {
-    let counts = reclaim(&tx, cursors, rows, bytes, limit)?;
-    if counts.0 > 0 {
-        save_next_seq(&tx, next_seq)?;
-    }
-    tx.commit().map_err(sql_err("committing"))?;
-    Ok(counts)
-}
-
 /// Stores the next seq. Needed only in transactions that delete rows: as
 /// long as the newest row exists, `max(seq) + 1` recovers it at open.
 fn save_next_seq(tx: &Connection, next: u64) -> Result<(), LogError> {
@@ -1570,41 +1776,6 @@ fn delete_row(tx: &Connection, seq: i64) -> Result<(), LogError> {
         .and_then(|mut s| s.execute([seq]))
         .map_err(sql_err("dropping an event"))?;
     Ok(())
-}
-
-/// Deletes rows every cursor has passed (at most `limit`, oldest first).
-/// With no cursor nothing is reclaimed: the log then keeps events until a
-/// limit drops them.
-fn reclaim(
-    tx: &rusqlite::Transaction<'_>,
-    cursors: &BTreeMap<String, u64>,
-    mut rows: [u64; 3],
-    mut bytes: u64,
-    limit: Option<u64>,
-) -> Result<(u64, [u64; 3], u64), LogError> {
-    let Some(min) = cursors.values().min().copied() else {
-        return Ok((0, rows, bytes));
-    };
-    let mut stmt = tx
-        .prepare_cached(
-            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq <= ?1 ORDER BY seq LIMIT ?2) RETURNING priority, size",
-        )
-        .map_err(sql_err("reclaiming"))?;
-    let limit = limit.map_or(-1, to_i64);
-    let it = stmt
-        .query_map([to_i64(min), limit], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-        })
-        .map_err(sql_err("reclaiming"))?;
-    let mut n = 0;
-    for row in it {
-        let (p, size) = row.map_err(sql_err("reclaiming"))?;
-        let p = Priority::from_i64(p).map_or(0, |p| p as usize);
-        rows[p] = rows[p].saturating_sub(1);
-        bytes = bytes.saturating_sub(to_u64(size));
-        n += 1;
-    }
-    Ok((n, rows, bytes))
 }
 
 /// Renames the database (and its WAL and shared-memory files) to

@@ -62,6 +62,11 @@ impl Model {
         self.rows.values().map(|r| r.size).sum()
     }
 
+    /// Every seq up to this one is delivered everywhere (0 without cursors).
+    fn delivered(&self) -> u64 {
+        self.cursors.values().min().copied().unwrap_or(0)
+    }
+
     fn insert(&mut self, ev: Event, now: Timestamp) {
         let size = codec::encode(&ev).unwrap().len() as u64 + ROW_OVERHEAD;
         let at = (now.clock == ClockQuality::Synced).then_some(now.unix_ms);
@@ -95,23 +100,41 @@ impl Model {
             d.3 = d.3.min(ts);
             d.4 = d.4.max(ts);
         };
+        let delivered = self.delivered();
         if now.clock == ClockQuality::Synced && limits.max_age_ms > 0 {
+            // The oldest expired event must be a 64th of max_age past the
+            // limit before any goes; then every expired one goes.
             let cutoff = now.unix_ms - limits.max_age_ms as i64;
-            let seqs: Vec<u64> = self.rows.keys().copied().collect();
-            for seq in seqs {
-                match self.rows[&seq].at {
-                    None => continue,
-                    Some(at) if at < cutoff => {
-                        let r = self.rows.remove(&seq).unwrap();
-                        note(0, seq, r.event.ts.unix_ms);
+            let trigger = cutoff - (limits.max_age_ms / 64) as i64;
+            let oldest = self.rows.values().find_map(|r| r.at);
+            if oldest.is_some_and(|at| at < trigger) {
+                let seqs: Vec<u64> = self.rows.keys().copied().collect();
+                for seq in seqs {
+                    match self.rows[&seq].at {
+                        None => continue,
+                        Some(at) if at < cutoff => {
+                            let r = self.rows.remove(&seq).unwrap();
+                            if seq > delivered {
+                                note(0, seq, r.event.ts.unix_ms);
+                            }
+                        }
+                        Some(_) => break,
                     }
-                    Some(_) => break,
                 }
             }
         }
         if self.rows.len() as u64 > limits.max_rows || self.bytes() > limits.max_bytes {
             let row_target = limits.max_rows.saturating_sub(1);
             let byte_target = limits.max_bytes.saturating_sub(160);
+            // Delivered history first, oldest first, a 64th below the limits.
+            let row_trim = row_target.saturating_sub(limits.max_rows / 64);
+            let byte_trim = byte_target.saturating_sub(limits.max_bytes / 64);
+            while self.rows.len() as u64 > row_trim || self.bytes() > byte_trim {
+                let Some(seq) = self.rows.keys().next().copied().filter(|s| *s <= delivered) else {
+                    break;
+                };
+                self.rows.remove(&seq);
+            }
             for prio in Priority::ALL {
                 loop {
                     let over_rows = self.rows.len() as u64 > row_target;
@@ -161,12 +184,10 @@ impl Model {
         Some((first, last))
     }
 
+    /// Acknowledging deletes nothing: delivered events are history.
     fn ack(&mut self, cursor: &str, upto: u64) {
         let c = self.cursors.get_mut(cursor).unwrap();
         *c = (*c).max(upto);
-        if let Some(min) = self.cursors.values().min().copied() {
-            self.rows.retain(|s, _| *s > min);
-        }
     }
 }
 
@@ -331,6 +352,13 @@ proptest! {
     }
 
     #[test]
+    fn log_agrees_with_model_keeping_history_in_chunks(ops in prop::collection::vec(op_strategy(), 1..80)) {
+        // Limits large enough that a 64th of them is more than one row.
+        let limits = Limits { max_rows: 130, max_bytes: 9_000, max_age_ms: 640_000 };
+        run_model(ops, limits, &["mqtt", "nats"])?;
+    }
+
+    #[test]
     fn log_agrees_with_model_without_limits(ops in prop::collection::vec(op_strategy(), 1..40)) {
         run_model(ops, Limits::UNLIMITED, &["only"])?;
     }
@@ -461,7 +489,7 @@ fn last_values_look_back_from_the_newest_event() {
 }
 
 #[test]
-fn seqs_are_never_reused_after_everything_is_reclaimed() {
+fn seqs_are_never_reused_after_everything_is_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.db");
     let now = Timestamp::synced(T0);
@@ -473,6 +501,10 @@ fn seqs_are_never_reused_after_everything_is_reclaimed() {
         .unwrap();
     assert_eq!((a.first, a.last), (Seq(1), Seq(2)));
     store.ack("up", Seq(2)).unwrap();
+    assert_eq!(store.stats().rows, 2, "delivered events stay as history");
+    // Every delivered row trimmed, as a full disk does: the deleting
+    // transaction stores the next seq.
+    assert_eq!(store.trim_chunk(256).unwrap().0, 2);
     assert_eq!(store.stats().rows, 0);
     drop(store);
     let (mut store, _) =
@@ -684,8 +716,9 @@ fn disk_full_on_a_real_small_file_system() {
     assert!(store.stats().disk_full);
     assert!(store.stats().reserve_held, "appends never eat the reserve");
     assert_all_present(&mut store, &acked);
-    // Free space: the uplink acknowledges the older half, which is reclaimed;
-    // then a checkpoint lets SQLite reuse the pages.
+    // The uplink acknowledges the older half: delivered history, which gives
+    // way (oldest first) to new events and to the reserve; nothing that is
+    // not yet delivered is touched.
     let half = acked[acked.len() / 2].0;
     store.ack("up", Seq(half)).unwrap();
     acked.retain(|(s, _)| *s > half);
@@ -710,6 +743,15 @@ fn disk_full_on_a_real_small_file_system() {
         store.stats().reserve_held,
         "the reserve is rebuilt once space returns"
     );
+    let trimmed = store.stats().trimmed_total;
+    assert!(trimmed > 0, "delivered history was trimmed to make room");
+    let oldest = store.read(Seq(0), 1).unwrap()[0].seq.0;
+    assert_eq!(
+        oldest,
+        trimmed + 1,
+        "the oldest delivered events went first, and only they"
+    );
+    assert!(oldest <= half);
     drop(store);
     let (mut store, _) = Store::open(&path, o, now).unwrap();
     assert_all_present(&mut store, &acked);
@@ -835,7 +877,9 @@ async fn concurrent_appends_share_commits_and_get_distinct_seqs() {
     assert_eq!((fresh.len(), fresh[0].seq), (1, a.first));
     log.set_cursors(vec!["up".into()]).await.unwrap();
     log.ack("up", Seq(150)).await.unwrap();
-    let rest = log.read(Seq(0), 1000).await.unwrap();
+    let all = log.read(Seq(0), 1000).await.unwrap();
+    assert_eq!(all.len(), 201, "acknowledged events stay as history");
+    let rest = log.read(Seq(150), 1000).await.unwrap();
     assert_eq!(rest.len(), 51);
     assert_eq!(log.cursor("up").await.unwrap(), Some(Seq(150)));
     log.close().await;

@@ -1,0 +1,177 @@
+//! The migration ladder against a log written by the release before it
+//! (`fixtures/log-v1`, see its README): it opens, migrates, and every event
+//! and cursor is intact; a log of a newer schema is refused and left as it
+//! is; a migration that cannot finish leaves the log at its old version.
+#![allow(clippy::disallowed_methods)] // test code: opens SQLite directly
+
+use std::path::{Path, PathBuf};
+
+use outpost_core::{Body, Seq, Timestamp};
+use outpost_sync::log::{
+    Durability, Limits, LogError, Store, StoreOptions, MIGRATIONS, SCHEMA_VERSION,
+};
+use serde_json::Value;
+
+const T0: i64 = 1_764_000_000_000;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/log-v1")
+}
+
+fn copy_fixture() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    std::fs::copy(fixture().join("events.db"), &path).unwrap();
+    (dir, path)
+}
+
+fn opts() -> StoreOptions {
+    StoreOptions {
+        durability: Durability::Full,
+        limits: Limits::UNLIMITED,
+        max_page_count: None,
+        reserve_bytes: 0,
+    }
+}
+
+fn user_version(path: &Path) -> i64 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap()
+}
+
+fn expected() -> Value {
+    let text = std::fs::read_to_string(fixture().join("expected.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn the_ladder_reaches_the_current_version() {
+    for (i, m) in MIGRATIONS.iter().enumerate() {
+        assert_eq!(
+            m.to,
+            i as i64 + 2,
+            "migration {i} takes version {} on",
+            i + 1
+        );
+    }
+    assert_eq!(MIGRATIONS.len() as i64 + 1, SCHEMA_VERSION);
+}
+
+#[test]
+fn a_log_of_the_previous_release_opens_migrated_with_everything_intact() {
+    let (_dir, path) = copy_fixture();
+    assert_eq!(user_version(&path), 1);
+    let want = expected();
+    let (mut store, report) = Store::open(&path, opts(), Timestamp::synced(T0)).unwrap();
+    assert!(report.recovered.is_none(), "{report:?}");
+    assert_eq!(report.migrated_from, Some(1));
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
+
+    let all = store.read_all().unwrap();
+    let want_events = want["events"].as_array().unwrap();
+    assert_eq!(want_events.len(), 180);
+    // Every event of the old log, unchanged and at its seq; then the
+    // migration's audit entry.
+    assert_eq!(all.len(), want_events.len() + 1);
+    for (got, w) in all.iter().zip(want_events) {
+        assert_eq!(got.seq.0, w["seq"].as_u64().unwrap());
+        assert_eq!(serde_json::to_value(&got.event).unwrap(), w["event"]);
+    }
+    let next = want["next_seq"].as_u64().unwrap();
+    let audit = all.last().unwrap();
+    assert_eq!(
+        audit.seq,
+        Seq(next),
+        "seqs continue where the old log stopped"
+    );
+    match &audit.event.body {
+        Body::Audit(a) => {
+            assert_eq!(a.action, "log.migrated");
+            assert!(
+                a.detail.contains("from schema version 1 to 2"),
+                "{}",
+                a.detail
+            );
+        }
+        other => panic!("expected the migration's audit entry, got {other:?}"),
+    }
+    for c in want["cursors"].as_array().unwrap() {
+        let name = c[0].as_str().unwrap();
+        assert_eq!(
+            store.cursor(name),
+            Some(Seq(c[1].as_u64().unwrap())),
+            "{name}"
+        );
+    }
+    // The history is complete from the oldest row the old version left.
+    let from: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'history_from'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(from as u64, want_events[0]["seq"].as_u64().unwrap());
+
+    // Acknowledging now keeps the events (version 2 keeps history).
+    store.ack("nats", Seq(100)).unwrap();
+    store.ack("mqtt", Seq(100)).unwrap();
+    assert_eq!(store.read_all().unwrap().len(), all.len());
+    drop(store);
+    // A second open has nothing to migrate.
+    let (_store, report) = Store::open(&path, opts(), Timestamp::synced(T0)).unwrap();
+    assert_eq!(report.migrated_from, None);
+}
+
+#[test]
+fn a_log_of_a_newer_schema_is_refused_and_left_alone() {
+    let (dir, path) = copy_fixture();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(&format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1))
+        .unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let err = Store::open(&path, opts(), Timestamp::synced(T0)).unwrap_err();
+    assert!(
+        matches!(err, LogError::NewerSchema { version, .. } if version == SCHEMA_VERSION + 1),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("written by a newer outpostd"), "{text}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the file is untouched"
+    );
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.contains("corrupt")),
+        "nothing is moved aside: {names:?}"
+    );
+}
+
+#[test]
+fn a_migration_that_cannot_finish_leaves_the_old_version_for_the_next_start() {
+    let (_dir, path) = copy_fixture();
+    // Another connection holds the write lock: the migration's transaction
+    // cannot begin.
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker
+        .execute_batch("PRAGMA journal_mode = WAL; BEGIN IMMEDIATE;")
+        .unwrap();
+    let err = Store::open(&path, opts(), Timestamp::synced(T0)).unwrap_err();
+    assert!(matches!(err, LogError::Migration { to: 2, .. }), "{err:?}");
+    blocker.execute_batch("ROLLBACK").unwrap();
+    drop(blocker);
+    assert_eq!(user_version(&path), 1);
+    let (mut store, report) = Store::open(&path, opts(), Timestamp::synced(T0)).unwrap();
+    assert!(report.recovered.is_none());
+    assert_eq!(report.migrated_from, Some(1));
+    assert_eq!(store.read_all().unwrap().len(), 181);
+}
