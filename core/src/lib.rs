@@ -16,6 +16,7 @@ mod event;
 pub mod liveness;
 pub mod task;
 mod time;
+pub mod utc;
 
 pub use event::{
     Alarm, AlarmSeverity, AlarmState, Audit, Body, DeviceStatus, Event, EventKind, Gap, Point,

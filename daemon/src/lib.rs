@@ -2,6 +2,7 @@
 //! the library exists so that the fuzz targets (feature `fuzzing`) reach
 //! the web server's request handling as the binary runs it.
 
+mod logcmd;
 mod logring;
 mod memory;
 mod parts;
@@ -69,6 +70,14 @@ enum Command {
     /// on the first line, the public key for `[remote] fleet_public_key` on
     /// the second.
     Keygen,
+    /// Export events from the log (read-only, also while the daemon runs),
+    /// as CSV or JSON lines, to stdout or a file: e.g. `outpostd export
+    /// --device boiler-1 --from 2026-12-01 --to 2026-12-02 -o boiler.csv`.
+    /// Without filters: everything.
+    Export(logcmd::ExportArgs),
+    /// Look into the log (read-only).
+    #[command(subcommand)]
+    Log(logcmd::LogCommand),
     /// Print the man page (roff) on stdout: `outpostd man > outpostd.1`.
     Man,
     /// Print a shell completion script on stdout, e.g.
@@ -99,6 +108,8 @@ pub fn main() -> ExitCode {
         Some(Command::Apply { file, data_dir }) => apply(&file, data_dir),
         Some(Command::Document { file, version, key }) => document(&file, version, key.as_deref()),
         Some(Command::Keygen) => keygen(),
+        Some(Command::Export(args)) => logcmd::export(&args),
+        Some(Command::Log(cmd)) => logcmd::log(&cmd),
         Some(Command::Man) => man(),
         Some(Command::Completions { shell }) => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -3,6 +3,7 @@
 //! and cursor is intact; a log of a newer schema is refused and left as it
 //! is; a migration that cannot finish leaves the log at its old version.
 #![allow(clippy::disallowed_methods)] // test code: opens SQLite directly
+#![allow(clippy::unwrap_used)] // test helpers: a failure is the test failing
 
 use std::path::{Path, PathBuf};
 

@@ -10,15 +10,14 @@
 //!   a path; a name no device can have is refused before anything is read.
 //!   Devices no longer configured can be exported: their data is still in
 //!   the log.
-//! - CSV cells that a spreadsheet would run as a formula (`=`, `+`, `-`,
-//!   `@` at the start of a text) are prefixed with `'`.
+//! - The formats are those of `outpostd export`
+//!   (`outpost_sync::log::export`), where CSV cells are defused.
 
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use outpost_core::{Body as EvBody, Quality, Value};
 use outpost_sync::log::{ScanFilter, StoredEvent};
 use serde::Deserialize;
 
@@ -36,11 +35,7 @@ pub struct ExportQuery {
     pub format: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Csv,
-    JsonLines,
-}
+pub use outpost_sync::log::export::Format;
 
 /// A checked export request.
 #[derive(Debug, Clone)]
@@ -81,11 +76,7 @@ pub fn plan(q: &ExportQuery) -> Result<Plan, String> {
     if to_ms <= from_ms {
         return Err("`to` must be after `from`".into());
     }
-    let format = match q.format.as_str() {
-        "" | "csv" => Format::Csv,
-        "jsonl" | "ndjson" | "json" => Format::JsonLines,
-        other => return Err(format!("format {other:?}: use csv or jsonl")),
-    };
+    let format = Format::parse(&q.format)?;
     Ok(Plan {
         filter: ScanFilter {
             device,
@@ -130,7 +121,7 @@ pub async fn respond(s: Arc<Shared>, plan: Plan, actor: &str) -> Response {
         plan.filter.device.as_deref().unwrap_or("all")
     );
     let header_row = (plan.format == Format::Csv)
-        .then(|| Bytes::from_static(b"seq,time,ts_ms,device,kind,tag,value,quality\r\n"));
+        .then(|| Bytes::from_static(outpost_sync::log::export::CSV_HEADER.as_bytes()));
     let state = (header_row, log, plan, start, false);
     let stream =
         futures_util::stream::unfold(state, move |(head, log, plan, after, done)| async move {
@@ -176,137 +167,6 @@ pub async fn respond(s: Arc<Shared>, plan: Plan, actor: &str) -> Response {
 
 fn format(events: &[StoredEvent], f: Format) -> Vec<u8> {
     let mut out = Vec::with_capacity(events.len() * 64);
-    for e in events {
-        match f {
-            Format::Csv => csv_rows(&mut out, e),
-            Format::JsonLines => {
-                if serde_json::to_writer(&mut out, &json_line(e)).is_ok() {
-                    out.push(b'\n');
-                }
-            }
-        }
-    }
+    outpost_sync::log::export::write_events(&mut out, events, f);
     out
-}
-
-fn csv_rows(out: &mut Vec<u8>, e: &StoredEvent) {
-    use std::io::Write;
-    let ev = &e.event;
-    let kind = ev.kind().as_str();
-    let head = format!(
-        "{},{},{},{},{kind},",
-        e.seq.0,
-        time::format_utc(ev.ts.unix_ms),
-        ev.ts.unix_ms,
-        csv_cell(&ev.device)
-    );
-    let mut row = |tag: &str, value: &str, quality: &str| {
-        let _infallible = write!(
-            out,
-            "{head}{},{},{}\r\n",
-            csv_cell(tag),
-            csv_cell(value),
-            csv_cell(quality)
-        );
-    };
-    match &ev.body {
-        EvBody::Telemetry(points) | EvBody::Attributes(points) => {
-            for p in points {
-                let v = match &p.value {
-                    Value::Str(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                row(&p.tag, &v, &super::model::quality_text(&p.quality));
-            }
-        }
-        EvBody::Alarm(a) => row(
-            &a.name,
-            &format!("{:?} {:?}", a.severity, a.state).to_lowercase(),
-            &a.details,
-        ),
-        EvBody::Status(st) => row(
-            "status",
-            &format!("{:?}", st.status).to_lowercase(),
-            &st.detail,
-        ),
-        EvBody::Audit(a) => row(&a.action, &a.detail, &a.actor),
-        other => {
-            let detail = serde_json::to_string(other).unwrap_or_default();
-            row("", &detail, "");
-        }
-    }
-}
-
-/// A CSV cell: quoted when it must be, defused when a spreadsheet would
-/// take it for a formula.
-fn csv_cell(s: &str) -> String {
-    let numeric = s.parse::<f64>().is_ok();
-    let risky = !numeric && s.starts_with(['=', '+', '-', '@', '\t', '\r']);
-    let s = if risky {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    };
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s
-    }
-}
-
-/// One event as a flat JSON object.
-fn json_line(e: &StoredEvent) -> serde_json::Value {
-    let ev = &e.event;
-    let mut o = serde_json::json!({
-        "seq": e.seq.0,
-        "time": time::format_utc(ev.ts.unix_ms),
-        "ts_ms": ev.ts.unix_ms,
-        "clock_synced": ev.ts.clock == outpost_core::ClockQuality::Synced,
-        "device": ev.device,
-        "kind": ev.kind().as_str(),
-    });
-    match &ev.body {
-        EvBody::Telemetry(points) | EvBody::Attributes(points) => {
-            let values: serde_json::Map<String, serde_json::Value> = points
-                .iter()
-                .map(|p| {
-                    (
-                        p.tag.clone(),
-                        outpost_sync::uplink::format::value_json(&p.value),
-                    )
-                })
-                .collect();
-            o["values"] = values.into();
-            let bad: serde_json::Map<String, serde_json::Value> = points
-                .iter()
-                .filter(|p| p.quality != Quality::Good)
-                .map(|p| (p.tag.clone(), super::model::quality_text(&p.quality).into()))
-                .collect();
-            if !bad.is_empty() {
-                o["quality"] = bad.into();
-            }
-        }
-        other => {
-            if let Ok(v) = serde_json::to_value(other) {
-                o["detail"] = v;
-            }
-        }
-    }
-    o
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_cells_are_quoted_and_defused() {
-        assert_eq!(csv_cell("plain"), "plain");
-        assert_eq!(csv_cell("-12.5"), "-12.5");
-        assert_eq!(csv_cell("a,b"), "\"a,b\"");
-        assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
-        assert_eq!(csv_cell("@SUM(A1)"), "'@SUM(A1)");
-        assert_eq!(csv_cell("line\nbreak"), "\"line\nbreak\"");
-    }
 }

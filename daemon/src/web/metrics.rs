@@ -154,6 +154,12 @@ fn snapshot(s: &Shared) -> Snapshot {
         ],
     );
     out.one(
+        "outpost_log_trimmed_events",
+        "Delivered events deleted from the history by a limit or a full disk (not a loss: every uplink had them).",
+        Counter,
+        st.trimmed_total as f64,
+    );
+    out.one(
         "outpost_log_corrupt_rows",
         "Stored events that could not be read back and were skipped.",
         Counter,

@@ -175,11 +175,7 @@ pub fn value_text(v: &outpost_core::Value) -> String {
 }
 
 pub fn quality_text(q: &outpost_core::Quality) -> String {
-    match q {
-        outpost_core::Quality::Good => "good".into(),
-        outpost_core::Quality::Stale => "stale".into(),
-        outpost_core::Quality::Bad { reason } => format!("bad: {reason}"),
-    }
+    outpost_sync::log::export::quality_text(q)
 }
 
 /// The overview's charts over the kept samples (up to an hour): ingest

@@ -12,15 +12,25 @@
 //!   open the next seq is `max(seq) + 1`, or the value stored by the last
 //!   transaction that deleted rows, whichever is greater (every deleting
 //!   transaction stores it).
-//! - **Who deletes:** only the writer thread, and only for two reasons.
-//!   (1) *Reclaim*: a row whose seq every cursor has acknowledged
-//!   ([`EventLog::ack`]) is deleted. With no cursor (no uplink), nothing is
-//!   reclaimed. (2) *Limits*: when `max_rows`, `max_bytes` or `max_age` is
-//!   exceeded, the oldest events of the lowest priority go first (telemetry,
-//!   then attributes and status, then alarms, audit and gap records); expired
-//!   events go regardless of priority. Every such drop is recorded by a `gap`
-//!   event appended in the same transaction, with the count and the seq and
-//!   time range dropped.
+//! - **Delivery deletes nothing.** The log is the gateway's history: an
+//!   event every uplink has acknowledged ([`EventLog::ack`]) stays, and
+//!   trends and exports read delivered and undelivered events alike.
+//! - **Who deletes:** only the writer thread, and only for three reasons.
+//!   (1) *Age*: events appended longer than `max_age` ago go, whatever
+//!   their priority (those appended with an unsynced clock have no age and
+//!   stay), in chunks: once the oldest is a 64th of `max_age` past it.
+//!   (2) *Limits*: when `max_rows` or `max_bytes` is exceeded, delivered
+//!   events go first, oldest first, down to a 64th below the limits (so a
+//!   full log deletes in chunks); only then undelivered ones, the oldest of
+//!   the lowest priority first (telemetry, then attributes and status, then
+//!   alarms, audit and gap records). (3) *A full disk*: delivered events,
+//!   oldest first, until there is room again. Every undelivered event
+//!   dropped is recorded by a `gap` event appended in the same transaction
+//!   (count, seq and time range); delivered ones are counted as trimmed
+//!   history ([`LogStats::trimmed_total`]), since nothing was lost upstream.
+//! - **Schema versions:** a log of an older schema is migrated at open, one
+//!   numbered step per transaction ([`MIGRATIONS`]); one of a newer schema
+//!   is refused ([`LogError::NewerSchema`]) and left as it is.
 //! - **Cursors move forward only**, and only on explicit acknowledgement;
 //!   reading never moves a cursor.
 //! - **Disk full is a state, not a crash.** An append that finds no room
@@ -36,6 +46,7 @@
 //! connection; [`Store`] is the synchronous core it drives, used directly by
 //! tests and benchmarks.
 
+pub mod export;
 mod seqfloor;
 mod store;
 

@@ -12,7 +12,7 @@ use super::seqfloor::{SeqFloor, SEQ_BLOCK};
 use super::{Durability, Limits, LogError, StoredEvent};
 
 /// `PRAGMA application_id`: "OUTP".
-const APPLICATION_ID: i64 = 0x4f55_5450;
+pub(super) const APPLICATION_ID: i64 = 0x4f55_5450;
 /// The schema this build writes. Older logs are migrated at open (see
 /// [`MIGRATIONS`]); newer ones are refused, never moved aside.
 pub const SCHEMA_VERSION: i64 = 2;
@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS meta (
 /// `to - 1` to `to`. It runs in one transaction with the new `user_version`,
 /// so a migration that fails (a full disk, a kill) leaves the log as it was,
 /// to be migrated at the next start.
+#[derive(Debug)]
 pub struct Migration {
     pub to: i64,
     /// What changes, for the audit entry and the daemon's log.
@@ -1137,30 +1138,6 @@ impl Store {
         self.cursors.values().min().copied().unwrap_or(0)
     }
 
-    /// For each cursor, the seq and timestamp of the oldest event it has not
-    /// had acknowledged (`None` when it is caught up): where the unsent part
-    /// of the history starts.
-    ///
-    /// # Errors
-    /// When the database fails.
-    pub fn unsent(&mut self) -> Result<Vec<(String, Option<(Seq, i64)>)>, LogError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT seq, ts_ms FROM events WHERE seq > ?1 ORDER BY seq LIMIT 1")
-            .map_err(sql_err("preparing a look-up"))?;
-        let mut out = Vec::with_capacity(self.cursors.len());
-        for (name, acked) in &self.cursors {
-            let first = stmt
-                .query_row([to_i64(*acked)], |r| {
-                    Ok((to_u64(r.get::<_, i64>(0)?), r.get::<_, i64>(1)?))
-                })
-                .optional()
-                .map_err(sql_err("looking up the oldest unsent event"))?;
-            out.push((name.clone(), first.map(|(s, t)| (Seq(s), t))));
-        }
-        Ok(out)
-    }
-
     /// Makes the set of cursors exactly `names`. A new cursor starts where
     /// the slowest of the previous ones stood (at the start with none), so it
     /// receives every event not yet delivered everywhere, and not the
@@ -1465,10 +1442,7 @@ fn insert_event(
 }
 
 fn kind_code(ev: &Event) -> i64 {
-    outpost_core::EventKind::ALL
-        .iter()
-        .position(|k| *k == ev.kind())
-        .map_or(-1, |p| p as i64)
+    super::export::kind_code(ev.kind())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
