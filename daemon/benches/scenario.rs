@@ -3,10 +3,12 @@
 //!
 //! `cargo bench -p outpost-daemon --bench scenario` runs the default
 //! scenario (10 × 20 @ 1 s); `SCENARIO=heavy` runs 50 × 100 @ 100 ms.
-//! `OUTAGE_S` sets the outage (default 10 s); `OUTPOSTD_BIN` runs another
+//! `OUTAGE_S` sets the outage (default 10 s); `COMMIT_DELAY` sets
+//! `[gateway.log] commit_max_delay` (default 0s); `OUTPOSTD_BIN` runs another
 //! build of the daemon (default: this bench's build, at opt-level 3). Prints one JSON object:
 //! daemon RSS and CPU, delivered data points/s, latency read → broker
-//! (p50/p99), events expected/delivered/missing/duplicated, reconnect time,
+//! (p50/p99), bytes written to storage per data point in the steady state
+//! (flash wear), events expected/delivered/missing/duplicated, reconnect time,
 //! drain time and rate. Needs the peers `./tests/run` installs.
 
 #![allow(clippy::disallowed_methods)] // test code: spawns, exits and opens SQLite freely
@@ -53,6 +55,20 @@ fn proc_stat(pid: u32) -> (u64, f64) {
     )
 }
 
+/// Bytes the process caused to be written to storage (`write_bytes` of
+/// `/proc/<pid>/io`; 0 on tmpfs, so the bench's data directory must be on
+/// a disk: run it with TMPDIR on one, e.g. `/var/tmp`).
+fn write_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("write_bytes: "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn pct(v: &mut [i64], p: f64) -> i64 {
     if v.is_empty() {
         return 0;
@@ -85,6 +101,12 @@ fn main() {
     let mut broker = Mosquitto::start("");
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = String::from("[gateway]\nid = \"bench\"\ndurability = \"normal\"\n");
+    // COMMIT_DELAY: `[gateway.log] commit_max_delay`, the knob that trades
+    // latency for fewer commits (and fewer bytes written to flash).
+    let commit_delay = std::env::var("COMMIT_DELAY").unwrap_or_else(|_| "0s".into());
+    cfg.push_str(&format!(
+        "[gateway.log]\ncommit_max_delay = \"{commit_delay}\"\n"
+    ));
     for u in 1..=k {
         cfg.push_str(&format!(
             "[[device]]\nname = \"d{u}\"\n[device.modbus]\ntcp = \"127.0.0.1:{}\"\nunit = {u}\nperiod = \"{period_ms}ms\"\n",
@@ -173,6 +195,7 @@ fn main() {
 
     // Steady state.
     let (_, cpu0) = proc_stat(pid);
+    let w0 = write_bytes(pid);
     let p0 = seen.lock().unwrap().points;
     let t0 = Instant::now();
     while t0.elapsed() < steady {
@@ -180,6 +203,7 @@ fn main() {
     }
     let secs = t0.elapsed().as_secs_f64();
     let (_, cpu1) = proc_stat(pid);
+    let written = write_bytes(pid).saturating_sub(w0);
     let points_s = (seen.lock().unwrap().points - p0) as f64 / secs;
     let mut lat: Vec<i64> = seen
         .lock()
@@ -255,6 +279,10 @@ fn main() {
             "devices": k, "registers": n, "period_ms": period_ms,
             "rss_kb_avg": avg_rss, "rss_kb_max": rss.iter().max(),
             "rss_kb_steady_avg": steady_avg_rss,
+            "commit_max_delay": commit_delay,
+            "write_bytes_per_s_steady": (written as f64 / secs).round(),
+            "bytes_written_per_point": ((written as f64 / (points_s * secs)) * 10.0).round() / 10.0,
+            "gb_written_per_day": ((written as f64 / secs * 86_400.0 / 1e9) * 100.0).round() / 100.0,
             "cpu_percent_steady": ((cpu1 - cpu0) / secs * 100.0 * 10.0).round() / 10.0,
             "delivered_points_per_s": points_s.round(),
             "asked_points_per_s": f64::from(k) * f64::from(n) * 1000.0 / period_ms as f64,

@@ -668,17 +668,26 @@ impl Store {
 
     /// Room for the log: free bytes on its file system plus the pages SQLite
     /// freed inside the database (`None` where statvfs fails).
+    /// Under a page cap (`max_page_count`) the room is the smaller of that
+    /// and the cap's unused pages.
     fn room(&self) -> Option<u64> {
         let free = free_bytes(&self.path)?;
-        let inside: u64 = self
+        let (inside, pages, page_size) = self
             .conn
             .query_row(
-                "SELECT freelist_count * page_size FROM pragma_freelist_count, pragma_page_size",
+                "SELECT freelist_count, page_count, page_size FROM pragma_freelist_count, pragma_page_count, pragma_page_size",
                 [],
-                |r| r.get::<_, i64>(0),
+                |r| Ok((to_u64(r.get(0)?), to_u64(r.get(1)?), to_u64(r.get(2)?))),
             )
-            .map_or(0, to_u64);
-        Some(free.saturating_add(inside))
+            .unwrap_or((0, 0, 4096));
+        let room = free.saturating_add(inside.saturating_mul(page_size));
+        Some(match self.opts.max_page_count {
+            Some(max) => {
+                let unused = u64::from(max).saturating_sub(pages).saturating_add(inside);
+                room.min(unused.saturating_mul(page_size))
+            }
+            None => room,
+        })
     }
 
     /// Frees the reserve and shrinks the WAL, so that a write that frees
