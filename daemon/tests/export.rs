@@ -69,8 +69,8 @@ fn export_while_the_daemon_appends_matches_the_log() {
         .spawn()
         .unwrap();
     let db = data.join("events.db");
-    wait_for("the demo to log 60 events", Duration::from_secs(30), || {
-        (db.is_file() && stats(&data)["events"].as_u64().unwrap_or(0) >= 60).then_some(())
+    wait_for("the demo to log 20 events", Duration::from_secs(60), || {
+        (db.is_file() && stats(&data)["events"].as_u64().unwrap_or(0) >= 20).then_some(())
     });
     // Everything stamped before `to` is committed a second later.
     let to = now_ms();
@@ -85,7 +85,7 @@ fn export_while_the_daemon_appends_matches_the_log() {
             "--format",
             "jsonl",
             "--device",
-            "boiler-1",
+            "boiler-room",
             "--kind",
             "telemetry",
         ],
@@ -93,7 +93,7 @@ fn export_while_the_daemon_appends_matches_the_log() {
     );
     let during = stats(&data);
     // The daemon kept appending through the exports.
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(3000));
     let later = stats(&data)["events"].as_u64().unwrap();
     assert!(
         later > during["events"].as_u64().unwrap(),
@@ -110,7 +110,7 @@ fn export_while_the_daemon_appends_matches_the_log() {
         .into_iter()
         .filter(|e| e.event.ts.unix_ms < to)
         .collect();
-    assert!(log.len() >= 60, "{}", log.len());
+    assert!(log.len() >= 20, "{}", log.len());
 
     // JSON lines: one per event, in seq order, with the event's values.
     let lines: Vec<serde_json::Value> = jsonl
@@ -131,7 +131,11 @@ fn export_while_the_daemon_appends_matches_the_log() {
             for p in points {
                 let v = &line["values"][&p.tag];
                 match &p.value {
-                    Value::F64(x) => assert_eq!(v.as_f64(), Some(*x), "{line}"),
+                    // serde_json's default float parser may be one ulp off.
+                    Value::F64(x) => {
+                        let got = v.as_f64().expect("a number");
+                        assert!((got - x).abs() <= x.abs() * 1e-15, "{line}");
+                    }
                     Value::I64(x) => assert_eq!(v.as_i64(), Some(*x), "{line}"),
                     Value::U64(x) => assert_eq!(v.as_u64(), Some(*x), "{line}"),
                     Value::Bool(x) => assert_eq!(v.as_bool(), Some(*x), "{line}"),
@@ -183,10 +187,10 @@ fn export_while_the_daemon_appends_matches_the_log() {
     assert!(!b.is_empty());
     assert!(b
         .iter()
-        .all(|l| l["device"] == "boiler-1" && l["kind"] == "telemetry"));
+        .all(|l| l["device"] == "boiler-room" && l["kind"] == "telemetry"));
     let boiler_in_log = log
         .iter()
-        .filter(|e| e.event.device == "boiler-1" && e.event.kind().as_str() == "telemetry")
+        .filter(|e| e.event.device == "boiler-room" && e.event.kind().as_str() == "telemetry")
         .count();
     assert!(b.len() >= boiler_in_log);
 
@@ -260,7 +264,7 @@ fn export_a_million_events() {
                 .map(|i| {
                     let n = b * 1000 + i;
                     Event::new(
-                        ["boiler-1", "pump-2", "meter-3"][(n % 3) as usize],
+                        ["boiler-room", "pump-2", "meter-3"][(n % 3) as usize],
                         Timestamp::synced(t0 + n * 100),
                         Body::Telemetry(vec![
                             Point::good("temp", Value::F64(20.0 + (n % 100) as f64 / 10.0)),

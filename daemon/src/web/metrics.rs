@@ -108,6 +108,14 @@ fn snapshot(s: &Shared) -> Snapshot {
             Gauge,
             p.threads as f64,
         );
+        if let Some(w) = super::model::written_bytes() {
+            out.one(
+                "outpost_process_written_bytes",
+                "Bytes outpostd caused to be written to storage (flash wear; its rate times 86,400 is the daily figure).",
+                Counter,
+                w as f64,
+            );
+        }
         out.one(
             "outpost_process_open_fds",
             "Open file descriptors of outpostd.",

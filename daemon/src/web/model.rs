@@ -15,6 +15,10 @@ pub struct Overview {
     pub clock_synced: bool,
     pub now_ms: i64,
     pub memory_rss_bytes: Option<u64>,
+    /// Bytes this process wrote to storage per day, averaged since it
+    /// started (flash wear; `None` in the first minute or without
+    /// `/proc/self/io`).
+    pub written_bytes_per_day: Option<u64>,
     pub log: LogView,
     pub disk: Option<Disk>,
     /// Events accepted into the log per second (last sample interval).
@@ -120,6 +124,12 @@ pub async fn overview(s: &Shared) -> Overview {
         clock_synced: now.clock == outpost_core::ClockQuality::Synced,
         now_ms: now.unix_ms,
         memory_rss_bytes: rss_bytes(),
+        written_bytes_per_day: {
+            let up = s.started.elapsed().as_secs();
+            written_bytes()
+                .filter(|_| up >= 60)
+                .map(|w| w.saturating_mul(86_400) / up.max(1))
+        },
         log: LogView {
             events: stats.rows,
             bytes: stats.bytes,
@@ -319,6 +329,16 @@ pub fn rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// Bytes this process caused to be written to storage (`write_bytes` of
+/// `/proc/self/io`).
+pub fn written_bytes() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// This process's CPU time, threads and open files.
