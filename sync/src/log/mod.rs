@@ -32,7 +32,10 @@
 //!   numbered step per transaction ([`MIGRATIONS`]); one of a newer schema
 //!   is refused ([`LogError::NewerSchema`]) and left as it is.
 //! - **Cursors move forward only**, and only on explicit acknowledgement;
-//!   reading never moves a cursor.
+//!   reading never moves a cursor. An acknowledgement is saved with the
+//!   next commit, or after [`CURSOR_SAVE_DELAY`] without one, and when the
+//!   log closes: after a crash, at most that second's acknowledged events
+//!   are sent again; none is lost.
 //! - **Disk full is a state, not a crash.** An append that finds no room
 //!   fails with [`LogError::DiskFull`], writes nothing, and leaves the log
 //!   usable; the caller keeps its events and retries (which is how
@@ -67,6 +70,11 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 /// A device's rows a look back for its last values examines at most.
 pub const LOOK_BACK_ROWS: usize = 100_000;
+
+/// The longest an acknowledgement waits in memory for a commit to ride on
+/// before it is written by itself. A crash loses at most this much of the
+/// acknowledgements: those events are sent again (at-least-once), never lost.
+pub const CURSOR_SAVE_DELAY: Duration = Duration::from_secs(1);
 
 /// Rows one scan slice examines at most.
 pub const SCAN_WINDOW: u64 = 20_000;
@@ -551,6 +559,22 @@ impl Writer {
             loop {
                 let cmd = match deferred.take() {
                     Some(c) => c,
+                    None if self.store.has_unsaved_cursors() => {
+                        // Acknowledgements ride on the next commit; with
+                        // none coming, they are saved after CURSOR_SAVE_DELAY.
+                        match tokio::time::timeout(CURSOR_SAVE_DELAY, self.rx.recv()).await {
+                            Ok(Some(c)) => c,
+                            Ok(None) => break,
+                            Err(_) => {
+                                let stage = self.stage.clone();
+                                let _busy = stage.busy();
+                                if let Err(e) = self.store.flush_cursors() {
+                                    tracing::warn!(error = %e, "Saving acknowledgements failed; tried again later.");
+                                }
+                                continue;
+                            }
+                        }
+                    }
                     None => match self.rx.recv().await {
                         Some(c) => c,
                         None => break,

@@ -225,9 +225,21 @@ pub struct Store {
     fresh: bool,
     /// The schema version this open migrated from.
     migrated_from: Option<i64>,
+    /// Cursors acknowledged further than the database says: saved with the
+    /// next transaction, by [`Store::flush_cursors`], or when the store is
+    /// dropped (one cursor row rewritten per commit, not per ack).
+    unsaved_cursors: std::collections::BTreeSet<String>,
     /// `<log>.lock`, locked exclusively for as long as the store is open:
     /// one process at a time owns a log (set by [`Store::open`]).
     _lock: Option<std::fs::File>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush_cursors() {
+            tracing::warn!(error = %e, "Could not save the last acknowledgements; they are sent again after the restart.");
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -578,6 +590,7 @@ impl Store {
             floor: None,
             fresh: tables == 0,
             migrated_from,
+            unsaved_cursors: Default::default(),
             _lock: None,
             last_gaps: Default::default(),
             gap_warn: GapWarn::default(),
@@ -878,7 +891,9 @@ impl Store {
             // longer recover the next seq, so store it.
             save_next_seq(&tx, next)?;
         }
+        self.save_unsaved_cursors(&tx)?;
         tx.commit().map_err(sql_err("committing"))?;
+        self.unsaved_cursors.clear();
 
         self.next_seq = next;
         self.rows = rows;
@@ -1187,6 +1202,7 @@ impl Store {
         }
         tx.commit().map_err(sql_err("committing"))?;
         self.cursors = cursors;
+        self.unsaved_cursors.clear();
         self.refresh_cursors();
         Ok(())
     }
@@ -1275,7 +1291,10 @@ impl Store {
         if n > 0 {
             save_next_seq(&tx, self.next_seq)?;
         }
+        // The rows went because of where the cursors stand: save that too.
+        self.save_unsaved_cursors(&tx)?;
         tx.commit().map_err(sql_err("committing"))?;
+        self.unsaved_cursors.clear();
         self.rows = rows;
         self.bytes = bytes;
         self.stats.trimmed_total += n;
@@ -1305,23 +1324,51 @@ impl Store {
         if upto.0 <= current {
             return Ok(());
         }
-        match self.save_cursor(name, upto) {
-            Err(LogError::DiskFull) => {
-                self.release_reserve();
-                self.save_cursor(name, upto)?;
-            }
-            r => r?,
-        }
         self.cursors.insert(name.to_string(), upto.0);
+        self.unsaved_cursors.insert(name.to_string());
         self.refresh_cursors();
         Ok(())
     }
 
-    fn save_cursor(&mut self, name: &str, upto: Seq) -> Result<(), LogError> {
-        self.conn
-            .prepare_cached("UPDATE cursors SET acked = ?2 WHERE name = ?1")
-            .and_then(|mut s| s.execute(params![name, to_i64(upto.0)]))
-            .map_err(sql_err("saving the cursor"))?;
+    /// True while an acknowledgement is not yet in the database.
+    pub fn has_unsaved_cursors(&self) -> bool {
+        !self.unsaved_cursors.is_empty()
+    }
+
+    /// Writes acknowledgements not yet saved, in one transaction (the log's
+    /// writer calls it after a second without a commit, and on close).
+    ///
+    /// # Errors
+    /// When the database fails (the acknowledgements stay pending).
+    pub fn flush_cursors(&mut self) -> Result<(), LogError> {
+        if self.unsaved_cursors.is_empty() {
+            return Ok(());
+        }
+        let mut r = self.flush_cursors_once();
+        if matches!(r, Err(LogError::DiskFull)) {
+            self.release_reserve();
+            r = self.flush_cursors_once();
+        }
+        r
+    }
+
+    fn flush_cursors_once(&mut self) -> Result<(), LogError> {
+        let tx = FastTx::begin(&self.conn).map_err(sql_err("beginning a transaction"))?;
+        self.save_unsaved_cursors(&tx)?;
+        tx.commit().map_err(sql_err("committing"))?;
+        self.unsaved_cursors.clear();
+        Ok(())
+    }
+
+    fn save_unsaved_cursors(&self, tx: &Connection) -> Result<(), LogError> {
+        for name in &self.unsaved_cursors {
+            let Some(acked) = self.cursors.get(name) else {
+                continue;
+            };
+            tx.prepare_cached("UPDATE cursors SET acked = ?2 WHERE name = ?1")
+                .and_then(|mut s| s.execute(params![name, to_i64(*acked)]))
+                .map_err(sql_err("saving the cursor"))?;
+        }
         Ok(())
     }
 

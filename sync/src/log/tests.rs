@@ -1187,3 +1187,37 @@ fn a_file_where_the_data_directory_should_be_is_named_as_such_and_left_alone() {
     assert!(said.contains("is not a directory"), "{said}");
     assert_eq!(std::fs::read_to_string(&data).unwrap(), "not a directory");
 }
+
+#[test]
+fn acknowledgements_ride_on_the_next_commit_and_are_saved_on_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let now = Timestamp::synced(T0);
+    let saved = |p: &std::path::Path| -> i64 {
+        rusqlite::Connection::open_with_flags(p, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap()
+            .query_row("SELECT acked FROM cursors WHERE name = 'up'", [], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    };
+    let (mut store, _) =
+        Store::open(&path, opts(Limits::UNLIMITED, Durability::Full), now).unwrap();
+    store.set_cursors(&["up"]).unwrap();
+    append_readings(&mut store, 10);
+    let commits = store.stats().commits_total;
+    store.ack("up", Seq(4)).unwrap();
+    store.ack("up", Seq(7)).unwrap();
+    assert_eq!(store.cursor("up"), Some(Seq(7)));
+    assert_eq!(saved(&path), 0, "an acknowledgement alone writes nothing");
+    assert!(store.has_unsaved_cursors());
+    store.append(&[reading("d", 1, T0)], now).unwrap();
+    assert_eq!(saved(&path), 7, "saved with the next commit");
+    assert_eq!(store.stats().commits_total, commits + 1, "in that commit");
+    store.ack("up", Seq(9)).unwrap();
+    store.flush_cursors().unwrap();
+    assert_eq!(saved(&path), 9, "or by itself when no commit comes");
+    store.ack("up", Seq(10)).unwrap();
+    drop(store);
+    assert_eq!(saved(&path), 10, "and when the log closes");
+}
