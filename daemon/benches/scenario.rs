@@ -3,7 +3,8 @@
 //!
 //! `cargo bench -p outpost-daemon --bench scenario` runs the default
 //! scenario (10 × 20 @ 1 s); `SCENARIO=heavy` runs 50 × 100 @ 100 ms.
-//! `OUTAGE_S` sets the outage (default 10 s); `COMMIT_DELAY` sets
+//! `OUTAGE_S` sets the outage (default 10 s); `STEADY_S` the steady-state
+//! window (default 20 s); `COMMIT_DELAY` sets
 //! `[gateway.log] commit_max_delay` (default 0s); `OUTPOSTD_BIN` runs another
 //! build of the daemon (default: this bench's build, at opt-level 3). Prints one JSON object:
 //! daemon RSS and CPU, delivered data points/s, latency read → broker
@@ -90,7 +91,14 @@ fn main() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(10),
     );
-    let steady = Duration::from_secs(20);
+    // STEADY_S: the steady-state window (default 20 s; the wear figures
+    // want 60 s or more, so that WAL checkpoints fall inside it evenly).
+    let steady = Duration::from_secs(
+        std::env::var("STEADY_S")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(20),
+    );
 
     let devices: Vec<_> = (1..=k)
         .map(
