@@ -184,9 +184,7 @@ pub fn value_text(v: &outpost_core::Value) -> String {
     }
 }
 
-pub fn quality_text(q: &outpost_core::Quality) -> String {
-    outpost_sync::log::export::quality_text(q)
-}
+pub use outpost_sync::log::export::quality_text;
 
 /// The overview's charts over the kept samples (up to an hour): ingest
 /// rate, and each uplink's send rate and backlog, as (title, SVG).

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use outpost_core::{codec, utc, Body, ClockQuality, EventKind, Quality, Seq, Value};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+use super::store::{seq_before_in, to_u64};
 use super::{LogError, StoredEvent, SCHEMA_VERSION};
 
 /// Seqs one read transaction covers.
@@ -133,10 +134,6 @@ fn read_err(op: &'static str) -> impl FnOnce(rusqlite::Error) -> LogError {
     move |source| LogError::Sqlite { op, source }
 }
 
-fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
 impl Reader {
     /// Opens `path` read-only.
     ///
@@ -209,7 +206,9 @@ impl Reader {
             return Ok((0, 0));
         };
         let mut after = match sel.from_ms {
-            Some(f) => self.seq_before(f, first, last)?,
+            // Exact with one clock; after clock jumps an approximation, which
+            // the row filter corrects.
+            Some(f) => seq_before_in(&self.conn, f, first, last + 1)?,
             None => first.saturating_sub(1),
         };
         let (mut n, mut bad) = (0u64, 0u64);
@@ -270,29 +269,6 @@ impl Reader {
                 ))
             })
             .map_err(read_err("reading the seq range"))
-    }
-
-    /// The seq after which events are stamped at or after `ts_ms` (by
-    /// bisection; exact with one clock, approximate after clock jumps, which
-    /// the row filter then corrects).
-    fn seq_before(&self, ts_ms: i64, first: u64, last: u64) -> Result<u64, LogError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT seq, ts_ms FROM events WHERE seq >= ?1 ORDER BY seq LIMIT 1")
-            .map_err(read_err("preparing a seek"))?;
-        let (mut lo, mut hi) = (first, last + 1);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let row: Option<(i64, i64)> = stmt
-                .query_row([mid as i64], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-                .map_err(read_err("seeking"))?;
-            match row {
-                Some((seq, ts)) if ts < ts_ms => lo = to_u64(seq) + 1,
-                _ => hi = mid,
-            }
-        }
-        Ok(lo.saturating_sub(1))
     }
 
     /// Counts for `outpostd log stats`.

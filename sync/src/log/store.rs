@@ -272,7 +272,7 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn to_u64(v: i64) -> u64 {
+pub(super) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
@@ -1119,35 +1119,7 @@ impl Store {
     /// # Errors
     /// When the database fails.
     pub fn seq_before(&mut self, ts_ms: i64) -> Result<Seq, LogError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT seq, ts_ms FROM events WHERE seq >= ?1 ORDER BY seq LIMIT 1")
-            .map_err(sql_err("preparing seek"))?;
-        let mut at = |seq: u64| -> Result<Option<(u64, i64)>, LogError> {
-            let mut q = stmt
-                .query(params![to_i64(seq)])
-                .map_err(sql_err("seeking"))?;
-            match q.next().map_err(sql_err("seeking"))? {
-                Some(r) => Ok(Some((
-                    to_u64(r.get::<_, i64>(0).map_err(sql_err("reading seq"))?),
-                    r.get::<_, i64>(1).map_err(sql_err("reading ts"))?,
-                ))),
-                None => Ok(None),
-            }
-        };
-        // The first row stamped at or after ts_ms lies in [lo, hi].
-        let (mut lo, mut hi) = (0u64, self.next_seq);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match at(mid)? {
-                Some((seq, ts)) if ts < ts_ms => lo = seq + 1,
-                // Rows between mid and seq do not exist: the first one
-                // stamped late enough is at or before mid.
-                Some(_) => hi = mid,
-                None => hi = mid,
-            }
-        }
-        Ok(Seq(lo.saturating_sub(1)))
+        seq_before_in(&self.conn, ts_ms, 0, self.next_seq).map(Seq)
     }
 
     /// Where the cursor `name` stands (every seq up to it acknowledged), or
@@ -1399,6 +1371,35 @@ impl Store {
         self.opts.max_page_count = Some(pages);
         Ok(())
     }
+}
+
+/// The seq after which events are stamped at or after `ts_ms`, bisecting
+/// on seq over the rows in `[lo, hi)` (see [`Store::seq_before`]; the
+/// export's reader uses it too).
+pub(super) fn seq_before_in(
+    conn: &Connection,
+    ts_ms: i64,
+    mut lo: u64,
+    mut hi: u64,
+) -> Result<u64, LogError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT seq, ts_ms FROM events WHERE seq >= ?1 ORDER BY seq LIMIT 1")
+        .map_err(sql_err("preparing seek"))?;
+    // The first row stamped at or after ts_ms lies in [lo, hi].
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let row: Option<(i64, i64)> = stmt
+            .query_row(params![to_i64(mid)], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(sql_err("seeking"))?;
+        match row {
+            Some((seq, ts)) if ts < ts_ms => lo = to_u64(seq) + 1,
+            // Rows between mid and seq do not exist: the first one stamped
+            // late enough is at or before mid.
+            _ => hi = mid,
+        }
+    }
+    Ok(lo.saturating_sub(1))
 }
 
 /// Takes the exclusive lock on `<log>.lock` (released when the file is
