@@ -6,8 +6,11 @@
 use crate::Event;
 
 /// The format written by this build. Version 1 had no route (every event
-/// went to every uplink); it is still read.
-pub const FORMAT_VERSION: u8 = 2;
+/// went to every uplink); version 2 had no boot-relative or corrected
+/// timestamps ([`crate::ClockQuality`]'s last two variants). Both are still
+/// read; a release that knows only version 2 would fail on a version 3
+/// timestamp, which is why the version changed.
+pub const FORMAT_VERSION: u8 = 3;
 
 /// Version 1 records.
 #[derive(serde::Deserialize)]
@@ -44,7 +47,8 @@ pub fn encode(ev: &Event) -> Result<Vec<u8>, CodecError> {
 pub fn decode(bytes: &[u8]) -> Result<Event, CodecError> {
     let (&version, rest) = bytes.split_first().ok_or(CodecError::Empty)?;
     match version {
-        FORMAT_VERSION => Ok(postcard::from_bytes(rest)?),
+        // Version 2 is version 3 without the new clock variants.
+        FORMAT_VERSION | 2 => Ok(postcard::from_bytes(rest)?),
         1 => {
             let v1: EventV1 = postcard::from_bytes(rest)?;
             Ok(Event::new(v1.device, v1.ts, v1.body))
@@ -117,9 +121,31 @@ mod tests {
         assert_eq!(ev, Event::new("old", Timestamp::synced(5), body));
         assert_eq!(ev.route, crate::Route::All);
         assert!(matches!(
-            decode(&[3, 0]),
-            Err(CodecError::UnknownVersion(3))
+            decode(&[4, 0]),
+            Err(CodecError::UnknownVersion(4))
         ));
+    }
+
+    #[test]
+    fn clock_variants_round_trip_and_version_2_still_reads() {
+        for clock in [
+            crate::ClockQuality::Synced,
+            crate::ClockQuality::Unsynced,
+            crate::ClockQuality::SinceBoot { boot_ms: 12_345 },
+            crate::ClockQuality::Corrected,
+        ] {
+            let ev = Event::new(
+                "d",
+                Timestamp { unix_ms: 7, clock },
+                Body::Telemetry(vec![Point::good("t", Value::I64(3))]),
+            );
+            assert_eq!(decode(&encode(&ev).unwrap()).unwrap(), ev);
+        }
+        // A version 2 record (no new variant) is the same bytes under 2.
+        let ev = Event::new("d", Timestamp::unsynced(9), Body::Telemetry(vec![]));
+        let mut bytes = encode(&ev).unwrap();
+        bytes[0] = 2;
+        assert_eq!(decode(&bytes).unwrap(), ev);
     }
 
     #[test]

@@ -23,5 +23,6 @@ pub use event::{
     Priority, Quality, Route, Seq, Status, Value,
 };
 pub use time::{
-    jitter, unix_ms_now, Clock, ClockPolicy, ClockQuality, FixedClock, SystemClock, Timestamp,
+    boot_ms_now, jitter, unix_ms_now, Clock, ClockPolicy, ClockQuality, FixedClock, ManualClock,
+    SystemClock, Timestamp,
 };

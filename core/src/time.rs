@@ -32,18 +32,58 @@ impl Timestamp {
     }
 }
 
+/// What was known about the clock when a timestamp was taken.
+///
+/// Variants are only ever added at the end: the log stores them by index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ClockQuality {
     /// The clock was synchronised (or trusted by configuration).
     Synced,
-    /// The clock was not known to be right; the time may be far off.
+    /// The clock was not known to be right; the time may be far off, and
+    /// nothing is known to correct it with (events of older releases).
     Unsynced,
+    /// The clock was not known to be right; `boot_ms` is the boot-relative
+    /// time (`CLOCK_BOOTTIME`) at the stamp, so once the clock is
+    /// synchronised in the same boot the true time can be worked out.
+    SinceBoot { boot_ms: i64 },
+    /// Taken unsynchronised and re-stamped with the true time once the clock
+    /// was synchronised (from the boot-relative time, so exact to the
+    /// kernel's tick, not to NTP's first answer).
+    Corrected,
+}
+
+impl ClockQuality {
+    /// The time can be believed: synchronised, or corrected afterwards.
+    pub fn is_true_time(self) -> bool {
+        matches!(self, ClockQuality::Synced | ClockQuality::Corrected)
+    }
+
+    /// How uplinks, exports and the page name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClockQuality::Synced => "synced",
+            ClockQuality::Unsynced | ClockQuality::SinceBoot { .. } => "unsynced",
+            ClockQuality::Corrected => "corrected",
+        }
+    }
 }
 
 /// Where time comes from. Rules and the log take `now` from a `Clock`, so tests
-/// pass a [`FixedClock`].
+/// pass a [`FixedClock`] or a [`ManualClock`].
 pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> Timestamp;
+
+    /// Milliseconds since this boot began, counting suspend
+    /// (`CLOCK_BOOTTIME`): unaffected by the wall clock being set.
+    fn boot_ms(&self) -> i64 {
+        boot_ms_now()
+    }
+
+    /// Identifies this boot (a hash of the kernel's `boot_id`): a
+    /// boot-relative time only means something within its boot.
+    fn boot_id(&self) -> i64 {
+        boot_id_now()
+    }
 }
 
 /// How much the system clock is believed.
@@ -102,10 +142,61 @@ impl Clock for SystemClock {
             clock: if good {
                 ClockQuality::Synced
             } else {
-                ClockQuality::Unsynced
+                ClockQuality::SinceBoot {
+                    boot_ms: boot_ms_now(),
+                }
             },
         }
     }
+}
+
+/// `CLOCK_BOOTTIME` in milliseconds.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub fn boot_ms_now() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_BOOTTIME exists on
+    // every kernel since 2.6.39.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    if rc != 0 {
+        return process_ms();
+    }
+    i64::from(ts.tv_sec)
+        .saturating_mul(1000)
+        .saturating_add(i64::from(ts.tv_nsec) / 1_000_000)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn boot_ms_now() -> i64 {
+    process_ms()
+}
+
+/// Milliseconds since the process began: the fallback boot clock.
+fn process_ms() -> i64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(std::time::Instant::now);
+    i64::try_from(start.elapsed().as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A hash of `/proc/sys/kernel/random/boot_id` (FNV-1a, 63 bits so that it
+/// fits SQLite's integers as a positive number); without one, the process's
+/// own id, so that a boot-relative time is never matched across boots by
+/// mistake.
+pub fn boot_id_now() -> i64 {
+    static ID: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *ID.get_or_init(|| {
+        let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .unwrap_or_else(|_| format!("pid-{}-{}", std::process::id(), unix_ms_now()));
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in text.trim().bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        i64::try_from(h >> 1).unwrap_or(0)
+    })
 }
 
 /// `d` ±20 %, so that many parts failing together do not retry in lockstep
@@ -170,5 +261,92 @@ impl FixedClock {
 impl Clock for FixedClock {
     fn now(&self) -> Timestamp {
         Timestamp::synced(self.ms.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+/// A clock for tests of clock trouble: wall time, boot time, boot id and
+/// whether the clock is synchronised are all set by hand.
+#[derive(Debug)]
+pub struct ManualClock {
+    state: std::sync::Mutex<ManualState>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ManualState {
+    unix_ms: i64,
+    boot_ms: i64,
+    boot_id: i64,
+    synced: bool,
+}
+
+impl ManualClock {
+    /// A boot that began `boot_ms` ago, with the wall clock at `unix_ms`
+    /// (1970 for a gateway without an RTC) and not synchronised.
+    pub fn unsynced(unix_ms: i64, boot_ms: i64) -> Self {
+        Self {
+            state: std::sync::Mutex::new(ManualState {
+                unix_ms,
+                boot_ms,
+                boot_id: 1,
+                synced: false,
+            }),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut ManualState) -> T) -> T {
+        let mut g = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut g)
+    }
+
+    /// Time passes: wall and boot clocks alike.
+    pub fn advance(&self, by: Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.with(|s| {
+            s.unix_ms = s.unix_ms.saturating_add(ms);
+            s.boot_ms = s.boot_ms.saturating_add(ms);
+        });
+    }
+
+    /// The wall clock is set (NTP's step, or a person); the boot clock is not.
+    pub fn set_unix(&self, unix_ms: i64, synced: bool) {
+        self.with(|s| {
+            s.unix_ms = unix_ms;
+            s.synced = synced;
+        });
+    }
+
+    /// A reboot: a new boot id, the boot clock from `boot_ms`, the wall clock
+    /// at `unix_ms`, unsynchronised.
+    pub fn reboot(&self, unix_ms: i64, boot_ms: i64) {
+        self.with(|s| {
+            s.boot_id += 1;
+            s.unix_ms = unix_ms;
+            s.boot_ms = boot_ms;
+            s.synced = false;
+        });
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        self.with(|s| Timestamp {
+            unix_ms: s.unix_ms,
+            clock: if s.synced {
+                ClockQuality::Synced
+            } else {
+                ClockQuality::SinceBoot { boot_ms: s.boot_ms }
+            },
+        })
+    }
+
+    fn boot_ms(&self) -> i64 {
+        self.with(|s| s.boot_ms)
+    }
+
+    fn boot_id(&self) -> i64 {
+        self.with(|s| s.boot_id)
     }
 }

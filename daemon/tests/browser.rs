@@ -242,7 +242,7 @@ fn a_technician_sets_up_logs_in_watches_writes_and_exports() {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next(),
-        Some("seq,time,ts_ms,device,kind,tag,value,quality")
+        Some("seq,time,ts_ms,device,kind,tag,value,quality,clock")
     );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     assert!(

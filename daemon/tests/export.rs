@@ -150,7 +150,7 @@ fn export_while_the_daemon_appends_matches_the_log() {
     let mut rows = csv.lines();
     assert_eq!(
         rows.next(),
-        Some("seq,time,ts_ms,device,kind,tag,value,quality")
+        Some("seq,time,ts_ms,device,kind,tag,value,quality,clock")
     );
     let rows: Vec<Vec<String>> = rows.map(cells).collect();
     let expected_rows: usize = log

@@ -91,7 +91,8 @@ fn a_log_of_the_previous_release_opens_migrated_with_everything_intact() {
         Body::Audit(a) => {
             assert_eq!(a.action, "log.migrated");
             assert!(
-                a.detail.contains("from schema version 1 to 2"),
+                a.detail.contains(&format!("from schema version 1 to {SCHEMA_VERSION}"))
+                    && MIGRATIONS.iter().all(|m| a.detail.contains(m.what)),
                 "{}",
                 a.detail
             );
@@ -175,4 +176,76 @@ fn a_migration_that_cannot_finish_leaves_the_old_version_for_the_next_start() {
     assert!(report.recovered.is_none());
     assert_eq!(report.migrated_from, Some(1));
     assert_eq!(store.read_all().unwrap().len(), 181);
+}
+
+#[test]
+fn a_log_of_schema_2_opens_migrated_with_everything_intact() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/log-v2");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    std::fs::copy(fixture.join("events.db"), &path).unwrap();
+    assert_eq!(user_version(&path), 2);
+    let want: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("expected.json")).unwrap())
+            .unwrap();
+    let (mut store, report) = Store::open(&path, opts(), Timestamp::synced(T0)).unwrap();
+    assert!(report.recovered.is_none(), "{report:?}");
+    assert_eq!(report.migrated_from, Some(2));
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
+    let all = store.read_all().unwrap();
+    let want_events = want["events"].as_array().unwrap();
+    assert_eq!(want_events.len(), 200);
+    assert_eq!(all.len(), want_events.len() + 1);
+    for (got, w) in all.iter().zip(want_events) {
+        assert_eq!(got.seq.0, w["seq"].as_u64().unwrap());
+        assert_eq!(serde_json::to_value(&got.event).unwrap(), w["event"]);
+    }
+    let audit = all.last().unwrap();
+    assert_eq!(audit.seq, Seq(want["next_seq"].as_u64().unwrap()));
+    match &audit.event.body {
+        Body::Audit(a) => {
+            assert_eq!(a.action, "log.migrated");
+            assert!(
+                a.detail
+                    .contains(&format!("from schema version 2 to {SCHEMA_VERSION}")),
+                "{}",
+                a.detail
+            );
+            assert!(!a.detail.contains(MIGRATIONS[0].what), "{}", a.detail);
+        }
+        other => panic!("expected the migration's audit entry, got {other:?}"),
+    }
+    for c in want["cursors"].as_array().unwrap() {
+        let name = c[0].as_str().unwrap();
+        assert_eq!(
+            store.cursor(name),
+            Some(Seq(c[1].as_u64().unwrap())),
+            "{name}"
+        );
+    }
+    // The old rows' unsynced stamps have no boot time: a correction pass
+    // leaves them be.
+    let c = store.correct_clock(T0).unwrap();
+    assert_eq!(c.rows, 0);
+    assert_eq!(store.read_all().unwrap().len(), all.len());
+    drop(store);
+    // The log keeps the page size it was made with.
+    let page_size: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(page_size, 4096);
+}
+
+#[test]
+fn a_new_log_takes_the_small_page_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    drop(Store::open(&path, opts(), Timestamp::synced(T0)).unwrap());
+    let page_size: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(page_size, i64::from(outpost_sync::log::PAGE_SIZE));
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
 }

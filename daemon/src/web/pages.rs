@@ -501,7 +501,7 @@ async fn sparks(s: &Shared) -> Arc<super::Sparks> {
     }
     let to = s.clock.now().unix_ms;
     let from = to - 3_600_000;
-    let sp: super::Sparks = match super::trend::read(&s.log, None, from, to, 60).await {
+    let sp: super::Sparks = match super::trend::read(&s.log, None, from, to, 60, &[]).await {
         Ok(t) => t
             .series
             .iter()
@@ -878,6 +878,9 @@ struct DevicePage {
     from: String,
     to: String,
     events: u64,
+    /// Of `events`, those an uplink has yet to send.
+    unsent: u64,
+    uplinks: bool,
     skipped: u64,
     charts: Vec<Chart>,
 }
@@ -909,7 +912,8 @@ pub async fn device(
     } else {
         to - span
     };
-    let t = match super::trend::read(&s.log, Some(&name), from, to, 240).await {
+    let cursors = s.log.stats().borrow().cursors.clone();
+    let t = match super::trend::read(&s.log, Some(&name), from, to, 240, &cursors).await {
         Ok(t) => t,
         Err(e) => {
             return (
@@ -945,7 +949,7 @@ pub async fn device(
                     .get(&(name.clone(), tag.clone()))
                     .cloned()
                     .unwrap_or_default(),
-                svg: super::trend::svg(series, 720, 160, true),
+                svg: super::trend::svg_marked(series, &t.unsent, 720, 160, true),
                 min: num(min),
                 mean: num(mean),
                 max: num(max),
@@ -962,6 +966,8 @@ pub async fn device(
         from: super::time::format_minutes(from),
         to: super::time::format_minutes(to),
         events: t.events,
+        unsent: t.unsent_events,
+        uplinks: !cursors.is_empty(),
         skipped: t.skipped,
         charts,
     })

@@ -1048,7 +1048,10 @@ async fn export_streams_csv_and_json_lines_by_device_and_range() {
         .unwrap()
         .contains("outpost-gw-test-pump.csv"));
     let lines: Vec<&str> = r.body.lines().collect();
-    assert_eq!(lines[0], "seq,time,ts_ms,device,kind,tag,value,quality");
+    assert_eq!(
+        lines[0],
+        "seq,time,ts_ms,device,kind,tag,value,quality,clock"
+    );
     assert_eq!(lines.len(), 1 + 2 * 3000);
     let first_ts = NOW - 3_000_000;
     // (seq 1 is the setup's audit event)
@@ -1196,6 +1199,33 @@ async fn device_pages_draw_trends_from_the_log() {
         "{}",
         r.body
     );
+    // No uplink: nothing is marked unsent, nor said to be sent.
+    assert!(!r.body.contains("class=\"unsent\""), "{}", r.body);
+    assert!(!r.body.contains("not yet sent") && !r.body.contains("all sent"));
+    // An uplink that has acknowledged the first 2000 of pump's events: the
+    // rest are marked along the bottom of the chart, and counted.
+    let log = &f.shared.log;
+    log.set_cursors(vec!["cloud".into()]).await.unwrap();
+    let pump: Vec<_> = log
+        .read(outpost_core::Seq(0), 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event.device == "pump")
+        .collect();
+    log.ack("cloud", pump[1999].seq).await.unwrap();
+    let r = call(&app, "GET", "/devices/pump?range=1h", &admin, None).await;
+    assert!(r.body.contains("1000 not yet sent"), "{}", r.body);
+    let strips = r.body.matches("<rect class=\"unsent\"").count();
+    assert_eq!(strips, 1, "one run of unsent buckets: {}", r.body);
+    // The strip covers the last 1000 s of the hour: from 2600/3600 across.
+    let at = r.body.find("<rect class=\"unsent\" x=\"").unwrap() + 24;
+    let x: f64 = r.body[at..].split('"').next().unwrap().parse().unwrap();
+    assert!((510.0..=525.0).contains(&x), "strip starts at x={x}");
+    log.ack("cloud", pump[2999].seq).await.unwrap();
+    let r = call(&app, "GET", "/devices/pump?range=1h", &admin, None).await;
+    assert!(r.body.contains("all sent"), "{}", r.body);
+    assert!(!r.body.contains("<rect class=\"unsent\""));
     // Everything the log keeps: from its oldest event (3000 s ago).
     let r = call(&app, "GET", "/devices/pump?range=all", &admin, None).await;
     assert!(

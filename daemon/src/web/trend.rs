@@ -65,6 +65,22 @@ pub struct Trends {
     pub events: u64,
     /// Tags left out for want of room.
     pub skipped: u64,
+    /// Per bucket: some event in it is not yet acknowledged by an uplink it
+    /// goes to (filled only when `read` is given cursors).
+    pub unsent: Vec<bool>,
+    /// Events read that some uplink has not acknowledged yet.
+    pub unsent_events: u64,
+}
+
+/// Whether `e` is still to be sent by one of `cursors` (name, acked seq).
+pub fn is_unsent(e: &outpost_sync::StoredEvent, cursors: &[(String, u64)]) -> bool {
+    match &e.event.route {
+        outpost_core::Route::Local => false,
+        outpost_core::Route::All => cursors.iter().any(|(_, acked)| *acked < e.seq.0),
+        outpost_core::Route::Only(names) => cursors
+            .iter()
+            .any(|(n, acked)| names.contains(n) && *acked < e.seq.0),
+    }
 }
 
 fn number(v: &Value) -> Option<f64> {
@@ -78,15 +94,21 @@ fn number(v: &Value) -> Option<f64> {
 }
 
 /// Reads the numeric values of `device` (or all devices) in
-/// `[from_ms, to_ms)` into `buckets` buckets per tag.
+/// `[from_ms, to_ms)` into `buckets` buckets per tag, marking the buckets
+/// holding events that one of `cursors` (the uplinks' name and
+/// acknowledged seq) has yet to send.
 pub async fn read(
     log: &EventLog,
     device: Option<&str>,
     from_ms: i64,
     to_ms: i64,
     buckets: usize,
+    cursors: &[(String, u64)],
 ) -> Result<Trends, outpost_sync::LogError> {
-    let mut t = Trends::default();
+    let mut t = Trends {
+        unsent: vec![false; buckets],
+        ..Trends::default()
+    };
     let span = (to_ms - from_ms).max(1) as f64;
     let filter = ScanFilter {
         device: device.map(str::to_string),
@@ -104,6 +126,10 @@ pub async fn read(
             t.events += 1;
             let at = ((e.event.ts.unix_ms - from_ms) as f64 / span * buckets as f64) as usize;
             let at = at.min(buckets - 1);
+            if is_unsent(e, cursors) {
+                t.unsent_events += 1;
+                t.unsent[at] = true;
+            }
             for p in points {
                 let Some(v) = number(&p.value) else { continue };
                 let key = (e.event.device.clone(), p.tag.clone());
@@ -166,6 +192,12 @@ pub fn from_points(points: &[Option<f64>]) -> Series {
 /// was read. Coordinates are rounded to what a screen shows (whole pixels
 /// across, tenths up and down), which keeps a page of 200 charts small.
 pub fn svg(s: &Series, w: u32, h: u32, band: bool) -> String {
+    svg_marked(s, &[], w, h, band)
+}
+
+/// As [`svg`], with the buckets flagged in `unsent` marked by a strip along
+/// the bottom (events there are kept, and not yet acknowledged upstream).
+pub fn svg_marked(s: &Series, unsent: &[bool], w: u32, h: u32, band: bool) -> String {
     let n = s.buckets.len().max(1);
     let Some((lo, hi, _)) = s.stats() else {
         return format!(
@@ -186,6 +218,26 @@ pub fn svg(s: &Series, w: u32, h: u32, band: bool) -> String {
     let mut out = format!(
         "<svg class=\"trend\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" preserveAspectRatio=\"none\" role=\"img\" aria-label=\"trend from {lo} to {hi}\">"
     );
+    // Runs of unsent buckets: one strip each, under the data.
+    let mut i = 0;
+    while i < unsent.len().min(n) {
+        if !unsent[i] {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < unsent.len().min(n) && unsent[i] {
+            i += 1;
+        }
+        let cell = (wf - 2.0 * pad) / n as f64;
+        let _infallible = write!(
+            out,
+            "<rect class=\"unsent\" x=\"{:.0}\" y=\"{:.0}\" width=\"{:.0}\" height=\"3\"><title>not yet sent</title></rect>",
+            pad + cell * start as f64,
+            hf - 3.0,
+            (cell * (i - start) as f64).max(1.0)
+        );
+    }
     // Runs of buckets with data: a band and a line each.
     let mut i = 0;
     while i < n {

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use outpost_core::{codec, utc, Body, ClockQuality, EventKind, Quality, Seq, Value};
+use outpost_core::{codec, utc, Body, EventKind, Quality, Seq, Value};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::store::{seq_before_in, to_u64};
@@ -30,7 +30,9 @@ use super::{LogError, StoredEvent, SCHEMA_VERSION};
 pub const SLICE_ROWS: i64 = 10_000;
 
 /// The CSV header [`write_events`] rows follow.
-pub const CSV_HEADER: &str = "seq,time,ts_ms,device,kind,tag,value,quality\r\n";
+/// `clock` is `synced`, `unsynced` or `corrected` (taken before the clock
+/// was synchronised, re-stamped with the true time after).
+pub const CSV_HEADER: &str = "seq,time,ts_ms,device,kind,tag,value,quality,clock\r\n";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -384,6 +386,7 @@ pub fn write_event(out: &mut Vec<u8>, e: &StoredEvent, format: Format) {
 fn csv_rows(out: &mut Vec<u8>, e: &StoredEvent) {
     let ev = &e.event;
     let kind = ev.kind().as_str();
+    let clock = ev.ts.clock.as_str();
     let head = format!(
         "{},{},{},{},{kind},",
         e.seq.0,
@@ -394,7 +397,7 @@ fn csv_rows(out: &mut Vec<u8>, e: &StoredEvent) {
     let mut row = |tag: &str, value: &str, quality: &str| {
         let _infallible = write!(
             out,
-            "{head}{},{},{}\r\n",
+            "{head}{},{},{},{clock}\r\n",
             csv_cell(tag),
             csv_cell(value),
             csv_cell(quality)
@@ -452,7 +455,7 @@ pub fn json_line(e: &StoredEvent) -> serde_json::Value {
         "seq": e.seq.0,
         "time": utc::format_utc(ev.ts.unix_ms),
         "ts_ms": ev.ts.unix_ms,
-        "clock_synced": ev.ts.clock == ClockQuality::Synced,
+        "clock": ev.ts.clock.as_str(),
         "device": ev.device,
         "kind": ev.kind().as_str(),
     });

@@ -63,8 +63,8 @@ use outpost_core::{Clock, Event, Seq};
 pub use seqfloor::SEQ_BLOCK;
 pub use store::Migration;
 pub use store::{
-    Appended, LogStats, OpenReport, Recovery, ScanFilter, Scanned, Store, StoreOptions,
-    DEFAULT_RESERVE_BYTES, MIGRATIONS, ROW_OVERHEAD, SCHEMA_VERSION,
+    Appended, Corrected, LogStats, OpenReport, Recovery, ScanFilter, Scanned, Store, StoreOptions,
+    DEFAULT_RESERVE_BYTES, MIGRATIONS, PAGE_SIZE, ROW_OVERHEAD, SCHEMA_VERSION,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -301,7 +301,13 @@ impl EventLog {
         clock: Arc<dyn Clock>,
         stage: Stage,
     ) -> Result<(EventLog, OpenReport), LogError> {
-        let (store, report) = Store::open(path, opts.store.clone(), clock.now())?;
+        let (mut store, report) = Store::open(path, opts.store.clone(), clock.now())?;
+        if store.note_boot(clock.boot_id())? {
+            tracing::debug!(
+                first_seq = store.stats().next_seq,
+                "A new boot: events stamped before the clock is synchronised from here on are corrected when it is."
+            );
+        }
         let (tx, rx) = mpsc::channel(64);
         let (stats_tx, stats) = watch::channel(store.stats().clone());
         // Live views only need recent batches; a lagging receiver skips ahead.
@@ -315,6 +321,9 @@ impl EventLog {
             max_events: opts.commit_max_events.max(1),
             max_delay: opts.commit_max_delay,
             stage,
+            // An earlier run in this boot may have left events to correct.
+            uncorrected: true,
+            last_offset: None,
         };
         let handle = std::thread::Builder::new()
             .name("outpost-log".into())
@@ -538,7 +547,17 @@ struct Writer {
     max_events: usize,
     max_delay: Duration,
     stage: Stage,
+    /// Events with a boot-relative stamp may be in the log uncorrected.
+    uncorrected: bool,
+    /// (wall clock − boot clock, boot clock) at the last synchronised commit:
+    /// a change beyond drift is a clock step, audited.
+    last_offset: Option<(i64, i64)>,
 }
+
+/// A change of the wall clock against the boot clock beyond this (plus
+/// 1 ms per second between the two readings, well above NTP's 500 ppm
+/// slewing) is a step of the clock, not drift.
+const CLOCK_STEP_MS: i64 = 1000;
 
 impl Writer {
     fn run(mut self) {
@@ -555,35 +574,32 @@ impl Writer {
             }
         };
         rt.block_on(async move {
-            let mut deferred: Option<Command> = None;
             loop {
-                let cmd = match deferred.take() {
-                    Some(c) => c,
-                    None if self.store.has_unsaved_cursors() => {
-                        // Acknowledgements ride on the next commit; with
-                        // none coming, they are saved after CURSOR_SAVE_DELAY.
-                        match tokio::time::timeout(CURSOR_SAVE_DELAY, self.rx.recv()).await {
-                            Ok(Some(c)) => c,
-                            Ok(None) => break,
-                            Err(_) => {
-                                let stage = self.stage.clone();
-                                let _busy = stage.busy();
-                                if let Err(e) = self.store.flush_cursors() {
-                                    tracing::warn!(error = %e, "Saving acknowledgements failed; tried again later.");
-                                }
-                                continue;
+                let cmd = if self.store.has_unsaved_cursors() {
+                    // Acknowledgements ride on the next commit; with
+                    // none coming, they are saved after CURSOR_SAVE_DELAY.
+                    match tokio::time::timeout(CURSOR_SAVE_DELAY, self.rx.recv()).await {
+                        Ok(Some(c)) => c,
+                        Ok(None) => break,
+                        Err(_) => {
+                            let stage = self.stage.clone();
+                            let _busy = stage.busy();
+                            if let Err(e) = self.store.flush_cursors() {
+                                tracing::warn!(error = %e, "Saving acknowledgements failed; tried again later.");
                             }
+                            continue;
                         }
                     }
-                    None => match self.rx.recv().await {
+                } else {
+                    match self.rx.recv().await {
                         Some(c) => c,
                         None => break,
-                    },
+                    }
                 };
                 match cmd {
                     Command::Append { events, reply } => {
                         let mut batch = vec![(events, reply)];
-                        deferred = self.gather(&mut batch).await;
+                        self.gather(&mut batch).await;
                         let stage = self.stage.clone();
                         let _busy = stage.busy();
                         self.commit(batch);
@@ -601,8 +617,10 @@ impl Writer {
     }
 
     /// Collects appends that arrive within `max_delay` of the first, up to
-    /// `max_events`. Returns a non-append command that ended the gathering.
-    async fn gather(&mut self, batch: &mut Vec<PendingAppend>) -> Option<Command> {
+    /// `max_events`. Other commands (reads, acknowledgements) are served
+    /// meanwhile, from what is committed: they do not cut the batch short,
+    /// or an uplink reading after every commit would undo the batching.
+    async fn gather(&mut self, batch: &mut Vec<PendingAppend>) {
         let mut n: usize = batch.iter().map(|(e, _)| e.len()).sum();
         let deadline = tokio::time::Instant::now() + self.max_delay;
         while n < self.max_events {
@@ -625,11 +643,14 @@ impl Writer {
                     n += events.len();
                     batch.push((events, reply));
                 }
-                Some(other) => return Some(other),
+                Some(other) => {
+                    let stage = self.stage.clone();
+                    let _busy = stage.busy();
+                    self.handle(other);
+                }
                 None => break,
             }
         }
-        None
     }
 
     fn commit(&mut self, batch: Vec<PendingAppend>) {
@@ -640,7 +661,9 @@ impl Writer {
             replies.push((events.len(), reply));
             all.extend(events);
         }
-        let result = self.store.append(&all, self.clock.now());
+        let now = self.clock.now();
+        self.follow_clock(now, &mut all);
+        let result = self.store.append(&all, now);
         // Stats first: whoever hears "committed" must find it counted.
         self.stats.send_replace(self.store.stats().clone());
         match result {
@@ -682,6 +705,70 @@ impl Writer {
                         LogError::Write(msg.clone())
                     };
                     let _ignored = reply.send(Err(Refused { error, events }));
+                }
+            }
+        }
+    }
+
+    /// Clock correction and step detection, once per commit. With the clock
+    /// synchronised: boot-relative stamps in `all` are corrected in place,
+    /// those already in the log are corrected (the first time after the
+    /// sync), and a step since the last commit is audited. Audit entries go
+    /// at the end of `all`, after every caller's events.
+    fn follow_clock(&mut self, now: outpost_core::Timestamp, all: &mut Vec<Event>) {
+        if now.clock != outpost_core::ClockQuality::Synced {
+            self.last_offset = None;
+            if all
+                .iter()
+                .any(|e| matches!(e.ts.clock, outpost_core::ClockQuality::SinceBoot { .. }))
+            {
+                self.uncorrected = true;
+            }
+            return;
+        }
+        let boot = self.clock.boot_ms();
+        let offset = now.unix_ms.saturating_sub(boot);
+        for ev in all.iter_mut() {
+            if let Some(ts) = store::corrected(ev, offset) {
+                ev.ts = ts;
+            }
+        }
+        if let Some((prev, prev_boot)) = self.last_offset {
+            let step = offset.saturating_sub(prev);
+            let allowed = CLOCK_STEP_MS + boot.saturating_sub(prev_boot).max(0) / 1000;
+            if step.abs() > allowed {
+                tracing::warn!(step_ms = step, "The clock stepped while synchronised.");
+                all.push(Event::new(
+                    "",
+                    now,
+                    outpost_core::Body::Audit(outpost_core::Audit {
+                        action: "clock.jump".into(),
+                        actor: "gateway".into(),
+                        detail: format!(
+                            "the clock stepped {} by {} ms while synchronised; events keep their order in the log (by seq), their stamps follow the clock",
+                            if step > 0 { "forward" } else { "back" },
+                            step.abs()
+                        ),
+                    }),
+                ));
+            }
+        }
+        self.last_offset = Some((offset, boot));
+        if self.uncorrected {
+            match self.store.correct_clock(offset) {
+                Ok(c) => {
+                    self.uncorrected = false;
+                    if c.rows > 0 {
+                        tracing::info!(
+                            events = c.rows,
+                            offset_ms = c.offset_ms,
+                            "Clock synchronised: this boot's earlier events re-stamped with the true time."
+                        );
+                        all.push(store::correction_audit(now, &c));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Re-stamping events after the clock sync failed; tried again at the next commit.");
                 }
             }
         }

@@ -9,16 +9,27 @@ use outpost_core::{Body, ClockQuality, Event, Gap, Priority, Seq, Timestamp};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::seqfloor::{SeqFloor, SEQ_BLOCK};
+
+mod restamp;
 use super::{Durability, Limits, LogError, StoredEvent};
+pub use restamp::{corrected, correction_audit, Corrected};
 
 /// `PRAGMA application_id`: "OUTP".
 pub(super) const APPLICATION_ID: i64 = 0x4f55_5450;
 /// The schema this build writes. Older logs are migrated at open (see
 /// [`MIGRATIONS`]); newer ones are refused, never moved aside.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 /// Bytes counted per row on top of its encoded body: the row header, the
 /// seq/time/priority columns and the device name's share.
 pub const ROW_OVERHEAD: u64 = 40;
+/// The page size of a new log. A commit writes whole pages to the WAL, and
+/// the log commits a few hundred bytes at a time: with SQLite's default of
+/// 4 KiB, every commit wrote a 4 KiB frame, and the kernel wrote each one to
+/// the card. 1 KiB frames share the kernel's 4 KiB pages between
+/// writebacks, which took the bytes written per data point from 106 to 40 in
+/// the wear experiment (BENCHMARKS.md, "Flash wear"). A log created with
+/// another page size keeps it.
+pub const PAGE_SIZE: u32 = 1024;
 /// Room kept free for the gap record when evicting.
 const GAP_RESERVE_BYTES: u64 = 160;
 
@@ -64,6 +75,13 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
     // limit): the history is complete from here on.
     sql: "INSERT OR REPLACE INTO meta (key, value) SELECT 'history_from', \
           coalesce((SELECT min(seq) FROM events), (SELECT value FROM meta WHERE key = 'next_seq'), 1);",
+}, Migration {
+    to: 3,
+    what: "events taken before the clock was synchronised carry their boot-relative time, and are re-stamped once it is (event format 3, which version 2 cannot read)",
+    // Rows of version 2 have no boot-relative time: the current boot (for
+    // correction) starts after them, whatever the boot.
+    sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('boot_id', 0), \
+          ('boot_first_seq', coalesce((SELECT value FROM meta WHERE key = 'next_seq'), 1));",
 }];
 
 /// Options fixed at open.
@@ -132,6 +150,8 @@ pub struct LogStats {
     /// a full disk (history given up; no gap record, nothing was lost
     /// upstream).
     pub trimmed_total: u64,
+    /// Events re-stamped with the true time once the clock was synchronised.
+    pub clock_corrected_total: u64,
     pub corrupt_rows_total: u64,
     pub disk_full_total: u64,
     /// True while the last append failed for want of space.
@@ -474,10 +494,20 @@ impl Store {
             Durability::Full => "FULL",
             Durability::Normal => "NORMAL",
         };
+        if tables == 0 {
+            // Before the first page is written (and before WAL mode, which
+            // writes the header): only a new log takes the page size.
+            conn.execute_batch(&format!("PRAGMA page_size = {PAGE_SIZE};"))
+                .map_err(sql_err("setting page_size"))?;
+        }
+        let page_size: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(sql_err("reading page_size"))?;
+        let page_size = u64::try_from(page_size).unwrap_or(4096).max(512);
         // The WAL is kept below half the space reserve, so that on a full
         // disk, releasing the reserve always leaves room to checkpoint it.
         let wal_pages = if opts.reserve_bytes > 0 {
-            (opts.reserve_bytes / 2 / 4096).max(16)
+            (opts.reserve_bytes / 2 / page_size).max(16)
         } else {
             1000
         };
@@ -486,7 +516,7 @@ impl Store {
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -1024; \
              PRAGMA wal_autocheckpoint = {wal_pages}; PRAGMA journal_size_limit = {};",
-            wal_pages * 4096
+            wal_pages * page_size
         ))
         .map_err(sql_err("setting pragmas"))?;
         if let Some(max) = opts.max_page_count {

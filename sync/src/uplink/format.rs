@@ -115,6 +115,10 @@ impl std::fmt::Display for Hex<'_> {
 struct PointsOut<'a> {
     points: &'a [Point],
     quality: bool,
+    /// ThingsBoard only: the `_clock` key when the time is not plainly
+    /// synchronised ("unsynced" or "corrected"), as `_quality` is for
+    /// qualities; nothing for the usual synchronised reading.
+    clock: Option<&'static str>,
 }
 
 impl Serialize for PointsOut<'_> {
@@ -125,6 +129,9 @@ impl Serialize for PointsOut<'_> {
         }
         if self.quality && self.points.iter().any(|p| !p.quality.is_good()) {
             m.serialize_entry("_quality", &QualityOut(self.points))?;
+        }
+        if let Some(clock) = self.clock {
+            m.serialize_entry("_clock", clock)?;
         }
         m.end()
     }
@@ -156,6 +163,7 @@ impl Serialize for BodyOut<'_> {
             Body::Telemetry(points) | Body::Attributes(points) => PointsOut {
                 points,
                 quality: true,
+                clock: None,
             }
             .serialize(s),
             _ => body_json(self.0).serialize(s),
@@ -169,6 +177,7 @@ pub fn body_json(ev: &Event) -> Json {
         Body::Telemetry(points) | Body::Attributes(points) => serde_json::to_value(PointsOut {
             points,
             quality: true,
+            clock: None,
         })
         .unwrap_or(Json::Null),
         Body::Alarm(a) => {
@@ -205,11 +214,7 @@ impl<'a> EventOut<'a> {
             device: &s.event.device,
             kind: s.event.kind().as_str(),
             ts: s.event.ts.unix_ms,
-            clock: if s.event.ts.clock == ClockQuality::Synced {
-                "synced"
-            } else {
-                "unsynced"
-            },
+            clock: s.event.ts.clock.as_str(),
             body: BodyOut(&s.event),
         }
     }
@@ -314,6 +319,7 @@ impl Serialize for TbValues<'_> {
             Body::Telemetry(points) => PointsOut {
                 points,
                 quality: false,
+                clock: (self.0.ts.clock != ClockQuality::Synced).then(|| self.0.ts.clock.as_str()),
             }
             .serialize(s),
             Body::Alarm(a) => {
@@ -499,6 +505,7 @@ fn body_points(points: &[Point]) -> serde_json::Map<String, Json> {
     match serde_json::to_value(PointsOut {
         points,
         quality: false,
+        clock: None,
     }) {
         Ok(Json::Object(m)) => m,
         _ => serde_json::Map::new(),

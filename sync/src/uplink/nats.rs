@@ -4,6 +4,8 @@
 //! a resend after a failure is removed by the stream's duplicate window, so
 //! delivery is exactly-once within it. Publish acks are awaited in order by
 //! a helper task, so publishing stays pipelined up to `max_inflight`.
+//! `Outpost-Clock` says whether the event's time was synchronised, not
+//! (yet), or corrected after the clock sync.
 //!
 //! Invariant: an ack flagged duplicate moves the cursor only once the
 //! stream is known to hold this very message. The waiter fetches the
@@ -304,9 +306,12 @@ pub(super) async fn session(
                 "Nats-Msg-Id",
                 format!("{}:{}", spec.gateway, ev.seq.0).as_str(),
             );
+            let clock = ev.event.ts.clock.as_str();
+            headers.insert(CLOCK_HEADER, clock);
             let sent = Sent {
                 subject: msg.topic,
                 payload: bytes::Bytes::from(msg.payload),
+                clock,
             };
             let fut = js
                 .publish_with_headers(sent.subject.clone(), headers, sent.payload.clone())
@@ -396,7 +401,12 @@ pub(super) async fn session(
 struct Sent {
     subject: String,
     payload: bytes::Bytes,
+    clock: &'static str,
 }
+
+/// The header saying how far the event's time is to be believed:
+/// `synced`, `unsynced` or `corrected` (re-stamped after the clock sync).
+pub const CLOCK_HEADER: &str = "Outpost-Clock";
 
 /// Settles acks the stream flagged as duplicates (see the module docs).
 struct Duplicates {
@@ -439,6 +449,7 @@ impl Duplicates {
             "Nats-Msg-Id",
             conflict_id(&self.gateway, seq, &sent.subject, &sent.payload).as_str(),
         );
+        headers.insert(CLOCK_HEADER, sent.clock);
         let fut = self
             .js
             .publish_with_headers(sent.subject, headers, sent.payload)
