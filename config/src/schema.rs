@@ -85,6 +85,16 @@ pub struct LogSettings {
     /// still share a transaction).
     #[serde(default = "default_commit_max_delay")]
     pub commit_max_delay: Duration,
+    /// For this long after boot, while the clock is not synchronised,
+    /// uplinks hold back events stamped without it, so that they go out
+    /// re-stamped with the true time (`clock = "trust"`: no wait). Default:
+    /// `3m`; `0s` sends them at once, flagged unsynced.
+    #[serde(default = "default_clock_wait")]
+    pub clock_wait: Duration,
+}
+
+fn default_clock_wait() -> Duration {
+    Duration::from_millis(180_000)
 }
 
 fn default_commit_max_events() -> u32 {
@@ -99,6 +109,7 @@ impl Default for LogSettings {
         Self {
             commit_max_events: default_commit_max_events(),
             commit_max_delay: default_commit_max_delay(),
+            clock_wait: default_clock_wait(),
         }
     }
 }

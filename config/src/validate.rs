@@ -57,6 +57,12 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
             "must be at most 10s (events wait this long before they are accepted)",
         ));
     }
+    if log.clock_wait.as_millis() > 86_400_000 {
+        out.push(problem(
+            "gateway.log.clock_wait",
+            "must be at most 24h (events stamped without the clock are held back this long after boot)",
+        ));
+    }
     let buf = &cfg.gateway.buffer;
     if buf.max_bytes.0 < 64 * 1024 {
         out.push(problem(

@@ -239,6 +239,7 @@ mod tests {
             },
             commit_max_events: 100,
             commit_max_delay: Duration::from_millis(1),
+            clock_wait: Duration::ZERO,
         };
         let clock = Arc::new(FixedClock::new(1_764_000_000_000));
         let (log, _) = EventLog::open(&dir.path().join("e.db"), opts, clock).unwrap();

@@ -7,12 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use outpost_core::{
-    Body, Clock, ClockQuality, Event, ManualClock, Point, Seq, Timestamp, Value,
-};
-use outpost_sync::log::{
-    Durability, EventLog, Limits, LogOptions, StoreOptions, StoredEvent,
-};
+use outpost_core::{Body, Clock, ClockQuality, Event, ManualClock, Point, Seq, Timestamp, Value};
+use outpost_sync::log::{Durability, EventLog, Limits, LogOptions, StoreOptions, StoredEvent};
 
 /// The true time when the clock is synchronised (2025-11-24).
 const TRUE_MS: i64 = 1_764_000_000_000;
@@ -27,6 +23,7 @@ fn options() -> LogOptions {
         },
         commit_max_events: 1000,
         commit_max_delay: Duration::ZERO,
+        clock_wait: Duration::ZERO,
     }
 }
 
@@ -66,8 +63,7 @@ async fn events_before_the_sync_are_restamped_from_the_boot_clock() {
     let dir = tempfile::tempdir().unwrap();
     // Booted 4 s ago; no RTC: the wall clock says 1970.
     let clock = Arc::new(ManualClock::unsynced(4_000, 4_000));
-    let (log, _) =
-        EventLog::open(&dir.path().join("e.db"), options(), clock.clone()).unwrap();
+    let (log, _) = EventLog::open(&dir.path().join("e.db"), options(), clock.clone()).unwrap();
     let mut boot_at = Vec::new();
     for v in 0..3 {
         boot_at.push(clock.boot_ms());
@@ -78,8 +74,10 @@ async fn events_before_the_sync_are_restamped_from_the_boot_clock() {
     assert!(before
         .iter()
         .filter(|e| value(e).is_some())
-        .all(|e| matches!(e.event.ts.clock, ClockQuality::SinceBoot { .. })
-            && e.event.ts.unix_ms < 100_000));
+        .all(
+            |e| matches!(e.event.ts.clock, ClockQuality::SinceBoot { .. })
+                && e.event.ts.unix_ms < 100_000
+        ));
     // Taken before the sync, appended after it: corrected on the way in.
     let late = reading(&clock, 3);
     boot_at.push(clock.boot_ms());
@@ -142,7 +140,10 @@ async fn an_earlier_boot_never_corrected_stays_flagged() {
     let all = everything(&log).await;
     let by_value = |v| all.iter().find(|e| value(e) == Some(v)).unwrap();
     assert!(
-        matches!(by_value(1).event.ts.clock, ClockQuality::SinceBoot { boot_ms: 2_000 }),
+        matches!(
+            by_value(1).event.ts.clock,
+            ClockQuality::SinceBoot { boot_ms: 2_000 }
+        ),
         "the first boot's event keeps its flag: {:?}",
         by_value(1).event.ts
     );
@@ -166,8 +167,7 @@ async fn clock_steps_while_synchronised_are_audited_and_keep_the_order() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::unsynced(TRUE_MS, 60_000));
     clock.set_unix(TRUE_MS, true);
-    let (log, _) =
-        EventLog::open(&dir.path().join("e.db"), options(), clock.clone()).unwrap();
+    let (log, _) = EventLog::open(&dir.path().join("e.db"), options(), clock.clone()).unwrap();
     log.append(vec![reading(&clock, 0)]).await.unwrap();
     // Ten minutes of slewing-sized drift is no step.
     clock.advance(Duration::from_secs(600));
@@ -195,5 +195,53 @@ async fn clock_steps_while_synchronised_are_audited_and_keep_the_order() {
     assert!(readings
         .iter()
         .all(|e| e.event.ts.clock == ClockQuality::Synced));
+    log.close().await;
+}
+
+#[tokio::test]
+async fn uplinks_wait_for_the_sync_a_while_after_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::unsynced(4_000, 4_000));
+    let mut o = options();
+    o.clock_wait = Duration::from_secs(60);
+    let (log, _) = EventLog::open(&dir.path().join("e.db"), o, clock.clone()).unwrap();
+    // A synchronised event from before (a previous run of this boot would
+    // do) goes at once; the boot-stamped ones wait, and so does what
+    // follows them.
+    let mut synced = reading(&clock, 0);
+    synced.ts = Timestamp::synced(TRUE_MS - 60_000);
+    log.append(vec![synced]).await.unwrap();
+    log.append(vec![reading(&clock, 1), reading(&clock, 2)])
+        .await
+        .unwrap();
+    let given = log.read(Seq(0), 100).await.unwrap();
+    assert_eq!(given.iter().filter_map(value).collect::<Vec<_>>(), vec![0]);
+    // The sync comes: everything goes, with the true time.
+    clock.advance(Duration::from_secs(5));
+    clock.set_unix(TRUE_MS, true);
+    log.append(vec![reading(&clock, 3)]).await.unwrap();
+    let given = log.read(Seq(0), 100).await.unwrap();
+    let readings: Vec<&StoredEvent> = given.iter().filter(|e| value(e).is_some()).collect();
+    assert_eq!(readings.len(), 4);
+    assert!(readings[1..3]
+        .iter()
+        .all(|e| e.event.ts.clock == ClockQuality::Corrected));
+    log.close().await;
+
+    // A site whose clock never syncs: after the wait, events go flagged.
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::unsynced(4_000, 4_000));
+    let mut o = options();
+    o.clock_wait = Duration::from_secs(60);
+    let (log, _) = EventLog::open(&dir.path().join("e.db"), o, clock.clone()).unwrap();
+    log.append(vec![reading(&clock, 1)]).await.unwrap();
+    assert!(log.read(Seq(0), 100).await.unwrap().is_empty());
+    clock.advance(Duration::from_secs(57));
+    let given = log.read(Seq(0), 100).await.unwrap();
+    assert_eq!(given.len(), 1);
+    assert!(matches!(
+        given[0].event.ts.clock,
+        ClockQuality::SinceBoot { boot_ms: 4_000 }
+    ));
     log.close().await;
 }

@@ -91,7 +91,8 @@ fn a_log_of_the_previous_release_opens_migrated_with_everything_intact() {
         Body::Audit(a) => {
             assert_eq!(a.action, "log.migrated");
             assert!(
-                a.detail.contains(&format!("from schema version 1 to {SCHEMA_VERSION}"))
+                a.detail
+                    .contains(&format!("from schema version 1 to {SCHEMA_VERSION}"))
                     && MIGRATIONS.iter().all(|m| a.detail.contains(m.what)),
                 "{}",
                 a.detail

@@ -35,6 +35,7 @@ async fn run(name: &str, protocol: Protocol, n: u64) {
         },
         commit_max_events: 1000,
         commit_max_delay: Duration::ZERO,
+        clock_wait: Duration::ZERO,
     };
     let (log, _) = EventLog::open(
         &dir.path().join("events.db"),

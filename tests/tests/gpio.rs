@@ -52,6 +52,7 @@ fn open_log(dir: &std::path::Path) -> EventLog {
         },
         commit_max_events: 100,
         commit_max_delay: Duration::from_millis(1),
+        clock_wait: Duration::ZERO,
     };
     EventLog::open(
         &dir.join("events.db"),

@@ -30,6 +30,7 @@ fn open_log(dir: &std::path::Path, cursor: &str) -> EventLog {
         },
         commit_max_events: 1000,
         commit_max_delay: Duration::from_millis(2),
+        clock_wait: Duration::ZERO,
     };
     let (log, _) = EventLog::open(
         &dir.join("events.db"),
@@ -379,6 +380,13 @@ async fn read_stream(url: &str, stream: &str) -> Vec<(u64, String)> {
     for i in 1..=n {
         let m = st.get_raw_message(i).await.unwrap();
         let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        // The clock flag travels as a header too, for consumers that route
+        // on headers without parsing payloads.
+        let clock = m
+            .headers
+            .get("Outpost-Clock")
+            .map(|h| h.as_str().to_string());
+        assert_eq!(clock.as_deref(), v["clock"].as_str(), "seq {}", v["seq"]);
         out.push((
             v["seq"].as_u64().unwrap(),
             v["device"].as_str().unwrap().to_string(),
@@ -596,6 +604,7 @@ async fn a_long_outage_drops_oldest_telemetry_keeps_alarms_and_reports_the_gap()
         },
         commit_max_events: 1000,
         commit_max_delay: Duration::from_millis(2),
+        clock_wait: Duration::ZERO,
     };
     let (log, _) = EventLog::open(
         &dir.path().join("events.db"),

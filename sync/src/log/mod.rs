@@ -202,6 +202,10 @@ pub struct LogOptions {
     pub store: StoreOptions,
     pub commit_max_events: usize,
     pub commit_max_delay: Duration,
+    /// For this long after boot, while the clock is not synchronised,
+    /// uplinks are not given events stamped without it: they wait to be
+    /// re-stamped with the true time. Zero: sent as they are.
+    pub clock_wait: Duration,
 }
 
 impl LogOptions {
@@ -215,6 +219,11 @@ impl LogOptions {
             },
             commit_max_events: g.log.commit_max_events as usize,
             commit_max_delay: g.log.commit_max_delay.get(),
+            clock_wait: if g.clock == outpost_core::ClockPolicy::Trust {
+                Duration::ZERO
+            } else {
+                g.log.clock_wait.get()
+            },
         }
     }
 }
@@ -320,6 +329,7 @@ impl EventLog {
             clock,
             max_events: opts.commit_max_events.max(1),
             max_delay: opts.commit_max_delay,
+            clock_wait_ms: i64::try_from(opts.clock_wait.as_millis()).unwrap_or(i64::MAX),
             stage,
             // An earlier run in this boot may have left events to correct.
             uncorrected: true,
@@ -546,6 +556,7 @@ struct Writer {
     clock: Arc<dyn Clock>,
     max_events: usize,
     max_delay: Duration,
+    clock_wait_ms: i64,
     stage: Stage,
     /// Events with a boot-relative stamp may be in the log uncorrected.
     uncorrected: bool,
@@ -774,6 +785,29 @@ impl Writer {
         }
     }
 
+    /// What uplinks are given of `events`: while the clock is not
+    /// synchronised and this boot is younger than `clock_wait`, the events
+    /// before the first one stamped without the clock (that one and those
+    /// after wait to be re-stamped; order is kept, so nothing overtakes
+    /// it).
+    fn hold_unsynced(&self, mut events: Vec<StoredEvent>) -> Vec<StoredEvent> {
+        if self.clock_wait_ms == 0
+            || self.clock.now().clock == outpost_core::ClockQuality::Synced
+            || self.clock.boot_ms() >= self.clock_wait_ms
+        {
+            return events;
+        }
+        if let Some(at) = events.iter().position(|e| {
+            matches!(
+                e.event.ts.clock,
+                outpost_core::ClockQuality::SinceBoot { .. }
+            )
+        }) {
+            events.truncate(at);
+        }
+        events
+    }
+
     fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Append { events, reply } => self.commit(vec![(events, reply)]),
@@ -783,7 +817,11 @@ impl Writer {
                 max_bytes,
                 reply,
             } => {
-                let _ignored = reply.send(self.store.read_bounded(after, max, max_bytes));
+                let read = self
+                    .store
+                    .read_bounded(after, max, max_bytes)
+                    .map(|events| self.hold_unsynced(events));
+                let _ignored = reply.send(read);
             }
             Command::Scan {
                 filter,

@@ -835,6 +835,7 @@ async fn concurrent_appends_share_commits_and_get_distinct_seqs() {
         store: opts(Limits::UNLIMITED, Durability::Full),
         commit_max_events: 1000,
         commit_max_delay: Duration::from_millis(20),
+        clock_wait: Duration::ZERO,
     };
     let (log, _) = EventLog::open(&dir.path().join("e.db"), lo, clock).unwrap();
     let mut live = log.subscribe();

@@ -662,6 +662,36 @@ mod tests {
         let j: Json = serde_json::from_slice(&tb[0].payload).unwrap();
         assert!(j["pump \"1\""][0]["values"].get("_quality").is_none());
         assert_eq!(j["pump \"1\""][0]["values"]["x"], json!(-3));
+        assert_eq!(j["pump \"1\""][0]["values"]["_clock"], json!("unsynced"));
+    }
+
+    #[test]
+    fn the_clock_flag_travels_with_corrected_and_synced_events() {
+        let ev = |seq: u64, clock| StoredEvent {
+            seq: Seq(seq),
+            event: Event::new(
+                "d",
+                Timestamp {
+                    unix_ms: 1_764_000_000_000,
+                    clock,
+                },
+                Body::Telemetry(vec![Point::good("t", Value::I64(1))]),
+            ),
+        };
+        let corrected = ev(1, ClockQuality::Corrected);
+        let j: Json = serde_json::from_slice(&event_json("gw", &corrected)).unwrap();
+        assert_eq!(j["clock"], json!("corrected"));
+        let boot = ev(2, ClockQuality::SinceBoot { boot_ms: 5 });
+        let j: Json = serde_json::from_slice(&event_json("gw", &boot)).unwrap();
+        assert_eq!(j["clock"], json!("unsynced"));
+        let synced = ev(3, ClockQuality::Synced);
+        let tb = thingsboard(&[corrected, synced], 65536);
+        let j: Json = serde_json::from_slice(&tb[0].payload).unwrap();
+        assert_eq!(j["d"][0]["values"]["_clock"], json!("corrected"));
+        assert!(
+            j["d"][1]["values"].get("_clock").is_none(),
+            "a synchronised reading carries no flag: {j}"
+        );
     }
 
     #[test]

@@ -45,6 +45,7 @@ fn main() {
             },
             commit_max_events: 500,
             commit_max_delay: Duration::from_millis(2),
+            clock_wait: Duration::ZERO,
         };
         let (log, _) = match EventLog::open(
             std::path::Path::new(&path),
