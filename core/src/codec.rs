@@ -3,7 +3,15 @@
 //! The version byte lets a later release read rows written by an older one;
 //! a row with an unknown version is reported as such, never guessed at.
 
-use crate::Event;
+//!
+//! Telemetry whose points are all good is usually written in the compact
+//! form (version [`COMPACT_VERSION`]): the tag names are replaced by the id
+//! of their list in the log's table of tag lists ([`Tagsets`]), so a row
+//! holds the values only. A device polled every second repeats the same tag
+//! list forever; the names took about half of every row, and every byte
+//! of a row is written to the SD card twice (WAL, then checkpoint).
+
+use crate::{Body, Event, Point, Quality, Route, Timestamp, Value};
 
 /// The format written by this build. Version 1 had no route (every event
 /// went to every uplink); version 2 had no boot-relative or corrected
@@ -11,6 +19,51 @@ use crate::Event;
 /// read; a release that knows only version 2 would fail on a version 3
 /// timestamp, which is why the version changed.
 pub const FORMAT_VERSION: u8 = 3;
+
+/// The compact form of good telemetry: version byte, then postcard of
+/// (device, timestamp, route, tag list id, values).
+pub const COMPACT_VERSION: u8 = 4;
+
+/// Tag lists by id, for the compact form: the log keeps them in a table of
+/// their own, and a row refers to one.
+pub trait Tagsets {
+    /// The id of `tags` (in this order), given a new one if need be; `None`
+    /// when there is no room for more (the event is then written in full).
+    fn intern(&mut self, tags: &[&str]) -> Option<u32>;
+    /// The tag list with this id.
+    fn get(&self, id: u32) -> Option<&[String]>;
+}
+
+/// No tag lists: everything is written in full; compact rows do not decode.
+#[derive(Debug, Default)]
+pub struct NoTagsets;
+
+impl Tagsets for NoTagsets {
+    fn intern(&mut self, _tags: &[&str]) -> Option<u32> {
+        None
+    }
+    fn get(&self, _id: u32) -> Option<&[String]> {
+        None
+    }
+}
+
+#[derive(serde::Serialize)]
+struct CompactOut<'a> {
+    device: &'a str,
+    ts: Timestamp,
+    route: &'a Route,
+    tagset: u32,
+    values: Vec<&'a Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct CompactIn {
+    device: String,
+    ts: Timestamp,
+    route: Route,
+    tagset: u32,
+    values: Vec<Value>,
+}
 
 /// Version 1 records.
 #[derive(serde::Deserialize)]
@@ -28,6 +81,10 @@ pub enum CodecError {
     UnknownVersion(u8),
     #[error("event record does not decode: {0}")]
     Malformed(#[from] postcard::Error),
+    #[error("event record refers to tag list {0}, which the log does not have")]
+    UnknownTagset(u32),
+    #[error("event record has {values} values for a tag list of {tags}")]
+    TagsetMismatch { values: usize, tags: usize },
 }
 
 /// Appends the encoding of `ev` to `buf` (which is not cleared).
@@ -36,6 +93,75 @@ pub fn encode_into(ev: &Event, buf: &mut Vec<u8>) -> Result<(), CodecError> {
     let out = postcard::to_extend(ev, std::mem::take(buf))?;
     *buf = out;
     Ok(())
+}
+
+/// As [`encode_into`], in the compact form when `ev` is telemetry with
+/// every point good and `sets` has (or makes room for) its tag list.
+pub fn encode_compact_into(
+    ev: &Event,
+    buf: &mut Vec<u8>,
+    sets: &mut dyn Tagsets,
+) -> Result<(), CodecError> {
+    if let Body::Telemetry(points) = &ev.body {
+        if !points.is_empty() && points.iter().all(|p| p.quality == Quality::Good) {
+            let tags: Vec<&str> = points.iter().map(|p| p.tag.as_str()).collect();
+            if let Some(tagset) = sets.intern(&tags) {
+                buf.push(COMPACT_VERSION);
+                let rec = CompactOut {
+                    device: &ev.device,
+                    ts: ev.ts,
+                    route: &ev.route,
+                    tagset,
+                    values: points.iter().map(|p| &p.value).collect(),
+                };
+                let out = postcard::to_extend(&rec, std::mem::take(buf))?;
+                *buf = out;
+                return Ok(());
+            }
+        }
+    }
+    encode_into(ev, buf)
+}
+
+/// As [`decode`], also reading the compact form with `sets`.
+pub fn decode_with(bytes: &[u8], sets: &dyn Tagsets) -> Result<Event, CodecError> {
+    match bytes.split_first() {
+        Some((&COMPACT_VERSION, rest)) => {
+            let c: CompactIn = postcard::from_bytes(rest)?;
+            let tags = sets
+                .get(c.tagset)
+                .ok_or(CodecError::UnknownTagset(c.tagset))?;
+            if tags.len() != c.values.len() {
+                return Err(CodecError::TagsetMismatch {
+                    values: c.values.len(),
+                    tags: tags.len(),
+                });
+            }
+            let points = tags
+                .iter()
+                .zip(c.values)
+                .map(|(t, v)| Point::good(t.clone(), v))
+                .collect();
+            Ok(Event {
+                device: c.device,
+                ts: c.ts,
+                body: Body::Telemetry(points),
+                route: c.route,
+            })
+        }
+        _ => decode(bytes),
+    }
+}
+
+/// The tag list id of a compact record (without decoding the rest).
+pub fn compact_tagset(bytes: &[u8]) -> Option<u32> {
+    let (&v, rest) = bytes.split_first()?;
+    if v != COMPACT_VERSION {
+        return None;
+    }
+    postcard::from_bytes::<CompactIn>(rest)
+        .ok()
+        .map(|c| c.tagset)
 }
 
 pub fn encode(ev: &Event) -> Result<Vec<u8>, CodecError> {
@@ -53,6 +179,9 @@ pub fn decode(bytes: &[u8]) -> Result<Event, CodecError> {
             let v1: EventV1 = postcard::from_bytes(rest)?;
             Ok(Event::new(v1.device, v1.ts, v1.body))
         }
+        COMPACT_VERSION => Err(CodecError::UnknownTagset(
+            compact_tagset(bytes).unwrap_or(u32::MAX),
+        )),
         other => Err(CodecError::UnknownVersion(other)),
     }
 }
@@ -121,8 +250,8 @@ mod tests {
         assert_eq!(ev, Event::new("old", Timestamp::synced(5), body));
         assert_eq!(ev.route, crate::Route::All);
         assert!(matches!(
-            decode(&[4, 0]),
-            Err(CodecError::UnknownVersion(4))
+            decode(&[5, 0]),
+            Err(CodecError::UnknownVersion(5))
         ));
     }
 
@@ -146,6 +275,88 @@ mod tests {
         let mut bytes = encode(&ev).unwrap();
         bytes[0] = 2;
         assert_eq!(decode(&bytes).unwrap(), ev);
+    }
+
+    #[derive(Default)]
+    struct Sets(Vec<Vec<String>>);
+
+    impl Tagsets for Sets {
+        fn intern(&mut self, tags: &[&str]) -> Option<u32> {
+            if let Some(i) = self
+                .0
+                .iter()
+                .position(|t| t.iter().map(String::as_str).eq(tags.iter().copied()))
+            {
+                return Some(i as u32);
+            }
+            self.0.push(tags.iter().map(|t| t.to_string()).collect());
+            Some(self.0.len() as u32 - 1)
+        }
+        fn get(&self, id: u32) -> Option<&[String]> {
+            self.0.get(id as usize).map(Vec::as_slice)
+        }
+    }
+
+    #[test]
+    fn good_telemetry_is_compact_and_reads_back() {
+        let mut sets = Sets::default();
+        let mut ev = Event::new(
+            "boiler-1",
+            Timestamp::synced(1_764_000_000_000),
+            Body::Telemetry(
+                (0..20)
+                    .map(|i| Point::good(format!("supply_temperature_{i}"), Value::U64(i)))
+                    .collect(),
+            ),
+        );
+        ev.route = crate::Route::Only(vec!["cloud".into()]);
+        let full = encode(&ev).unwrap();
+        let mut compact = Vec::new();
+        encode_compact_into(&ev, &mut compact, &mut sets).unwrap();
+        assert_eq!(compact[0], COMPACT_VERSION);
+        assert!(
+            compact.len() * 5 < full.len(),
+            "{} vs {}",
+            compact.len(),
+            full.len()
+        );
+        assert_eq!(decode_with(&compact, &sets).unwrap(), ev);
+        assert_eq!(compact_tagset(&compact), Some(0));
+        // Without the tag lists it is a clear error, never a guess.
+        assert!(matches!(
+            decode(&compact),
+            Err(CodecError::UnknownTagset(0))
+        ));
+        assert!(matches!(
+            decode_with(&compact, &NoTagsets),
+            Err(CodecError::UnknownTagset(0))
+        ));
+        // A second reading of the same tags shares the list.
+        let mut again = Vec::new();
+        encode_compact_into(&ev, &mut again, &mut sets).unwrap();
+        assert_eq!(sets.0.len(), 1);
+        // A bad point, or no room for lists: the full form.
+        let mut bad = ev.clone();
+        if let Body::Telemetry(p) = &mut bad.body {
+            p[3].quality = Quality::Stale;
+        }
+        let mut out = Vec::new();
+        encode_compact_into(&bad, &mut out, &mut sets).unwrap();
+        assert_eq!(out[0], FORMAT_VERSION);
+        assert_eq!(decode_with(&out, &sets).unwrap(), bad);
+        let mut out = Vec::new();
+        encode_compact_into(&ev, &mut out, &mut NoTagsets).unwrap();
+        assert_eq!(out, full);
+        // A list of another length than the values is refused.
+        let mut wrong = Sets::default();
+        wrong.0.push(vec!["a".into()]);
+        assert!(matches!(
+            decode_with(&compact, &wrong),
+            Err(CodecError::TagsetMismatch {
+                values: 20,
+                tags: 1
+            })
+        ));
     }
 
     #[test]

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::tagsets::TagsetCache;
 use outpost_core::{codec, utc, Body, EventKind, Quality, Seq, Value};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
@@ -124,6 +125,9 @@ pub struct Summary {
 pub struct Reader {
     conn: Connection,
     path: PathBuf,
+    /// The log's tag lists, read again when a row refers to one added
+    /// since (the daemon appending while the export runs).
+    tagsets: std::cell::RefCell<TagsetCache>,
 }
 
 impl std::fmt::Debug for Reader {
@@ -137,6 +141,19 @@ fn read_err(op: &'static str) -> impl FnOnce(rusqlite::Error) -> LogError {
 }
 
 impl Reader {
+    fn decode(&self, bytes: &[u8]) -> Result<outpost_core::Event, codec::CodecError> {
+        let first = codec::decode_with(bytes, &*self.tagsets.borrow());
+        match first {
+            Err(codec::CodecError::UnknownTagset(_)) => {
+                if let Ok(fresh) = TagsetCache::load(&self.conn) {
+                    *self.tagsets.borrow_mut() = fresh;
+                }
+                codec::decode_with(bytes, &*self.tagsets.borrow())
+            }
+            other => other,
+        }
+    }
+
     /// Opens `path` read-only.
     ///
     /// # Errors
@@ -183,9 +200,11 @@ impl Reader {
         // read as they are (the daemon migrates them when it opens them).
         conn.execute_batch("PRAGMA cache_size = -1024;")
             .map_err(read_err("setting pragmas"))?;
+        let tagsets = TagsetCache::load(&conn).map_err(read_err("reading the tag lists"))?;
         Ok(Reader {
             conn,
             path: path.to_path_buf(),
+            tagsets: std::cell::RefCell::new(tagsets),
         })
     }
 
@@ -238,7 +257,7 @@ impl Reader {
                 let Ok(event) = body
                     .as_blob()
                     .map_err(|e| e.to_string())
-                    .and_then(|b| codec::decode(b).map_err(|e| e.to_string()))
+                    .and_then(|b| self.decode(b).map_err(|e| e.to_string()))
                 else {
                     bad += 1;
                     continue;

@@ -52,6 +52,7 @@
 pub mod export;
 mod seqfloor;
 mod store;
+pub mod tagsets;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

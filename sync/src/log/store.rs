@@ -9,6 +9,7 @@ use outpost_core::{Body, ClockQuality, Event, Gap, Priority, Seq, Timestamp};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::seqfloor::{SeqFloor, SEQ_BLOCK};
+use super::tagsets::TagsetCache;
 
 mod restamp;
 use super::{Durability, Limits, LogError, StoredEvent};
@@ -52,6 +53,7 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS tagsets (id INTEGER PRIMARY KEY, tags BLOB NOT NULL);
 ";
 
 /// One step of the migration ladder: SQL that takes a log of schema version
@@ -77,10 +79,11 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
           coalesce((SELECT min(seq) FROM events), (SELECT value FROM meta WHERE key = 'next_seq'), 1);",
 }, Migration {
     to: 3,
-    what: "events taken before the clock was synchronised carry their boot-relative time, and are re-stamped once it is (event format 3, which version 2 cannot read)",
+    what: "events taken before the clock was synchronised carry their boot-relative time, and are re-stamped once it is; good telemetry is stored compactly, its tag names in a table of their own (event formats 3 and 4, which version 2 cannot read)",
     // Rows of version 2 have no boot-relative time: the current boot (for
     // correction) starts after them, whatever the boot.
-    sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('boot_id', 0), \
+    sql: "CREATE TABLE IF NOT EXISTS tagsets (id INTEGER PRIMARY KEY, tags BLOB NOT NULL); \
+          INSERT OR REPLACE INTO meta (key, value) VALUES ('boot_id', 0), \
           ('boot_first_seq', coalesce((SELECT value FROM meta WHERE key = 'next_seq'), 1));",
 }];
 
@@ -172,10 +175,11 @@ fn push_decoded(
     out: &mut Vec<StoredEvent>,
     seq: u64,
     body: Result<&[u8], rusqlite::types::FromSqlError>,
+    sets: &TagsetCache,
 ) -> bool {
     let decoded = body
         .map_err(|e| e.to_string())
-        .and_then(|b| codec::decode(b).map_err(|e| e.to_string()));
+        .and_then(|b| codec::decode_with(b, sets).map_err(|e| e.to_string()));
     match decoded {
         Ok(event) => {
             out.push(StoredEvent {
@@ -228,6 +232,8 @@ pub struct Store {
     cursors: BTreeMap<String, u64>,
     stats: LogStats,
     buf: Vec<u8>,
+    /// The tag lists compact rows refer to.
+    tagsets: TagsetCache,
     /// Every row up to this seq that is still present was appended with an
     /// unsynced clock (no age): the age scan starts after it.
     age_skip: i64,
@@ -606,8 +612,10 @@ impl Store {
                 cursors.insert(name, to_u64(acked));
             }
         }
+        let tagsets = TagsetCache::load(&conn).map_err(|e| corrupt("reading the tag lists", &e))?;
         let mut store = Store {
             conn,
+            tagsets,
             path: path.to_path_buf(),
             opts: opts.clone(),
             next_seq,
@@ -782,15 +790,15 @@ impl Store {
     /// [`LogError::DiskFull`] when there is no room (retry later); others for
     /// a database that fails.
     pub fn append(&mut self, events: &[Event], now: Timestamp) -> Result<Appended, LogError> {
-        let mut result = self.append_inner(events, now);
+        let mut result = self.append_tx(events, now);
         if matches!(result, Err(LogError::DiskFull)) {
             // The WAL may hold most of the space: fold it in and try again.
             self.checkpoint_truncate();
-            result = self.append_inner(events, now);
+            result = self.append_tx(events, now);
         }
         if matches!(result, Err(LogError::DiskFull)) && self.trim_for_space() > 0 {
             // Delivered history gave way to the new events.
-            result = self.append_inner(events, now);
+            result = self.append_tx(events, now);
         }
         match result {
             Ok(a) => {
@@ -824,6 +832,18 @@ impl Store {
         }
     }
 
+    /// One try at appending: tag lists interned by it are kept only if it
+    /// committed.
+    fn append_tx(&mut self, events: &[Event], now: Timestamp) -> Result<Appended, LogError> {
+        let result = self.append_inner(events, now);
+        if result.is_ok() {
+            self.tagsets.committed();
+        } else {
+            self.tagsets.rolled_back();
+        }
+        result
+    }
+
     fn append_inner(&mut self, events: &[Event], now: Timestamp) -> Result<Appended, LogError> {
         if events.is_empty() {
             return Ok(Appended {
@@ -850,6 +870,7 @@ impl Store {
                 insert_event(
                     &mut ins,
                     &mut self.buf,
+                    &mut self.tagsets,
                     next,
                     at_ms,
                     ev,
@@ -907,6 +928,7 @@ impl Store {
                 insert_event(
                     &mut ins,
                     &mut self.buf,
+                    &mut self.tagsets,
                     next,
                     at_ms,
                     &ev,
@@ -922,6 +944,9 @@ impl Store {
             save_next_seq(&tx, next)?;
         }
         self.save_unsaved_cursors(&tx)?;
+        self.tagsets
+            .write_pending(&tx)
+            .map_err(sql_err("saving tag lists"))?;
         tx.commit().map_err(sql_err("committing"))?;
         self.unsaved_cursors.clear();
 
@@ -994,7 +1019,7 @@ impl Store {
             let seq: i64 = r.get(0).map_err(sql_err("reading seq"))?;
             let body = r.get_ref(1).map_err(sql_err("reading body"))?;
             bytes = bytes.saturating_add(body.as_blob().map_or(0, <[u8]>::len));
-            if !push_decoded(&mut out, to_u64(seq), body.as_blob()) {
+            if !push_decoded(&mut out, to_u64(seq), body.as_blob(), &self.tagsets) {
                 corrupt += 1;
                 // The readers (uplinks) get a gap record in the row's place,
                 // so upstream learns that an event is missing and which.
@@ -1078,7 +1103,7 @@ impl Store {
             }
             let body = r.get_ref(3).map_err(sql_err("reading body"))?;
             bytes = bytes.saturating_add(body.as_blob().map_or(0, <[u8]>::len));
-            if !push_decoded(&mut events, seq, body.as_blob()) {
+            if !push_decoded(&mut events, seq, body.as_blob(), &self.tagsets) {
                 corrupt += 1;
             }
         }
@@ -1125,7 +1150,7 @@ impl Store {
             else {
                 continue;
             };
-            let Ok(event) = codec::decode(blob) else {
+            let Ok(event) = codec::decode_with(blob, &self.tagsets) else {
                 continue;
             };
             if let outpost_core::Body::Telemetry(points) | outpost_core::Body::Attributes(points) =
@@ -1499,9 +1524,11 @@ impl Drop for FastTx<'_> {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one row's every column and its accounting
 fn insert_event(
     ins: &mut rusqlite::CachedStatement<'_>,
     buf: &mut Vec<u8>,
+    sets: &mut TagsetCache,
     seq: u64,
     at_ms: Option<i64>,
     ev: &Event,
@@ -1509,7 +1536,7 @@ fn insert_event(
     bytes: &mut u64,
 ) -> Result<(), LogError> {
     buf.clear();
-    codec::encode_into(ev, buf).map_err(|e| LogError::Encode(e.to_string()))?;
+    codec::encode_compact_into(ev, buf, sets).map_err(|e| LogError::Encode(e.to_string()))?;
     let size = buf.len() as u64 + ROW_OVERHEAD;
     let prio = ev.priority();
     ins.execute(params![

@@ -46,6 +46,16 @@ struct Model {
     /// The newest gap record per reason, while it may be merged into
     /// (forgotten on reopen).
     last_gaps: [Option<(u64, Gap)>; 3],
+    /// Tag lists in the order the log meets them (sizes depend on the ids).
+    sets: super::tagsets::TagsetCache,
+}
+
+/// A row's encoded size with `sets` as the log's tag lists.
+fn encoded_len(ev: &Event, sets: &mut super::tagsets::TagsetCache) -> usize {
+    let mut buf = Vec::new();
+    codec::encode_compact_into(ev, &mut buf, sets).unwrap();
+    sets.committed();
+    buf.len()
 }
 
 impl Model {
@@ -55,6 +65,7 @@ impl Model {
             next: 1,
             cursors: cursors.iter().map(|c| (c.to_string(), 0)).collect(),
             last_gaps: Default::default(),
+            sets: Default::default(),
         }
     }
 
@@ -68,7 +79,7 @@ impl Model {
     }
 
     fn insert(&mut self, ev: Event, now: Timestamp) {
-        let size = codec::encode(&ev).unwrap().len() as u64 + ROW_OVERHEAD;
+        let size = encoded_len(&ev, &mut self.sets) as u64 + ROW_OVERHEAD;
         let at = (now.clock == ClockQuality::Synced).then_some(now.unix_ms);
         self.rows.insert(
             self.next,
@@ -378,7 +389,7 @@ fn bounded_reads_stop_at_the_byte_budget() {
     .unwrap();
     let events: Vec<Event> = (0..10).map(|v| reading("d", v, T0)).collect();
     store.append(&events, now).unwrap();
-    let one = outpost_core::codec::encode(&events[0]).unwrap().len();
+    let one = encoded_len(&events[0], &mut Default::default());
     // The row that reaches the budget is the last one read.
     let got = store.read_bounded(Seq(0), 100, 3 * one).unwrap();
     assert_eq!(
@@ -433,7 +444,7 @@ fn scans_filter_by_device_and_time_in_resumable_slices() {
     let want: Vec<u64> = (101..=200).filter(|q| q % 2 == 1).collect();
     assert_eq!(got, want);
     // The byte budget cuts a slice early, and the next starts after it.
-    let one = outpost_core::codec::encode(&events[0]).unwrap().len();
+    let one = encoded_len(&events[0], &mut Default::default());
     let s = store.scan(&filter, Seq(0), 1000, 3 * one).unwrap();
     assert_eq!(s.events.len(), 3);
     assert!(!s.done);
@@ -657,10 +668,30 @@ fn disk_full_by_page_cap_refuses_reports_recovers_and_loses_nothing() {
         "one episode is counted once"
     );
     assert_all_present(&mut store, &acked);
+    // A refused event with a tag list the log has not seen: the list is
+    // forgotten with the transaction, never referred to without being saved.
+    let novel = |tag: &str, v: i64| {
+        Event::new(
+            "d",
+            Timestamp::synced(T0),
+            Body::Telemetry(vec![Point::good(tag, Value::I64(v))]),
+        )
+    };
+    assert!(matches!(
+        store.append(&[novel("never_seen", 1)], now),
+        Err(LogError::DiskFull)
+    ));
     // Space returns.
     store.set_max_page_count(100_000).unwrap();
     let a = store.append(&[reading("d", -100_000, T0)], now).unwrap();
     acked.push((a.first.0, reading("d", -100_000, T0)));
+    let b = store
+        .append(&[novel("second", 2), novel("never_seen", 3)], now)
+        .unwrap();
+    let late = vec![
+        (b.first.0, novel("second", 2)),
+        (b.last.0, novel("never_seen", 3)),
+    ];
     assert!(!store.stats().disk_full);
     assert_eq!(
         a.first.0,
@@ -670,6 +701,7 @@ fn disk_full_by_page_cap_refuses_reports_recovers_and_loses_nothing() {
     drop(store);
     let (mut store, _) = Store::open(&path, o, now).unwrap();
     assert_all_present(&mut store, &acked);
+    assert_all_present(&mut store, &late);
 }
 
 /// A size-limited tmpfs, unmounted on drop. `None` where mounting is not

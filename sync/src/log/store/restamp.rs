@@ -124,7 +124,7 @@ impl Store {
                     )
                     .map_err(sql_err("preparing the correction"))?;
                 for (seq, body, size) in chunk {
-                    let Ok(mut ev) = codec::decode(&body) else {
+                    let Ok(mut ev) = codec::decode_with(&body, &self.tagsets) else {
                         continue; // reported by the readers; left as it is
                     };
                     let Some(ts) = corrected(&ev, offset_ms) else {
@@ -132,7 +132,7 @@ impl Store {
                     };
                     ev.ts = ts;
                     self.buf.clear();
-                    codec::encode_into(&ev, &mut self.buf)
+                    codec::encode_compact_into(&ev, &mut self.buf, &mut self.tagsets)
                         .map_err(|e| LogError::Encode(e.to_string()))?;
                     let new_size = self.buf.len() as u64 + ROW_OVERHEAD;
                     up.execute(params![seq, ts.unix_ms, to_i64(new_size), &self.buf[..]])
@@ -141,7 +141,12 @@ impl Store {
                     changed.push(to_u64(seq));
                 }
             }
-            tx.commit().map_err(sql_err("committing the correction"))?;
+            let committed = self.tagsets.write_pending(&tx).and_then(|()| tx.commit());
+            if let Err(e) = committed {
+                self.tagsets.rolled_back();
+                return Err(sql_err("committing the correction")(e));
+            }
+            self.tagsets.committed();
             self.bytes = bytes;
             if let (Some(&first), Some(&last)) = (changed.first(), changed.last()) {
                 if done.rows == 0 {
