@@ -9,6 +9,8 @@ use libfuzzer_sys::fuzz_target;
 use outpost_core::{codec, Seq};
 use outpost_fuzz::Bytes;
 use outpost_sync::uplink::format;
+use outpost_core::codec::Tagsets;
+use outpost_sync::log::tagsets::TagsetCache;
 use outpost_sync::StoredEvent;
 
 // Input: `largest payload (2 bytes)`, then rows, each `length (2 bytes),
@@ -17,12 +19,35 @@ fuzz_target!(|data: &[u8]| {
     let mut b = Bytes(data);
     let max = usize::from(b.u16()).max(64);
     let mut stored = Vec::new();
+    // The log's tag lists for compact rows: a few of them, as a log has.
+    let mut sets = TagsetCache::default();
+    for tags in [&["t"][..], &["t", "p"], &["a", "b", "c"], &[""]] {
+        let _id = sets.intern(tags);
+    }
+    sets.committed();
     while !b.is_empty() {
         let len = usize::from(b.u16());
         let row = b.take(len);
-        let Ok(event) = codec::decode(row) else {
+        let Ok(event) = codec::decode_with(row, &sets) else {
             continue;
         };
+        // What decodes is written back compactly where it can be, and reads
+        // back the same.
+        let mut compact = Vec::new();
+        if let Err(e) = codec::encode_compact_into(&event, &mut compact, &mut sets) {
+            panic!("a decoded event does not encode: {e}");
+        }
+        sets.committed();
+        let again = match codec::decode_with(&compact, &sets) {
+            Ok(e) => e,
+            Err(e) => panic!("a compact event does not decode: {e}"),
+        };
+        let mut twice = Vec::new();
+        if let Err(e) = codec::encode_compact_into(&again, &mut twice, &mut sets) {
+            panic!("a compact event does not encode again: {e}");
+        }
+        // (Bytes, not events: NaN is not equal to itself.)
+        assert_eq!(twice, compact, "changed on the compact way round");
         let bytes = match codec::encode(&event) {
             Ok(b) => b,
             Err(e) => panic!("a decoded event does not encode: {e}"),

@@ -1058,7 +1058,7 @@ async fn export_streams_csv_and_json_lines_by_device_and_range() {
     assert_eq!(
         lines[1],
         format!(
-            "2,{},{first_ts},pump,telemetry,speed,0,good",
+            "2,{},{first_ts},pump,telemetry,speed,0,good,synced",
             time::format_utc(first_ts)
         )
     );
@@ -1066,12 +1066,12 @@ async fn export_streams_csv_and_json_lines_by_device_and_range() {
     assert_eq!(
         lines[2],
         format!(
-            "2,{},{first_ts},pump,telemetry,label,'=cmd(),good",
+            "2,{},{first_ts},pump,telemetry,label,'=cmd(),good,synced",
             time::format_utc(first_ts)
         )
     );
     assert!(
-        lines[4].ends_with(",label,\"ok, fine\",good"),
+        lines[4].ends_with(",label,\"ok, fine\",good,synced"),
         "{}",
         lines[4]
     );

@@ -846,14 +846,19 @@ impl Writer {
                 upto,
                 reply,
             } => {
-                let _ignored = reply.send(self.store.ack(&cursor, upto));
+                let r = self.store.ack(&cursor, upto);
+                // Stats first: whoever hears "acknowledged" must see it.
+                self.stats.send_replace(self.store.stats().clone());
+                let _ignored = reply.send(r);
             }
             Command::Cursor { name, reply } => {
                 let _ignored = reply.send(self.store.cursor(&name));
             }
             Command::SetCursors { names, reply } => {
                 let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-                let _ignored = reply.send(self.store.set_cursors(&refs));
+                let r = self.store.set_cursors(&refs);
+                self.stats.send_replace(self.store.stats().clone());
+                let _ignored = reply.send(r);
             }
         }
     }
