@@ -153,6 +153,7 @@ impl Clock for SystemClock {
 /// `CLOCK_BOOTTIME` in milliseconds.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
+#[allow(clippy::useless_conversion)] // time_t and c_long are 32-bit on armv7
 pub fn boot_ms_now() -> i64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

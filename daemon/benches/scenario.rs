@@ -5,7 +5,8 @@
 //! scenario (10 × 20 @ 1 s); `SCENARIO=heavy` runs 50 × 100 @ 100 ms.
 //! `OUTAGE_S` sets the outage (default 10 s); `STEADY_S` the steady-state
 //! window (default 20 s); `COMMIT_DELAY` sets
-//! `[gateway.log] commit_max_delay` (default 0s); `OUTPOSTD_BIN` runs another
+//! `[gateway.log] commit_max_delay` (default: the shipped one), `DURABILITY`
+//! `[gateway] durability` (default normal); `OUTPOSTD_BIN` runs another
 //! build of the daemon (default: this bench's build, at opt-level 3). Prints one JSON object:
 //! daemon RSS and CPU, delivered data points/s, latency read → broker
 //! (p50/p99), bytes written to storage per data point in the steady state
@@ -108,13 +109,17 @@ fn main() {
     let plc = ModbusPeer::tcp(&json!({ "devices": devices }));
     let mut broker = Mosquitto::start("");
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = String::from("[gateway]\nid = \"bench\"\ndurability = \"normal\"\n");
+    // DURABILITY: `[gateway] durability` (default "normal"; the shipped
+    // default is "full", an fsync per commit).
+    let durability = std::env::var("DURABILITY").unwrap_or_else(|_| "normal".into());
+    let mut cfg = format!("[gateway]\nid = \"bench\"\ndurability = \"{durability}\"\n");
     // COMMIT_DELAY: `[gateway.log] commit_max_delay`, the knob that trades
     // latency for fewer commits (and fewer bytes written to flash).
-    let commit_delay = std::env::var("COMMIT_DELAY").unwrap_or_else(|_| "0s".into());
-    cfg.push_str(&format!(
-        "[gateway.log]\ncommit_max_delay = \"{commit_delay}\"\n"
-    ));
+    let commit_delay = std::env::var("COMMIT_DELAY").ok();
+    if let Some(d) = &commit_delay {
+        cfg.push_str(&format!("[gateway.log]\ncommit_max_delay = \"{d}\"\n"));
+    }
+    let commit_delay = commit_delay.unwrap_or_else(|| "default".into());
     for u in 1..=k {
         cfg.push_str(&format!(
             "[[device]]\nname = \"d{u}\"\n[device.modbus]\ntcp = \"127.0.0.1:{}\"\nunit = {u}\nperiod = \"{period_ms}ms\"\n",
@@ -288,6 +293,7 @@ fn main() {
             "rss_kb_avg": avg_rss, "rss_kb_max": rss.iter().max(),
             "rss_kb_steady_avg": steady_avg_rss,
             "commit_max_delay": commit_delay,
+            "durability": durability,
             "write_bytes_per_s_steady": (written as f64 / secs).round(),
             "bytes_written_per_point": ((written as f64 / (points_s * secs)) * 10.0).round() / 10.0,
             "gb_written_per_day": ((written as f64 / secs * 86_400.0 / 1e9) * 100.0).round() / 100.0,

@@ -134,25 +134,51 @@ fn log_counters(stage: &dyn Stage) {
 
 /// Moves events into the log in batches of at most `max_batch`.
 /// `abort` cancels a retry loop that cannot finish (a disk still full at shutdown).
+///
+/// While one batch waits for its commit (up to `commit_max_delay` with group
+/// commit), the next is gathered from the drivers: the wait does not
+/// back-pressure them unless a whole batch is waiting. Batches are appended
+/// one after the other, so the log keeps their order.
 pub async fn ingest_task(
     log: EventLog,
     mut rx: mpsc::Receiver<Event>,
     max_batch: usize,
     abort: CancellationToken,
 ) -> u64 {
-    let mut accepted: u64 = 0;
-    let mut batch = Vec::with_capacity(max_batch);
-    loop {
-        if rx.recv_many(&mut batch, max_batch).await == 0 {
-            break;
+    let max_batch = max_batch.max(1);
+    let (btx, mut brx) = mpsc::channel::<Vec<Event>>(1);
+    let appender = async move {
+        let mut accepted: u64 = 0;
+        while let Some(events) = brx.recv().await {
+            let n = events.len() as u64;
+            if !append_until_accepted(&log, events, &abort).await {
+                break;
+            }
+            accepted += n;
         }
-        let events = std::mem::take(&mut batch);
-        let n = events.len() as u64;
-        if !append_until_accepted(&log, events, &abort).await {
-            break;
+        accepted
+    };
+    let collector = async move {
+        let mut batch: Vec<Event> = Vec::with_capacity(max_batch);
+        let mut open = true;
+        while open || !batch.is_empty() {
+            let room = max_batch - batch.len();
+            let has = !batch.is_empty();
+            tokio::select! {
+                permit = btx.reserve(), if has => {
+                    let Ok(permit) = permit else { break };
+                    permit.send(std::mem::replace(&mut batch, Vec::with_capacity(max_batch)));
+                }
+                n = rx.recv_many(&mut batch, room), if open && room > 0 => {
+                    if n == 0 {
+                        open = false;
+                    }
+                }
+            }
         }
-        accepted += n;
-    }
+        // Dropping the sender ends the appender after the last batch.
+    };
+    let ((), accepted) = tokio::join!(collector, appender);
     accepted
 }
 
@@ -222,10 +248,50 @@ mod tests {
     #![allow(clippy::disallowed_methods)] // test code
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    use outpost_core::{Body, FixedClock, Point, Timestamp, Value};
+    use outpost_core::{Body, FixedClock, Point, Seq, Timestamp, Value};
     use outpost_sync::log::{Limits, LogOptions, StoreOptions};
 
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_are_gathered_while_a_batch_waits_for_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogOptions {
+            store: StoreOptions {
+                durability: outpost_config::Durability::Normal,
+                limits: Limits::UNLIMITED,
+                max_page_count: None,
+                reserve_bytes: 0,
+            },
+            commit_max_events: 1000,
+            commit_max_delay: Duration::from_millis(300),
+            clock_wait: Duration::ZERO,
+        };
+        let clock = Arc::new(FixedClock::new(1_764_000_000_000));
+        let (log, _) = EventLog::open(&dir.path().join("e.db"), opts, clock).unwrap();
+        // A channel of 4, as the drivers' is small next to a commit's wait.
+        let (tx, rx) = mpsc::channel(4);
+        let ingest = tokio::spawn(ingest_task(log.clone(), rx, 1000, CancellationToken::new()));
+        for i in 0..2000i64 {
+            let ev = Event::new(
+                "d",
+                Timestamp::synced(i),
+                Body::Telemetry(vec![Point::good("v", Value::I64(i))]),
+            );
+            tx.send(ev).await.unwrap();
+        }
+        drop(tx);
+        assert_eq!(ingest.await.unwrap(), 2000);
+        let stats = log.stats().borrow().clone();
+        assert_eq!(stats.appended_total, 2000);
+        // Waiting for one commit, the next batch filled up: a handful of
+        // commits, not one per channel's worth (500).
+        assert!(stats.commits_total <= 10, "{} commits", stats.commits_total);
+        let all = log.read(Seq(0), 5000).await.unwrap();
+        let order: Vec<i64> = all.iter().map(|e| e.event.ts.unix_ms).collect();
+        assert_eq!(order, (0..2000).collect::<Vec<_>>(), "in order");
+        log.close().await;
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_disk_blocks_the_producer_and_loses_nothing() {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use outpost_config::Durability;
 use outpost_core::{codec, Body, Event, Point, Seq, Timestamp, Value};
-use outpost_sync::log::{Limits, Store, StoreOptions, DEFAULT_RESERVE_BYTES};
+use outpost_sync::log::{Limits, Store, StoreOptions, DEFAULT_RESERVE_BYTES, PAGE_SIZE};
 use rusqlite::{params, Connection, TransactionBehavior};
 
 const T0: i64 = 1_764_000_000_000;
@@ -70,18 +70,27 @@ fn raw_run(d: Durability, size: usize, batches: u64) -> Duration {
     } else {
         "NORMAL"
     };
-    // The log's pragmas (see Store::open): WAL bounded by half the reserve.
-    let wal_pages = DEFAULT_RESERVE_BYTES / 2 / 4096;
+    // The log's pragmas (see Store::open): its page size, the WAL bounded
+    // by half the reserve.
+    let page = u64::from(PAGE_SIZE);
+    let wal_pages = DEFAULT_RESERVE_BYTES / 2 / page;
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA temp_store = MEMORY;
+        "PRAGMA page_size = {page}; PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA temp_store = MEMORY;
          PRAGMA wal_autocheckpoint = {wal_pages}; PRAGMA journal_size_limit = {};
          CREATE TABLE events (seq INTEGER PRIMARY KEY, at_ms INTEGER, ts_ms INTEGER NOT NULL, priority INTEGER NOT NULL,
                               device TEXT NOT NULL, kind INTEGER NOT NULL, size INTEGER NOT NULL, body BLOB NOT NULL);",
-        wal_pages * 4096
+        wal_pages * page
     ))
     .unwrap();
+    // The bytes the log writes: the compact form (the tag list is the
+    // log's work, not raw's).
+    let mut sets = outpost_sync::log::tagsets::TagsetCache::default();
     let bodies: Vec<Vec<u8>> = (0..size as u64)
-        .map(|i| codec::encode(&reading(i)).unwrap())
+        .map(|i| {
+            let mut b = Vec::new();
+            codec::encode_compact_into(&reading(i), &mut b, &mut sets).unwrap();
+            b
+        })
         .collect();
     let mut conn = conn;
     let mut seq: i64 = 1;
