@@ -80,9 +80,10 @@ pub struct LogSettings {
     /// Most events in one transaction. Default: `1000`.
     #[serde(default = "default_commit_max_events")]
     pub commit_max_events: u32,
-    /// Longest an append waits for others to share its transaction. Default:
-    /// `0s` (commit whatever is queued at once; appends that arrive together
-    /// still share a transaction).
+    /// Longest an append waits for others to share its transaction: fewer,
+    /// larger commits write far fewer bytes to an SD card, for this much
+    /// latency. Default: `1s`. `0s` commits whatever is queued at once
+    /// (appends that arrive together still share a transaction).
     #[serde(default = "default_commit_max_delay")]
     pub commit_max_delay: Duration,
     /// For this long after boot, while the clock is not synchronised,
@@ -101,7 +102,7 @@ fn default_commit_max_events() -> u32 {
     1000
 }
 fn default_commit_max_delay() -> Duration {
-    Duration::from_millis(0)
+    Duration::from_millis(1000)
 }
 
 impl Default for LogSettings {

@@ -20,10 +20,10 @@ pub const MAX_TAGSETS: usize = 65_536;
 #[derive(Debug, Default)]
 pub struct TagsetCache {
     by_id: Vec<Option<Vec<String>>>,
-    /// The names joined by NUL (which no tag name holds after validation;
-    /// if one did, it would only share a list with an equal-looking one
-    /// whose lengths differ, caught by the lengths check at decode).
-    by_tags: HashMap<String, u32>,
+    /// Ids by a hash of their names (compared in full on a hit): looking a
+    /// list up allocates nothing, which is every poll's case.
+    by_hash: HashMap<u64, Vec<u32>>,
+    len: usize,
     /// Interned since the last commit, oldest first (always the newest ids).
     pending: Vec<u32>,
 }
@@ -63,18 +63,29 @@ impl TagsetCache {
             if cache.by_id.len() <= at {
                 cache.by_id.resize(at + 1, None);
             }
-            cache.by_tags.insert(tags.join("\0"), id);
+            let h = hash(tags.iter().map(String::as_str));
+            cache.by_hash.entry(h).or_default().push(id);
             cache.by_id[at] = Some(tags);
+            cache.len += 1;
         }
         Ok(cache)
     }
 
     pub fn len(&self) -> usize {
-        self.by_tags.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_tags.is_empty()
+        self.len == 0
+    }
+
+    fn find(&self, h: u64, tags: &[&str]) -> Option<u32> {
+        self.by_hash.get(&h)?.iter().copied().find(|id| {
+            self.by_id
+                .get(*id as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|t| t.iter().map(String::as_str).eq(tags.iter().copied()))
+        })
     }
 
     /// Writes the pending lists in `tx` (the transaction of the rows that
@@ -106,7 +117,11 @@ impl TagsetCache {
         for id in self.pending.drain(..) {
             if let Some(slot) = self.by_id.get_mut(id as usize) {
                 if let Some(tags) = slot.take() {
-                    self.by_tags.remove(&tags.join("\0"));
+                    let h = hash(tags.iter().map(String::as_str));
+                    if let Some(ids) = self.by_hash.get_mut(&h) {
+                        ids.retain(|i| *i != id);
+                    }
+                    self.len -= 1;
                 }
             }
         }
@@ -118,10 +133,9 @@ impl TagsetCache {
 
 impl Tagsets for TagsetCache {
     fn intern(&mut self, tags: &[&str]) -> Option<u32> {
-        // One allocation for the look-up: the common case, every poll.
-        let key = tags.join("\0");
-        if let Some(id) = self.by_tags.get(&key) {
-            return Some(*id);
+        let h = hash(tags.iter().copied());
+        if let Some(id) = self.find(h, tags) {
+            return Some(id);
         }
         if self.by_id.len() >= MAX_TAGSETS {
             return None;
@@ -129,12 +143,70 @@ impl Tagsets for TagsetCache {
         let id = u32::try_from(self.by_id.len()).ok()?;
         self.by_id
             .push(Some(tags.iter().map(|t| (*t).to_string()).collect()));
-        self.by_tags.insert(key, id);
+        self.by_hash.entry(h).or_default().push(id);
+        self.len += 1;
         self.pending.push(id);
         Some(id)
     }
 
     fn get(&self, id: u32) -> Option<&[String]> {
         self.by_id.get(id as usize)?.as_deref()
+    }
+}
+
+/// FNV-1a over the names, each followed by a 0xff byte (which UTF-8 never
+/// holds), so `["ab"]` and `["a", "b"]` differ.
+fn hash<'a>(tags: impl Iterator<Item = &'a str>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for t in tags {
+        for b in t.bytes().chain(std::iter::once(0xff)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_are_shared_and_a_rollback_forgets_only_its_own() {
+        let mut c = TagsetCache::default();
+        let a = c.intern(&["t", "p"]).unwrap();
+        assert_eq!(c.intern(&["t", "p"]), Some(a));
+        assert_ne!(c.intern(&["tp"]), Some(a));
+        assert_ne!(c.intern(&["p", "t"]), Some(a), "order matters");
+        c.committed();
+        let n = c.len();
+        let b = c.intern(&["new"]).unwrap();
+        assert_eq!(c.get(b), Some(&["new".to_string()][..]));
+        c.rolled_back();
+        assert_eq!(c.get(b), None);
+        assert_eq!(c.len(), n);
+        assert_eq!(c.intern(&["t", "p"]), Some(a));
+        // The id is given again, to the next new list.
+        assert_eq!(c.intern(&["other"]), Some(b));
+    }
+
+    #[test]
+    fn it_round_trips_through_the_table() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE tagsets (id INTEGER PRIMARY KEY, tags BLOB NOT NULL);",
+        )
+        .unwrap();
+        let mut c = TagsetCache::default();
+        let a = c.intern(&["x", "y"]).unwrap();
+        let b = c.intern(&[""]).unwrap();
+        c.write_pending(&conn).unwrap();
+        c.committed();
+        let back = TagsetCache::load(&conn).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back.get(a), c.get(a));
+        assert_eq!(back.get(b), c.get(b));
+        let mut back = back;
+        assert_eq!(back.intern(&["x", "y"]), Some(a));
     }
 }
