@@ -82,7 +82,7 @@ pub struct LogSettings {
     pub commit_max_events: u32,
     /// Longest an append waits for others to share its transaction: fewer,
     /// larger commits write far fewer bytes to an SD card, for this much
-    /// latency. Default: `1s`. `0s` commits whatever is queued at once
+    /// latency. Default: `2s`. `0s` commits whatever is queued at once
     /// (appends that arrive together still share a transaction).
     #[serde(default = "default_commit_max_delay")]
     pub commit_max_delay: Duration,
@@ -102,7 +102,7 @@ fn default_commit_max_events() -> u32 {
     1000
 }
 fn default_commit_max_delay() -> Duration {
-    Duration::from_millis(1000)
+    Duration::from_millis(2000)
 }
 
 impl Default for LogSettings {

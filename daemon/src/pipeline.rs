@@ -146,12 +146,12 @@ pub async fn ingest_task(
     abort: CancellationToken,
 ) -> u64 {
     let max_batch = max_batch.max(1);
-    let (btx, mut brx) = mpsc::channel::<Vec<Event>>(1);
+    let (btx, mut brx) = mpsc::channel::<(Vec<Event>, tokio::time::Instant)>(1);
     let appender = async move {
         let mut accepted: u64 = 0;
-        while let Some(events) = brx.recv().await {
+        while let Some((events, since)) = brx.recv().await {
             let n = events.len() as u64;
-            if !append_until_accepted(&log, events, &abort).await {
+            if !append_until_accepted(&log, events, since, &abort).await {
                 break;
             }
             accepted += n;
@@ -160,6 +160,8 @@ pub async fn ingest_task(
     };
     let collector = async move {
         let mut batch: Vec<Event> = Vec::with_capacity(max_batch);
+        // When the batch's first event came: its commit waits from then.
+        let mut since = tokio::time::Instant::now();
         let mut open = true;
         while open || !batch.is_empty() {
             let room = max_batch - batch.len();
@@ -167,11 +169,13 @@ pub async fn ingest_task(
             tokio::select! {
                 permit = btx.reserve(), if has => {
                     let Ok(permit) = permit else { break };
-                    permit.send(std::mem::replace(&mut batch, Vec::with_capacity(max_batch)));
+                    permit.send((std::mem::replace(&mut batch, Vec::with_capacity(max_batch)), since));
                 }
                 n = rx.recv_many(&mut batch, room), if open && room > 0 => {
                     if n == 0 {
                         open = false;
+                    } else if n == batch.len() {
+                        since = tokio::time::Instant::now();
                     }
                 }
             }
@@ -187,6 +191,7 @@ pub async fn ingest_task(
 async fn append_until_accepted(
     log: &EventLog,
     events: Vec<Event>,
+    since: tokio::time::Instant,
     abort: &CancellationToken,
 ) -> bool {
     let mut delay = Duration::from_millis(100);
@@ -194,7 +199,7 @@ async fn append_until_accepted(
     let mut disk_full = false;
     let mut events = events;
     loop {
-        match log.append(events).await {
+        match log.append_since(events, since).await {
             Ok(_) => {
                 if reported && disk_full {
                     tracing::info!("Disk space is back; the event log accepts events again.");
@@ -300,7 +305,7 @@ mod tests {
             store: StoreOptions {
                 durability: outpost_config::Durability::Normal,
                 limits: Limits::UNLIMITED,
-                max_page_count: Some(48),
+                max_page_count: Some(192), // 192 KiB of 1 KiB pages
                 reserve_bytes: 0,
             },
             commit_max_events: 100,

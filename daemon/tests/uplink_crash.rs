@@ -27,7 +27,9 @@ fn config(url: &str, with_device: bool) -> String {
         ""
     };
     format!(
-        "[gateway]\nid = \"gw\"\ndurability = \"full\"\n{device}\
+        // A short group-commit window: each run lasts 1.5 s, and is killed
+        // with a batch gathering.
+        "[gateway]\nid = \"gw\"\ndurability = \"full\"\n[gateway.log]\ncommit_max_delay = \"200ms\"\n{device}\
          [[uplink]]\nname = \"cloud\"\n[uplink.mqtt]\nurl = \"{url}\"\nmax_inflight = 8\nmax_payload = 4096\n"
     )
 }

@@ -426,6 +426,9 @@ impl Manager {
         stop: &CancellationToken,
     ) -> Result<(), Vec<String>> {
         let deadline = tokio::time::Instant::now() + self.settings.grace;
+        // Readings taken before the apply may be committed after it (group
+        // commit): only what the changed parts did since counts.
+        let started_ms = outpost_core::unix_ms_now();
         let mut devices: BTreeMap<&str, (bool, String)> = changed
             .devices
             .iter()
@@ -462,6 +465,9 @@ impl Manager {
                 batch = watch.recv() => {
                     let Ok(batch) = batch else { continue };
                     for s in batch.iter() {
+                        if s.event.ts.unix_ms < started_ms {
+                            continue;
+                        }
                         let Some(entry) = devices.get_mut(s.event.device.as_str()) else { continue };
                         match &s.event.body {
                             Body::Status(st) => {

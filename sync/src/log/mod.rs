@@ -236,6 +236,9 @@ pub type Committed = Arc<Vec<StoredEvent>>;
 enum Command {
     Append {
         events: Vec<Event>,
+        /// Since when the events have been waiting (the group commit's
+        /// delay counts from the oldest batch in it); `None`: no waiting.
+        since: Option<tokio::time::Instant>,
         reply: oneshot::Sender<Result<Appended, Refused>>,
     },
     Read {
@@ -373,10 +376,43 @@ impl EventLog {
     ///
     /// # Errors
     /// [`LogError::DiskFull`] (retry later) or a failing database.
+    ///
+    /// These events do not wait for others to share their commit (an audit
+    /// entry, the daemon's start): they are committed with whatever is
+    /// queued. The data path uses [`EventLog::append_since`].
     pub async fn append(&self, events: Vec<Event>) -> Result<Appended, Refused> {
+        self.send_append(events, None).await
+    }
+
+    /// As [`EventLog::append`], for events that have already waited since
+    /// `since` (gathered while an earlier batch was being committed): the
+    /// group commit waits for others only until `since + commit_max_delay`,
+    /// so that no event waits for two delays.
+    ///
+    /// # Errors
+    /// As [`EventLog::append`].
+    pub async fn append_since(
+        &self,
+        events: Vec<Event>,
+        since: tokio::time::Instant,
+    ) -> Result<Appended, Refused> {
+        self.send_append(events, Some(since)).await
+    }
+
+    async fn send_append(
+        &self,
+        events: Vec<Event>,
+        since: Option<tokio::time::Instant>,
+    ) -> Result<Appended, Refused> {
         let (reply, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError(cmd)) =
-            self.tx.send(Command::Append { events, reply }).await
+        if let Err(mpsc::error::SendError(cmd)) = self
+            .tx
+            .send(Command::Append {
+                events,
+                since,
+                reply,
+            })
+            .await
         {
             let events = match cmd {
                 Command::Append { events, .. } => events,
@@ -609,9 +645,17 @@ impl Writer {
                     }
                 };
                 match cmd {
-                    Command::Append { events, reply } => {
+                    Command::Append {
+                        events,
+                        since,
+                        reply,
+                    } => {
                         let mut batch = vec![(events, reply)];
-                        self.gather(&mut batch).await;
+                        let deadline = match since {
+                            Some(t) => t + self.max_delay,
+                            None => tokio::time::Instant::now(),
+                        };
+                        self.gather(&mut batch, deadline).await;
                         let stage = self.stage.clone();
                         let _busy = stage.busy();
                         self.commit(batch);
@@ -632,9 +676,8 @@ impl Writer {
     /// `max_events`. Other commands (reads, acknowledgements) are served
     /// meanwhile, from what is committed: they do not cut the batch short,
     /// or an uplink reading after every commit would undo the batching.
-    async fn gather(&mut self, batch: &mut Vec<PendingAppend>) {
+    async fn gather(&mut self, batch: &mut Vec<PendingAppend>, deadline: tokio::time::Instant) {
         let mut n: usize = batch.iter().map(|(e, _)| e.len()).sum();
-        let deadline = tokio::time::Instant::now() + self.max_delay;
         while n < self.max_events {
             let next = match self.rx.try_recv() {
                 Ok(c) => Some(c),
@@ -651,7 +694,7 @@ impl Writer {
                 }
             };
             match next {
-                Some(Command::Append { events, reply }) => {
+                Some(Command::Append { events, reply, .. }) => {
                     n += events.len();
                     batch.push((events, reply));
                 }
@@ -811,7 +854,7 @@ impl Writer {
 
     fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Append { events, reply } => self.commit(vec![(events, reply)]),
+            Command::Append { events, reply, .. } => self.commit(vec![(events, reply)]),
             Command::Read {
                 after,
                 max,

@@ -1471,7 +1471,27 @@ fn lock_log(path: &Path) -> Result<std::fs::File, LogError> {
             path: lock_path.clone(),
             source,
         })?;
-    match file.try_lock() {
+    // A lock held for a moment (a child forked by this process between its
+    // fork and exec; the previous daemon exiting as systemd starts the next)
+    // is waited for, briefly; a lock still held is another owner.
+    let mut tries = 0;
+    loop {
+        match file.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) if tries < 20 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            other => break lock_result(other, file, lock_path),
+        }
+    }
+}
+
+fn lock_result(
+    r: Result<(), std::fs::TryLockError>,
+    file: std::fs::File,
+    lock_path: PathBuf,
+) -> Result<std::fs::File, LogError> {
+    match r {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(LogError::Locked { path: lock_path }),
         Err(std::fs::TryLockError::Error(source)) => Err(LogError::Io {

@@ -193,10 +193,8 @@ mod tests {
     #[test]
     fn it_round_trips_through_the_table() {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(
-            "CREATE TABLE tagsets (id INTEGER PRIMARY KEY, tags BLOB NOT NULL);",
-        )
-        .unwrap();
+        conn.execute_batch("CREATE TABLE tagsets (id INTEGER PRIMARY KEY, tags BLOB NOT NULL);")
+            .unwrap();
         let mut c = TagsetCache::default();
         let a = c.intern(&["x", "y"]).unwrap();
         let b = c.intern(&[""]).unwrap();

@@ -175,6 +175,13 @@ pub fn clock_jumps() -> Row {
     }
     let site = Site::new();
     site.configure("", true);
+    // A synchronised clock (as after NTP), so that its steps are steps.
+    let text = std::fs::read_to_string(&site.cfg).unwrap();
+    std::fs::write(
+        &site.cfg,
+        text.replacen("[gateway]\n", "[gateway]\nclock = \"trust\"\n", 1),
+    )
+    .unwrap();
     let offset = site.dir.path().join("faketime");
     std::fs::write(&offset, "+0\n").unwrap();
     let mut cmd = site.command();
@@ -210,6 +217,26 @@ pub fn clock_jumps() -> Row {
         row.problems.push(format!(
             "the jumps do not show in the events' times (back {back}, ahead {ahead}): libfaketime not in effect"
         ));
+    }
+    // Each step is on record, and the log kept its order (by seq).
+    let jumps: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.event.body {
+            outpost_core::Body::Audit(a) if a.action == "clock.jump" => Some(a.detail.as_str()),
+            _ => None,
+        })
+        .collect();
+    let (n_back, n_fwd) = (
+        jumps.iter().filter(|d| d.contains(" back by ")).count(),
+        jumps.iter().filter(|d| d.contains(" forward by ")).count(),
+    );
+    if n_back < 2 || n_fwd < 1 {
+        row.problems.push(format!(
+            "clock steps not audited: {n_back} back, {n_fwd} forward (expected 2 and 1): {jumps:?}"
+        ));
+    }
+    if !events.windows(2).all(|w| w[0].seq < w[1].seq) {
+        row.problems.push("the log is not in seq order".into());
     }
     row
 }
