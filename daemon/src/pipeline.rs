@@ -10,12 +10,14 @@
 //! - On shutdown each task drains its input before it ends: drivers stop
 //!   first, their senders drop, and what is in flight reaches the log.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use outpost_core::{Clock, Event};
 use outpost_drivers::command::Router;
 use outpost_rules::{Stage, WriteRequest};
+use outpost_sync::log::Submitted;
 use outpost_sync::{EventLog, LogError, Refused};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -148,13 +150,56 @@ pub async fn ingest_task(
     let max_batch = max_batch.max(1);
     let (btx, mut brx) = mpsc::channel::<(Vec<Event>, tokio::time::Instant)>(1);
     let appender = async move {
+        // Up to MAX_IN_FLIGHT batches handed to the writer at once: those
+        // that arrive while a commit gathers share it, instead of each
+        // waiting for the one before. Settled oldest first.
         let mut accepted: u64 = 0;
-        while let Some((events, since)) = brx.recv().await {
-            let n = events.len() as u64;
-            if !append_until_accepted(&log, events, since, &abort).await {
-                break;
+        let mut inflight: VecDeque<(u64, tokio::time::Instant, Submitted)> = VecDeque::new();
+        let mut open = true;
+        while open || !inflight.is_empty() {
+            let room = inflight.len() < MAX_IN_FLIGHT;
+            let settle = async {
+                match inflight.front_mut() {
+                    Some((_, _, sub)) => sub.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = settle => {
+                    let Some((n, since, _)) = inflight.pop_front() else { break };
+                    match r {
+                        Ok(_) => accepted += n,
+                        Err(Refused { error: LogError::Closed, events }) => {
+                            tracing::error!(lost = events.len(), "The event log has stopped; events not accepted.");
+                            break;
+                        }
+                        // Held back (a full disk): retried until accepted.
+                        // Batches already in flight behind it may commit
+                        // first, so across a full disk events can come out
+                        // of order (never lost).
+                        Err(Refused { events, .. }) => {
+                            if !append_until_accepted(&log, events, since, &abort).await {
+                                break;
+                            }
+                            accepted += n;
+                        }
+                    }
+                }
+                b = brx.recv(), if open && room => {
+                    let Some((events, since)) = b else {
+                        open = false;
+                        continue;
+                    };
+                    let n = events.len() as u64;
+                    match log.submit_append(events, Some(since)).await {
+                        Ok(sub) => inflight.push_back((n, since, sub)),
+                        Err(refused) => {
+                            tracing::error!(lost = refused.events.len(), "The event log has stopped; events not accepted.");
+                            break;
+                        }
+                    }
+                }
             }
-            accepted += n;
         }
         accepted
     };
@@ -185,6 +230,9 @@ pub async fn ingest_task(
     let ((), accepted) = tokio::join!(collector, appender);
     accepted
 }
+
+/// Batches handed to the log's writer before the oldest is committed.
+const MAX_IN_FLIGHT: usize = 4;
 
 /// Appends, retrying with back-off while the disk is full. Returns false if
 /// the log failed for good or `abort` fired first (the events were not accepted).

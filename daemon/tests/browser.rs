@@ -246,7 +246,7 @@ fn a_technician_sets_up_logs_in_watches_writes_and_exports() {
     );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     assert!(
-        rows.iter().all(|r| r.len() == 8 && r[3] == "boiler"),
+        rows.iter().all(|r| r.len() == 9 && r[3] == "boiler"),
         "{csv}"
     );
     let setpoints: Vec<&str> = rows

@@ -164,8 +164,9 @@ fn export_while_the_daemon_appends_matches_the_log() {
     let by_seq: BTreeMap<u64, &outpost_sync::StoredEvent> =
         log.iter().map(|e| (e.seq.0, e)).collect();
     for r in &rows {
-        assert_eq!(r.len(), 8, "{r:?}");
+        assert_eq!(r.len(), 9, "{r:?}");
         let e = by_seq[&r[0].parse::<u64>().unwrap()];
+        assert_eq!(r[8], e.event.ts.clock.as_str());
         assert_eq!(r[2], e.event.ts.unix_ms.to_string());
         assert_eq!(r[4], e.event.kind().as_str());
         if let Body::Telemetry(points) = &e.event.body {

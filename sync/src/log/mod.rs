@@ -278,6 +278,38 @@ enum Command {
     },
 }
 
+/// An append handed to the writer ([`EventLog::submit_append`]).
+#[derive(Debug)]
+pub struct Submitted(oneshot::Receiver<Result<Appended, Refused>>);
+
+impl Submitted {
+    /// Resolves once the events are committed (or refused).
+    ///
+    /// # Errors
+    /// As [`EventLog::append`].
+    pub async fn wait(self) -> Result<Appended, Refused> {
+        self.await
+    }
+}
+
+impl std::future::Future for Submitted {
+    type Output = Result<Appended, Refused>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|r| {
+            r.unwrap_or_else(|_| {
+                Err(Refused {
+                    error: LogError::Closed,
+                    events: Vec::new(),
+                })
+            })
+        })
+    }
+}
+
 /// Handle to the log's writer thread. Cheap to clone; the thread ends when
 /// every handle is dropped or [`EventLog::close`] is called, after finishing
 /// every command it had received.
@@ -404,6 +436,21 @@ impl EventLog {
         events: Vec<Event>,
         since: Option<tokio::time::Instant>,
     ) -> Result<Appended, Refused> {
+        self.submit_append(events, since).await?.wait().await
+    }
+
+    /// Hands `events` to the log's writer and returns at once: the commit is
+    /// awaited on the returned [`PendingAppend`]. Appends submitted one after
+    /// the other are committed in that order (several may share a commit),
+    /// so a producer can keep a few in flight while the group commit waits.
+    ///
+    /// # Errors
+    /// [`LogError::Closed`] when the writer has stopped.
+    pub async fn submit_append(
+        &self,
+        events: Vec<Event>,
+        since: Option<tokio::time::Instant>,
+    ) -> Result<Submitted, Refused> {
         let (reply, rx) = oneshot::channel();
         if let Err(mpsc::error::SendError(cmd)) = self
             .tx
@@ -423,12 +470,7 @@ impl EventLog {
                 events,
             });
         }
-        rx.await.unwrap_or_else(|_| {
-            Err(Refused {
-                error: LogError::Closed,
-                events: Vec::new(),
-            })
-        })
+        Ok(Submitted(rx))
     }
 
     /// Up to `max` events with seq greater than `after`, oldest first.

@@ -192,6 +192,7 @@ mod tests {
 
     #[test]
     fn it_round_trips_through_the_table() {
+        #[allow(clippy::disallowed_methods)] // a scratch table for the test
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE tagsets (id INTEGER PRIMARY KEY, tags BLOB NOT NULL);")
             .unwrap();
