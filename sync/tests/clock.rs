@@ -245,3 +245,21 @@ async fn uplinks_wait_for_the_sync_a_while_after_boot() {
     ));
     log.close().await;
 }
+
+#[tokio::test]
+async fn close_stops_the_writer_while_other_handles_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::unsynced(TRUE_MS, 1_000));
+    clock.set_unix(TRUE_MS, true);
+    let (log, _) = EventLog::open(&dir.path().join("e.db"), options(), clock.clone()).unwrap();
+    let other = log.clone();
+    log.append(vec![reading(&clock, 1)]).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), log.close())
+        .await
+        .expect("close returns though a handle is still held");
+    let r = other.append(vec![reading(&clock, 2)]).await;
+    assert!(
+        matches!(&r, Err(e) if matches!(e.error, outpost_sync::LogError::Closed)),
+        "{r:?}"
+    );
+}

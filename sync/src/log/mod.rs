@@ -276,6 +276,9 @@ enum Command {
         names: Vec<String>,
         reply: oneshot::Sender<Result<(), LogError>>,
     },
+    /// [`EventLog::close`]: the writer finishes what came before and stops,
+    /// whatever handles are still about (they get [`LogError::Closed`]).
+    Close,
 }
 
 /// An append handed to the writer ([`EventLog::submit_append`]).
@@ -369,6 +372,7 @@ impl EventLog {
             stage,
             // An earlier run in this boot may have left events to correct.
             uncorrected: true,
+            closing: false,
             last_offset: None,
         };
         let handle = std::thread::Builder::new()
@@ -613,6 +617,9 @@ impl EventLog {
     /// waits for its thread (on a blocking thread, so the runtime is free).
     pub async fn close(self) {
         let EventLog { tx, done, .. } = self;
+        // Other handles may live on (a page's stream the web server left
+        // behind): the writer is told to stop, not left to wait for them.
+        let _stopping = tx.send(Command::Close).await.is_ok();
         drop(tx);
         let handle = done.lock().ok().and_then(|mut g| g.take());
         if let Some(h) = handle {
@@ -639,6 +646,8 @@ struct Writer {
     stage: Stage,
     /// Events with a boot-relative stamp may be in the log uncorrected.
     uncorrected: bool,
+    /// [`Command::Close`] came during a gathering: stop after its commit.
+    closing: bool,
     /// (wall clock − boot clock, boot clock) at the last synchronised commit:
     /// a change beyond drift is a clock step, audited.
     last_offset: Option<(i64, i64)>,
@@ -701,7 +710,11 @@ impl Writer {
                         let stage = self.stage.clone();
                         let _busy = stage.busy();
                         self.commit(batch);
+                        if self.closing {
+                            break;
+                        }
                     }
+                    Command::Close => break,
                     // `commit` publishes the stats itself, before replying.
                     other => {
                         let stage = self.stage.clone();
@@ -736,9 +749,23 @@ impl Writer {
                 }
             };
             match next {
-                Some(Command::Append { events, reply, .. }) => {
+                Some(Command::Append {
+                    events,
+                    reply,
+                    since,
+                }) => {
                     n += events.len();
                     batch.push((events, reply));
+                    if since.is_none() {
+                        // An append that does not wait (an audit entry,
+                        // the start): commit the batch now.
+                        break;
+                    }
+                }
+                Some(Command::Close) => {
+                    // Commit what was gathered, then stop.
+                    self.closing = true;
+                    break;
                 }
                 Some(other) => {
                     let stage = self.stage.clone();
@@ -945,6 +972,7 @@ impl Writer {
                 self.stats.send_replace(self.store.stats().clone());
                 let _ignored = reply.send(r);
             }
+            Command::Close => self.closing = true,
         }
     }
 }
