@@ -179,7 +179,10 @@ fn sighup_reloads_the_chains_and_refuses_a_set_that_does_not_load() {
     let cfg = dir.path().join("outpost.toml");
     std::fs::write(
         &cfg,
-        "[gateway]\nid = \"gw\"\ndurability = \"normal\"\n[rules]\nchains = [\"chain.json\"]\n\
+        // Commits at once: the test reads the switch from A to B in log
+        // order, and with a group-commit window the last events chain A
+        // handled may be committed after the reload's audit entry.
+        "[gateway]\nid = \"gw\"\ndurability = \"normal\"\n[gateway.log]\ncommit_max_delay = \"0s\"\n[rules]\nchains = [\"chain.json\"]\n\
          [[device]]\nname = \"s\"\n[device.sim]\ninterval = \"100ms\"\n\
          [[device.sim.tag]]\nname = \"v\"\nsine = { offset = 1.0, amplitude = 1.0, period = \"10s\" }\n",
     )

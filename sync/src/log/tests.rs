@@ -877,8 +877,12 @@ async fn concurrent_appends_share_commits_and_get_distinct_seqs() {
         tasks.push(tokio::spawn(async move {
             let mut got = Vec::new();
             for i in 0..25 {
+                // The data path's append, which waits for others.
                 let a = log
-                    .append(vec![reading("d", t * 1000 + i, T0)])
+                    .append_since(
+                        vec![reading("d", t * 1000 + i, T0)],
+                        tokio::time::Instant::now(),
+                    )
                     .await
                     .unwrap();
                 assert_eq!(a.first, a.last);
