@@ -42,9 +42,50 @@ fn user_version(path: &Path) -> i64 {
         .unwrap()
 }
 
-fn expected() -> Value {
-    let text = std::fs::read_to_string(fixture().join("expected.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
+/// A fixture log opened (and so migrated) by this build.
+struct Migrated {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    store: Store,
+    /// Everything it reads back.
+    all: Vec<outpost_sync::StoredEvent>,
+    /// What the release that wrote it read back (`expected.json`).
+    want: Value,
+}
+
+/// Opens a copy of `tests/fixtures/<name>` (schema `from`, `rows` events)
+/// and checks the migration and that every event of the old log is there,
+/// unchanged and at its seq, followed by the migration's audit entry.
+fn migrate_fixture(name: &str, from: i64, rows: usize) -> Migrated {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    std::fs::copy(fixture.join("events.db"), &path).unwrap();
+    assert_eq!(user_version(&path), from);
+    let want: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("expected.json")).unwrap())
+            .unwrap();
+    let (mut store, report) = Store::open(&path, opts(), Timestamp::synced(T0)).unwrap();
+    assert!(report.recovered.is_none(), "{report:?}");
+    assert_eq!(report.migrated_from, Some(from));
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
+    let all = store.read_all().unwrap();
+    let want_events = want["events"].as_array().unwrap();
+    assert_eq!(want_events.len(), rows);
+    assert_eq!(all.len(), want_events.len() + 1);
+    for (got, w) in all.iter().zip(want_events) {
+        assert_eq!(got.seq.0, w["seq"].as_u64().unwrap());
+        assert_eq!(serde_json::to_value(&got.event).unwrap(), w["event"]);
+    }
+    Migrated {
+        _dir: dir,
+        path,
+        store,
+        all,
+        want,
+    }
 }
 
 #[test]
@@ -62,24 +103,14 @@ fn the_ladder_reaches_the_current_version() {
 
 #[test]
 fn a_log_of_the_previous_release_opens_migrated_with_everything_intact() {
-    let (_dir, path) = copy_fixture();
-    assert_eq!(user_version(&path), 1);
-    let want = expected();
-    let (mut store, report) = Store::open(&path, opts(), Timestamp::synced(T0)).unwrap();
-    assert!(report.recovered.is_none(), "{report:?}");
-    assert_eq!(report.migrated_from, Some(1));
-    assert_eq!(user_version(&path), SCHEMA_VERSION);
-
-    let all = store.read_all().unwrap();
+    let Migrated {
+        _dir,
+        path,
+        mut store,
+        all,
+        want,
+    } = migrate_fixture("log-v1", 1, 180);
     let want_events = want["events"].as_array().unwrap();
-    assert_eq!(want_events.len(), 180);
-    // Every event of the old log, unchanged and at its seq; then the
-    // migration's audit entry.
-    assert_eq!(all.len(), want_events.len() + 1);
-    for (got, w) in all.iter().zip(want_events) {
-        assert_eq!(got.seq.0, w["seq"].as_u64().unwrap());
-        assert_eq!(serde_json::to_value(&got.event).unwrap(), w["event"]);
-    }
     let next = want["next_seq"].as_u64().unwrap();
     let audit = all.last().unwrap();
     assert_eq!(
@@ -181,26 +212,13 @@ fn a_migration_that_cannot_finish_leaves_the_old_version_for_the_next_start() {
 
 #[test]
 fn a_log_of_schema_2_opens_migrated_with_everything_intact() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/log-v2");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.db");
-    std::fs::copy(fixture.join("events.db"), &path).unwrap();
-    assert_eq!(user_version(&path), 2);
-    let want: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture.join("expected.json")).unwrap())
-            .unwrap();
-    let (mut store, report) = Store::open(&path, opts(), Timestamp::synced(T0)).unwrap();
-    assert!(report.recovered.is_none(), "{report:?}");
-    assert_eq!(report.migrated_from, Some(2));
-    assert_eq!(user_version(&path), SCHEMA_VERSION);
-    let all = store.read_all().unwrap();
-    let want_events = want["events"].as_array().unwrap();
-    assert_eq!(want_events.len(), 200);
-    assert_eq!(all.len(), want_events.len() + 1);
-    for (got, w) in all.iter().zip(want_events) {
-        assert_eq!(got.seq.0, w["seq"].as_u64().unwrap());
-        assert_eq!(serde_json::to_value(&got.event).unwrap(), w["event"]);
-    }
+    let Migrated {
+        _dir,
+        path,
+        mut store,
+        all,
+        want,
+    } = migrate_fixture("log-v2", 2, 200);
     let audit = all.last().unwrap();
     assert_eq!(audit.seq, Seq(want["next_seq"].as_u64().unwrap()));
     match &audit.event.body {

@@ -792,17 +792,8 @@ impl Writer {
         self.stats.send_replace(self.store.stats().clone());
         match result {
             Ok(appended) => {
-                let mut next = appended.first.0;
-                for (n, reply) in replies {
-                    let n = n as u64;
-                    let mine = Appended {
-                        first: Seq(next),
-                        last: Seq((next + n).saturating_sub(1)),
-                    };
-                    next += n;
-                    // A caller that gave up still had its events committed.
-                    let _ignored = reply.send(Ok(mine));
-                }
+                // The live feed before the replies: whoever hears back
+                // finds the events in the feed too.
                 if self.committed.receiver_count() > 0 {
                     let stored: Vec<StoredEvent> = all
                         .into_iter()
@@ -813,6 +804,17 @@ impl Writer {
                         })
                         .collect();
                     let _no_listeners = self.committed.send(Arc::new(stored));
+                }
+                let mut next = appended.first.0;
+                for (n, reply) in replies {
+                    let n = n as u64;
+                    let mine = Appended {
+                        first: Seq(next),
+                        last: Seq((next + n).saturating_sub(1)),
+                    };
+                    next += n;
+                    // A caller that gave up still had its events committed.
+                    let _ignored = reply.send(Ok(mine));
                 }
             }
             Err(e) => {

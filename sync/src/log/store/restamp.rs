@@ -40,13 +40,7 @@ impl Store {
     /// Records the boot the log is now written in: a new boot id starts a
     /// new boot at the next seq. Returns true when the boot is new.
     pub fn note_boot(&mut self, boot_id: i64) -> Result<bool, LogError> {
-        let known: Option<i64> = self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = 'boot_id'", [], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(sql_err("reading the boot id"))?;
+        let known = self.meta("boot_id", "reading the boot id")?;
         if known == Some(boot_id) {
             return Ok(false);
         }
@@ -60,18 +54,20 @@ impl Store {
         Ok(true)
     }
 
-    /// The first seq of the current boot (0 before [`Store::note_boot`]).
-    fn boot_first_seq(&self) -> Result<u64, LogError> {
-        let v: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'boot_first_seq'",
-                [],
-                |r| r.get(0),
-            )
+    /// A value of the meta table (`None`: not there).
+    fn meta(&self, key: &str, what: &'static str) -> Result<Option<i64>, LogError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()
-            .map_err(sql_err("reading the boot's first seq"))?;
-        Ok(v.map_or(u64::MAX, to_u64))
+            .map_err(sql_err(what))
+    }
+
+    /// The first seq of the current boot (none before [`Store::note_boot`]:
+    /// `u64::MAX`, nothing to correct).
+    fn boot_first_seq(&self) -> Result<u64, LogError> {
+        Ok(self
+            .meta("boot_first_seq", "reading the boot's first seq")?
+            .map_or(u64::MAX, to_u64))
     }
 
     /// Re-stamps this boot's boot-relative events with `offset_ms` (the
@@ -81,15 +77,10 @@ impl Store {
             offset_ms,
             ..Corrected::default()
         };
-        let checked: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'clock_checked_through'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(sql_err("reading how far stamps were checked"))?;
+        let checked = self.meta(
+            "clock_checked_through",
+            "reading how far stamps were checked",
+        )?;
         let mut after = to_i64(self.boot_first_seq()?)
             .saturating_sub(1)
             .max(checked.unwrap_or(0));
