@@ -74,13 +74,9 @@ pub struct Trends {
 
 /// Whether `e` is still to be sent by one of `cursors` (name, acked seq).
 pub fn is_unsent(e: &outpost_sync::StoredEvent, cursors: &[(String, u64)]) -> bool {
-    match &e.event.route {
-        outpost_core::Route::Local => false,
-        outpost_core::Route::All => cursors.iter().any(|(_, acked)| *acked < e.seq.0),
-        outpost_core::Route::Only(names) => cursors
-            .iter()
-            .any(|(n, acked)| names.contains(n) && *acked < e.seq.0),
-    }
+    cursors
+        .iter()
+        .any(|(name, acked)| e.event.route.allows(name) && *acked < e.seq.0)
 }
 
 fn number(v: &Value) -> Option<f64> {
