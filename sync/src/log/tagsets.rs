@@ -9,7 +9,9 @@
 //! does not have. At most [`MAX_TAGSETS`] lists are kept; beyond that,
 //! events are written in full.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 use outpost_core::codec::Tagsets;
 use rusqlite::{params, Connection};
@@ -23,6 +25,9 @@ pub struct TagsetCache {
     /// Ids by a hash of their names (compared in full on a hit): looking a
     /// list up allocates nothing, which is every poll's case.
     by_hash: HashMap<u64, Vec<u32>>,
+    /// Hashes a tag list: `[&str]` and `[String]` hash alike (the length,
+    /// then each name), so a look-up needs no owned copy.
+    hasher: RandomState,
     len: usize,
     /// Interned since the last commit, oldest first (always the newest ids).
     pending: Vec<u32>,
@@ -63,7 +68,7 @@ impl TagsetCache {
             if cache.by_id.len() <= at {
                 cache.by_id.resize(at + 1, None);
             }
-            let h = hash(tags.iter().map(String::as_str));
+            let h = cache.hasher.hash_one(&tags[..]);
             cache.by_hash.entry(h).or_default().push(id);
             cache.by_id[at] = Some(tags);
             cache.len += 1;
@@ -117,7 +122,7 @@ impl TagsetCache {
         for id in self.pending.drain(..) {
             if let Some(slot) = self.by_id.get_mut(id as usize) {
                 if let Some(tags) = slot.take() {
-                    let h = hash(tags.iter().map(String::as_str));
+                    let h = self.hasher.hash_one(&tags[..]);
                     if let Some(ids) = self.by_hash.get_mut(&h) {
                         ids.retain(|i| *i != id);
                     }
@@ -133,7 +138,7 @@ impl TagsetCache {
 
 impl Tagsets for TagsetCache {
     fn intern(&mut self, tags: &[&str]) -> Option<u32> {
-        let h = hash(tags.iter().copied());
+        let h = self.hasher.hash_one(tags);
         if let Some(id) = self.find(h, tags) {
             return Some(id);
         }
@@ -152,19 +157,6 @@ impl Tagsets for TagsetCache {
     fn get(&self, id: u32) -> Option<&[String]> {
         self.by_id.get(id as usize)?.as_deref()
     }
-}
-
-/// FNV-1a over the names, each followed by a 0xff byte (which UTF-8 never
-/// holds), so `["ab"]` and `["a", "b"]` differ.
-fn hash<'a>(tags: impl Iterator<Item = &'a str>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for t in tags {
-        for b in t.bytes().chain(std::iter::once(0xff)) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
 }
 
 #[cfg(test)]
