@@ -54,8 +54,9 @@ struct Migrated {
 }
 
 /// Opens a copy of `tests/fixtures/<name>` (schema `from`, `rows` events)
-/// and checks the migration and that every event of the old log is there,
-/// unchanged and at its seq, followed by the migration's audit entry.
+/// and checks the migration, that every event of the old log is there,
+/// unchanged and at its seq, followed by the migration's audit entry, and
+/// that every cursor is where it was.
 fn migrate_fixture(name: &str, from: i64, rows: usize) -> Migrated {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -78,6 +79,15 @@ fn migrate_fixture(name: &str, from: i64, rows: usize) -> Migrated {
     for (got, w) in all.iter().zip(want_events) {
         assert_eq!(got.seq.0, w["seq"].as_u64().unwrap());
         assert_eq!(serde_json::to_value(&got.event).unwrap(), w["event"]);
+    }
+    // Every cursor where the old log had it.
+    for c in want["cursors"].as_array().unwrap() {
+        let name = c[0].as_str().unwrap();
+        assert_eq!(
+            store.cursor(name),
+            Some(Seq(c[1].as_u64().unwrap())),
+            "{name}"
+        );
     }
     Migrated {
         _dir: dir,
@@ -130,14 +140,6 @@ fn a_log_of_the_previous_release_opens_migrated_with_everything_intact() {
             );
         }
         other => panic!("expected the migration's audit entry, got {other:?}"),
-    }
-    for c in want["cursors"].as_array().unwrap() {
-        let name = c[0].as_str().unwrap();
-        assert_eq!(
-            store.cursor(name),
-            Some(Seq(c[1].as_u64().unwrap())),
-            "{name}"
-        );
     }
     // The history is complete from the oldest row the old version left.
     let from: i64 = rusqlite::Connection::open(&path)
@@ -233,14 +235,6 @@ fn a_log_of_schema_2_opens_migrated_with_everything_intact() {
             assert!(!a.detail.contains(MIGRATIONS[0].what), "{}", a.detail);
         }
         other => panic!("expected the migration's audit entry, got {other:?}"),
-    }
-    for c in want["cursors"].as_array().unwrap() {
-        let name = c[0].as_str().unwrap();
-        assert_eq!(
-            store.cursor(name),
-            Some(Seq(c[1].as_u64().unwrap())),
-            "{name}"
-        );
     }
     // The old rows' unsynced stamps have no boot time: a correction pass
     // leaves them be.

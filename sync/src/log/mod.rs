@@ -285,16 +285,8 @@ enum Command {
 #[derive(Debug)]
 pub struct Submitted(oneshot::Receiver<Result<Appended, Refused>>);
 
-impl Submitted {
-    /// Resolves once the events are committed (or refused).
-    ///
-    /// # Errors
-    /// As [`EventLog::append`].
-    pub async fn wait(self) -> Result<Appended, Refused> {
-        self.await
-    }
-}
-
+/// Resolves once the events are committed (or refused, as
+/// [`EventLog::append`]).
 impl std::future::Future for Submitted {
     type Output = Result<Appended, Refused>;
 
@@ -440,7 +432,7 @@ impl EventLog {
         events: Vec<Event>,
         since: Option<tokio::time::Instant>,
     ) -> Result<Appended, Refused> {
-        self.submit_append(events, since).await?.wait().await
+        self.submit_append(events, since).await?.await
     }
 
     /// Hands `events` to the log's writer and returns at once: the commit is
