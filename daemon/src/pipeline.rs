@@ -306,22 +306,34 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn events_are_gathered_while_a_batch_waits_for_its_commit() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A log in `dir` with these limits and group-commit settings.
+    fn open_log(
+        dir: &tempfile::TempDir,
+        max_page_count: Option<u32>,
+        commit_max_events: usize,
+        commit_max_delay: Duration,
+    ) -> EventLog {
         let opts = LogOptions {
             store: StoreOptions {
                 durability: outpost_config::Durability::Normal,
                 limits: Limits::UNLIMITED,
-                max_page_count: None,
+                max_page_count,
                 reserve_bytes: 0,
             },
-            commit_max_events: 1000,
-            commit_max_delay: Duration::from_millis(300),
+            commit_max_events,
+            commit_max_delay,
             clock_wait: Duration::ZERO,
         };
         let clock = Arc::new(FixedClock::new(1_764_000_000_000));
-        let (log, _) = EventLog::open(&dir.path().join("e.db"), opts, clock).unwrap();
+        EventLog::open(&dir.path().join("e.db"), opts, clock)
+            .unwrap()
+            .0
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_are_gathered_while_a_batch_waits_for_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_log(&dir, None, 1000, Duration::from_millis(300));
         // A channel of 4, as the drivers' is small next to a commit's wait.
         let (tx, rx) = mpsc::channel(4);
         let ingest = tokio::spawn(ingest_task(log.clone(), rx, 1000, CancellationToken::new()));
@@ -349,19 +361,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_disk_blocks_the_producer_and_loses_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = LogOptions {
-            store: StoreOptions {
-                durability: outpost_config::Durability::Normal,
-                limits: Limits::UNLIMITED,
-                max_page_count: Some(192), // 192 KiB of 1 KiB pages
-                reserve_bytes: 0,
-            },
-            commit_max_events: 100,
-            commit_max_delay: Duration::from_millis(1),
-            clock_wait: Duration::ZERO,
-        };
-        let clock = Arc::new(FixedClock::new(1_764_000_000_000));
-        let (log, _) = EventLog::open(&dir.path().join("e.db"), opts, clock).unwrap();
+        let log = open_log(&dir, Some(192), 100, Duration::from_millis(1)); // 192 KiB of 1 KiB pages
         log.set_cursors(vec!["up".into()]).await.unwrap();
 
         let (tx, rx) = mpsc::channel(4);
