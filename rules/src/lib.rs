@@ -22,6 +22,7 @@ pub mod msg;
 pub mod nodes;
 pub mod script;
 pub mod tb;
+pub mod tbel;
 
 use std::path::Path;
 

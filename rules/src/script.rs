@@ -11,7 +11,7 @@
 //! - Values cross the boundary as JSON, so a script sees exactly what
 //!   ThingsBoard would give it and can return nothing but JSON.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,8 @@ pub struct ScriptHost {
     deadline: Arc<AtomicU64>,
     epoch: Instant,
     timeout: Duration,
+    /// Whether the TBEL helpers are loaded (at the first TBEL script).
+    prelude: AtomicBool,
 }
 
 impl std::fmt::Debug for ScriptHost {
@@ -83,13 +85,41 @@ impl ScriptHost {
             deadline,
             epoch,
             timeout,
+            prelude: AtomicBool::new(false),
         })
     }
 
     /// Compiles a ThingsBoard script body (`return msg.t > 20;`) into a
     /// function of `msg, metadata, msgType`.
     pub fn compile(&self, body: &str) -> Result<Script, String> {
-        let src = format!("(function(msg, metadata, msgType) {{\n{body}\n}})");
+        self.compile_function(format!("(function(msg, metadata, msgType) {{\n{body}\n}})"))
+    }
+
+    /// Compiles a ThingsBoard TBEL script body into a function of `msg,
+    /// metadata, msgType`, translated to JavaScript ([`crate::tbel`]). The
+    /// error names the line and column in the TBEL source.
+    pub fn compile_tbel(&self, body: &str) -> Result<Script, String> {
+        self.compile_tbel_with(body, &["msg", "metadata", "msgType"])
+    }
+
+    /// As [`Self::compile_tbel`], for a script over other names.
+    pub fn compile_tbel_with(&self, body: &str, params: &[&str]) -> Result<Script, String> {
+        let js = crate::tbel::translate(body, params).map_err(|e| e.to_string())?;
+        if !self.prelude.load(Ordering::Relaxed) {
+            self.context
+                .with(|ctx| {
+                    ctx.eval::<(), _>(crate::tbel::PRELUDE)
+                        .map_err(|e| describe(&ctx, e))
+                })
+                .map_err(|e| format!("loading the TBEL helpers: {e}"))?;
+            self.prelude.store(true, Ordering::Relaxed);
+        }
+        self.compile_function(js)
+            .map_err(|e| format!("the translated script does not compile ({e})"))
+    }
+
+    /// Compiles JavaScript source that evaluates to a function.
+    fn compile_function(&self, src: String) -> Result<Script, String> {
         self.context.with(|ctx| {
             let f: Function = ctx.eval(src).map_err(|e| describe(&ctx, e))?;
             let table: Array = ctx.globals().get(TABLE).map_err(|e| e.to_string())?;
