@@ -1,5 +1,6 @@
 //! TBEL/JS script bodies, as a script node loads them, and the messages
-//! they are called with. Compiling and calling never panic; a runaway
+//! they are called with. The body is compiled as JavaScript and as TBEL
+//! (translated to JavaScript). Compiling and calling never panic; a runaway
 //! script is stopped by its timeout or its memory limit and the runtime
 //! stays usable for the next call.
 #![no_main]
@@ -22,7 +23,15 @@ thread_local! {
 fuzz_target!(|data: &[u8]| HOST.with(|host| {
     let mut parts = data.splitn(4, |&b| b == 0).map(String::from_utf8_lossy);
     let body = parts.next().unwrap_or_default();
-    let Ok(script) = host.compile(&body) else {
+    // As TBEL: the translator refuses or produces JavaScript that compiles.
+    let tbel = host.compile_tbel(&body);
+    if let Err(e) = &tbel {
+        assert!(
+            !e.contains("the translated script does not compile"),
+            "TBEL translated to invalid JavaScript: {e}"
+        );
+    }
+    let Ok(script) = host.compile(&body).or(tbel) else {
         return;
     };
     let json = |p: Option<std::borrow::Cow<'_, str>>, or: serde_json::Value| {

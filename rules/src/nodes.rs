@@ -210,11 +210,44 @@ fn count(cfg: &Json, key: &str, default: usize) -> Result<usize, String> {
     }
 }
 
-fn script_body(cfg: &Json, key: &str) -> Result<Option<String>, String> {
-    if cfg.get("scriptLang").and_then(Json::as_str) == Some("TBEL") {
-        return Err("scriptLang: TBEL scripts are not supported; use JS".to_string());
+/// A node's script in the language its `scriptLang` names: ThingsBoard
+/// keeps a JS field (`js_key`) and a TBEL field (`tbel_key`; `mvelScript`
+/// in exports from before TBEL got its name) side by side.
+fn compile_script(
+    cfg: &Json,
+    js_key: &str,
+    tbel_key: &str,
+    scripts: &Arc<ScriptHost>,
+) -> Result<Option<ScriptNode>, String> {
+    let tbel = match cfg.get("scriptLang").and_then(Json::as_str) {
+        None | Some("JS") => false,
+        Some("TBEL" | "MVEL") => true,
+        Some(other) => return Err(format!("scriptLang: {other:?} is not JS or TBEL")),
+    };
+    let (key, body) = if tbel {
+        match [tbel_key, "mvelScript"]
+            .into_iter()
+            .find_map(|k| cfg.get(k).and_then(Json::as_str).map(|b| (k, b)))
+        {
+            Some(found) => found,
+            None => return Ok(None),
+        }
+    } else {
+        match cfg.get(js_key).and_then(Json::as_str) {
+            Some(b) => (js_key, b),
+            None => return Ok(None),
+        }
+    };
+    let script = if tbel {
+        scripts.compile_tbel(body)
+    } else {
+        scripts.compile(body)
     }
-    Ok(cfg.get(key).and_then(Json::as_str).map(str::to_string))
+    .map_err(|e| format!("{key}: {e}"))?;
+    Ok(Some(ScriptNode {
+        host: scripts.clone(),
+        script,
+    }))
 }
 
 fn optional_script(
@@ -222,13 +255,11 @@ fn optional_script(
     key: &str,
     scripts: &Arc<ScriptHost>,
 ) -> Result<Option<ScriptNode>, String> {
-    match script_body(cfg, key)? {
-        Some(body) => Ok(Some(ScriptNode {
-            host: scripts.clone(),
-            script: scripts.compile(&body).map_err(|e| format!("{key}: {e}"))?,
-        })),
-        None => Ok(None),
-    }
+    let tbel_key = match key {
+        "alarmDetailsBuildJs" => "alarmDetailsBuildTbel",
+        _ => "tbelScript",
+    };
+    compile_script(cfg, key, tbel_key, scripts)
 }
 
 // ---- scripts ---------------------------------------------------------
@@ -241,12 +272,16 @@ struct ScriptNode {
 
 impl ScriptNode {
     fn new(cfg: &Json, scripts: &Arc<ScriptHost>) -> Result<Self, String> {
-        let body = script_body(cfg, "jsScript")?.ok_or("jsScript: required script")?;
-        Ok(Self {
-            host: scripts.clone(),
-            script: scripts
-                .compile(&body)
-                .map_err(|e| format!("jsScript: {e}"))?,
+        compile_script(cfg, "jsScript", "tbelScript", scripts)?.ok_or_else(|| {
+            if cfg
+                .get("scriptLang")
+                .and_then(Json::as_str)
+                .is_some_and(|l| l != "JS")
+            {
+                "tbelScript: required script".to_string()
+            } else {
+                "jsScript: required script".to_string()
+            }
         })
     }
 
@@ -1329,6 +1364,40 @@ mod tests {
     }
 
     #[test]
+    fn tbel_scripts_run_where_scriptlang_says_and_js_fields_are_ignored() {
+        // Both fields present, as in ThingsBoard's exports: the language picks.
+        let mut f = Harness::new(
+            "org.thingsboard.rule.engine.filter.TbJsFilterNode",
+            json!({"scriptLang": "TBEL", "tbelScript": "return msg.t != null && msg.t > 20;",
+                   "jsScript": "return false;"}),
+        );
+        assert_eq!(f.send(0, json!({"t": 25}))[0].0, "True");
+        assert_eq!(f.send(1, json!({"x": 1}))[0].0, "False");
+        // TBEL's old name, with its old field.
+        let mut m = Harness::new(
+            "org.thingsboard.rule.engine.filter.TbJsFilterNode",
+            json!({"scriptLang": "MVEL", "mvelScript": "return msg.t > 20;", "jsScript": "return false;"}),
+        );
+        assert_eq!(m.send(0, json!({"t": 25}))[0].0, "True");
+        let mut s = Harness::new(
+            "org.thingsboard.rule.engine.filter.TbJsSwitchNode",
+            json!({"scriptLang": "TBEL", "tbelScript": "var r = []; if (msg.t > 50) { r.add('hot'); } r.add('log'); return r;"}),
+        );
+        let out: Vec<String> = s
+            .send(0, json!({"t": 60}))
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect();
+        assert_eq!(out, ["hot", "log"]);
+        let mut t = Harness::new(
+            "org.thingsboard.rule.engine.transform.TbTransformMsgNode",
+            json!({"scriptLang": "TBEL", "tbelScript": "var out = {}; foreach (e : msg.entrySet()) { out.put(e.key + '_x', e.value * 2); } return {msg: out, metadata: metadata, msgType: msgType};"}),
+        );
+        let out = t.send(0, json!({"a": 1, "b": 2}));
+        assert_eq!(out[0], ("Success".to_string(), json!({"a_x": 2, "b_x": 4})));
+    }
+
+    #[test]
     fn bad_configurations_name_the_field() {
         let host = Arc::new(ScriptHost::new(1 << 20, Duration::from_millis(50)).unwrap());
         for (t, cfg, field) in [
@@ -1354,8 +1423,18 @@ mod tests {
             ),
             (
                 "org.thingsboard.rule.engine.filter.TbJsFilterNode",
-                json!({"scriptLang": "TBEL", "tbelScript": "return true;"}),
+                json!({"scriptLang": "Python", "jsScript": "return true;"}),
                 "scriptLang",
+            ),
+            (
+                "org.thingsboard.rule.engine.filter.TbJsFilterNode",
+                json!({"scriptLang": "TBEL", "tbelScript": "return msg.t >;", "jsScript": "return true;"}),
+                "tbelScript: line 1, column 15",
+            ),
+            (
+                "org.thingsboard.rule.engine.filter.TbJsFilterNode",
+                json!({"scriptLang": "TBEL", "jsScript": "return true;"}),
+                "tbelScript: required",
             ),
         ] {
             let e = build(t, &cfg, &host).unwrap_err();

@@ -72,7 +72,18 @@ fn alarm(ev: &Event) -> (&str, AlarmSeverity, AlarmState, Json) {
 
 #[test]
 fn boiler_room_type_switch_filter_transform_dedup_alarm_save() {
-    let mut s = stage(&[fixture("boiler-room.json")]);
+    boiler_room("boiler-room.json");
+}
+
+/// The same chain with its scripts in TBEL (and its JS fields set to throw)
+/// gives the same events and counters.
+#[test]
+fn boiler_room_in_tbel_behaves_as_in_js() {
+    boiler_room("boiler-room-tbel.json");
+}
+
+fn boiler_room(chain: &str) {
+    let mut s = stage(&[fixture(chain)]);
     let mut out = Vec::new();
     let f = Value::F64;
 
