@@ -58,6 +58,23 @@ fn scripted() -> Source {
     )
 }
 
+/// The same two script nodes in TBEL.
+fn tbel() -> Source {
+    chain(
+        json!([
+            {"type": "org.thingsboard.rule.engine.filter.TbJsFilterNode", "name": "filter",
+             "configuration": {"scriptLang": "TBEL", "tbelScript": "return msg.t > -1000;"}},
+            {"type": "org.thingsboard.rule.engine.transform.TbTransformMsgNode", "name": "transform",
+             "configuration": {"scriptLang": "TBEL", "tbelScript": "msg.f = msg.t * 9 / 5 + 32; return {msg: msg, metadata: metadata, msgType: msgType};"}},
+            {"type": "org.thingsboard.rule.engine.telemetry.TbMsgTimeseriesNode", "name": "save", "configuration": {}}
+        ]),
+        json!([
+            {"fromIndex": 0, "toIndex": 1, "type": "True"},
+            {"fromIndex": 1, "toIndex": 2, "type": "Success"}
+        ]),
+    )
+}
+
 fn reading(i: u64) -> Event {
     Event::new(
         "boiler-1",
@@ -86,6 +103,7 @@ fn bench(c: &mut Criterion) {
     for (name, src) in [
         ("native-5-nodes", native()),
         ("script-filter-transform", scripted()),
+        ("tbel-filter-transform", tbel()),
     ] {
         let mut s = ChainStage::new(load(&[src], &LoadOptions::default()).unwrap());
         let mut i = 0u64;
@@ -115,6 +133,7 @@ fn summary() {
         for (name, src) in [
             ("native-5-nodes", native()),
             ("script-filter-transform", scripted()),
+            ("tbel-filter-transform", tbel()),
         ] {
             let mut s = ChainStage::new(load(&[src], &LoadOptions::default()).unwrap());
             run(&mut s, 1000, 0);
