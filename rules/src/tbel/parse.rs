@@ -108,8 +108,10 @@ pub fn program(toks: Vec<Token>, params: &[&str]) -> Result<String, TbelError> {
             _ => None,
         })
         .collect();
-    let mut root = Scope::default();
-    root.declared = params.iter().map(|p| p.to_string()).collect();
+    let root = Scope {
+        declared: params.iter().map(|p| p.to_string()).collect(),
+        ..Scope::default()
+    };
     let mut p = Parser {
         toks,
         pos: 0,
@@ -529,10 +531,7 @@ impl Parser {
         }
         let init = if self.is(";") {
             String::new()
-        } else if self.is_word("var") {
-            self.pos += 1;
-            self.declarations()?.trim_end_matches(';').to_string()
-        } else if self.typed_declaration_ahead() {
+        } else if self.is_word("var") || self.typed_declaration_ahead() {
             self.pos += 1;
             self.declarations()?.trim_end_matches(';').to_string()
         } else {
@@ -659,12 +658,9 @@ impl Parser {
 
     fn binary(&mut self, min: u8) -> Result<Expr, TbelError> {
         let mut left = self.unary()?;
-        loop {
-            let (op, prec) = match self.peek() {
-                Tok::Punct(p) => match binary_precedence(p) {
-                    Some(prec) if prec >= min => (*p, prec),
-                    _ => break,
-                },
+        while let Tok::Punct(p) = self.peek() {
+            let (op, prec) = match binary_precedence(p) {
+                Some(prec) if prec >= min => (*p, prec),
                 _ => break,
             };
             if op == "===" || op == "!==" {

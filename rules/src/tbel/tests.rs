@@ -23,17 +23,6 @@ fn run_with(h: &ScriptHost, src: &str, msg: Json) -> Result<Json, String> {
     .map_err(|e| e.to_string())
 }
 
-fn run(src: &str) -> Json {
-    let h = host();
-    match run_with(&h, src, json!({"temperature": 21.5, "humidity": 40})) {
-        Ok(v) => v,
-        Err(e) => panic!(
-            "{src}\n=> {e}\n{}",
-            crate::tbel::translate(src, &["msg", "metadata", "msgType"]).unwrap_or_default()
-        ),
-    }
-}
-
 /// Each `(script, documented result)` pair.
 fn golden(cases: &[(&str, Json)]) {
     let h = host();
