@@ -556,3 +556,75 @@ fn every_listed_function_and_class_member_exists_in_the_prelude() {
     }
     assert!(missing.is_empty(), "missing in prelude.js: {missing:?}");
 }
+
+#[test]
+fn script_node_examples_from_the_transform_node_reference() {
+    let h = host();
+    // One message per metric, built from the message and its metadata.
+    let split = r#"// One request per metric
+var outgoingMessages = [];
+var apiKey = metadata.apiKey;
+var startTime = msg.startTime;
+foreach(metric: msg.metrics) {
+    var body = {
+        jsonrpc: "2.0",
+        id: 1,
+        params: {
+            apiToken: apiKey,
+            metric: metric, // the current one
+            startTime: startTime
+        }
+    };
+    outgoingMessages.push({msg: body, metadata: metadata, msgType: 'API_REQUEST'});
+}
+return outgoingMessages;"#;
+    let s = h.compile_tbel(split).unwrap();
+    let out = h
+        .call(
+            &s,
+            &json!({"metrics": ["voltage", "pressure"], "startTime": 1756289924769_i64}),
+            &json!({"apiKey": "abc-123"}),
+            "POST_TELEMETRY_REQUEST",
+        )
+        .unwrap();
+    assert_eq!(
+        out,
+        json!([
+            {"msg": {"jsonrpc": "2.0", "id": 1, "params": {"apiToken": "abc-123", "metric": "voltage", "startTime": 1756289924769_i64}},
+             "metadata": {"apiKey": "abc-123"}, "msgType": "API_REQUEST"},
+            {"msg": {"jsonrpc": "2.0", "id": 1, "params": {"apiToken": "abc-123", "metric": "pressure", "startTime": 1756289924769_i64}},
+             "metadata": {"apiKey": "abc-123"}, "msgType": "API_REQUEST"}
+        ])
+    );
+    // Observations with ISO times into ThingsBoard's timeseries shape.
+    let parse = r#"var output = {};
+var parsedTelemetry = [];
+foreach(observation: msg.observations) {
+    var values = {};
+    values.put(msg.metric, observation.value);
+    parsedTelemetry.add({
+        ts: new Date(observation.time).getTime(), // ms
+        values: values
+    });
+}
+output.msg = parsedTelemetry;
+output.metadata = metadata;
+output.msgType = "POST_TELEMETRY_REQUEST";
+return output;"#;
+    let s = h.compile_tbel(parse).unwrap();
+    let out = h
+        .call(
+            &s,
+            &json!({"metric": "pressure", "observations": [
+                {"time": "2025-08-28T11:30:00Z", "value": 101.3},
+                {"time": "2025-08-28T11:31:00Z", "value": 101.2}]}),
+            &json!({}),
+            "X",
+        )
+        .unwrap();
+    assert_eq!(
+        out["msg"],
+        json!([{"ts": 1756380600000_i64, "values": {"pressure": 101.3}},
+               {"ts": 1756380660000_i64, "values": {"pressure": 101.2}}])
+    );
+}
