@@ -11,8 +11,8 @@
 //! - Values cross the boundary as JSON, so a script sees exactly what
 //!   ThingsBoard would give it and can return nothing but JSON.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rquickjs::{Array, Context, Ctx, Function, Runtime, Value};
@@ -26,8 +26,8 @@ pub struct ScriptHost {
     deadline: Arc<AtomicU64>,
     epoch: Instant,
     timeout: Duration,
-    /// Whether the TBEL helpers are loaded (at the first TBEL script).
-    prelude: AtomicBool,
+    /// Whether the TBEL helpers loaded (at the first TBEL script).
+    prelude: OnceLock<Result<(), String>>,
 }
 
 impl std::fmt::Debug for ScriptHost {
@@ -85,7 +85,7 @@ impl ScriptHost {
             deadline,
             epoch,
             timeout,
-            prelude: AtomicBool::new(false),
+            prelude: OnceLock::new(),
         })
     }
 
@@ -105,15 +105,18 @@ impl ScriptHost {
     /// As [`Self::compile_tbel`], for a script over other names.
     pub fn compile_tbel_with(&self, body: &str, params: &[&str]) -> Result<Script, String> {
         let js = crate::tbel::translate(body, params).map_err(|e| e.to_string())?;
-        if !self.prelude.load(Ordering::Relaxed) {
-            self.context
-                .with(|ctx| {
-                    ctx.eval::<(), _>(crate::tbel::PRELUDE)
-                        .map_err(|e| describe(&ctx, e))
-                })
-                .map_err(|e| format!("loading the TBEL helpers: {e}"))?;
-            self.prelude.store(true, Ordering::Relaxed);
-        }
+        // Loaded once; if that fails (a JS script of the chain took the
+        // name), every TBEL script of this runtime says so.
+        self.prelude
+            .get_or_init(|| {
+                self.context
+                    .with(|ctx| {
+                        ctx.eval::<(), _>(crate::tbel::PRELUDE)
+                            .map_err(|e| describe(&ctx, e))
+                    })
+                    .map_err(|e| format!("loading the TBEL helpers: {e}"))
+            })
+            .clone()?;
         self.compile_function(js)
             .map_err(|e| format!("the translated script does not compile ({e})"))
     }

@@ -60,6 +60,12 @@ struct Parser {
     functions: HashSet<String>,
     scopes: Vec<Scope>,
     current: usize,
+    depth: u32,
+    /// Functions defined so far (a name may be defined once).
+    defined: HashSet<String>,
+    /// Whether statements being read are at the top of a function body
+    /// (where a function may be defined).
+    top: bool,
 }
 
 /// What an expression is, for assignment and calls.
@@ -93,9 +99,16 @@ fn var(name: &str) -> String {
     format!("${name}")
 }
 
+/// A JavaScript string literal. `*` is escaped, so that no string in the
+/// output can contain the `/*VARSn*/` placeholders.
 fn quote(s: &str) -> String {
-    serde_json::Value::String(s.to_string()).to_string()
+    serde_json::Value::String(s.to_string())
+        .to_string()
+        .replace('*', "\\u002a")
 }
+
+/// How deep statements and expressions may nest (the parser recurses).
+const MAX_DEPTH: u32 = 64;
 
 pub fn program(toks: Vec<Token>, params: &[&str]) -> Result<String, TbelError> {
     // Functions may be called before they are defined: collect their names.
@@ -118,6 +131,9 @@ pub fn program(toks: Vec<Token>, params: &[&str]) -> Result<String, TbelError> {
         functions,
         scopes: vec![root],
         current: 0,
+        depth: 0,
+        defined: HashSet::new(),
+        top: true,
     };
     let mut body = Vec::new();
     while p.peek() != &Tok::Eof {
@@ -300,6 +316,15 @@ impl Parser {
     // ---- statements --------------------------------------------------
 
     fn block_or_statement(&mut self) -> Result<Vec<Stmt>, TbelError> {
+        self.enter()?;
+        let top = std::mem::replace(&mut self.top, false);
+        let r = self.block_or_statement_inner();
+        self.top = top;
+        self.depth -= 1;
+        r
+    }
+
+    fn block_or_statement_inner(&mut self) -> Result<Vec<Stmt>, TbelError> {
         if self.eat("{") {
             let mut body = Vec::new();
             while !self.eat("}") {
@@ -563,7 +588,18 @@ impl Parser {
     }
 
     fn function(&mut self) -> Result<Stmt, TbelError> {
+        if !self.top {
+            return self.error("a function is defined at the top of the script, not in a block or another function");
+        }
+        let (l, c) = self.here();
         let name = self.ident()?;
+        if !self.defined.insert(name.clone()) {
+            return Err(TbelError::at(
+                l,
+                c,
+                format!("the function `{name}` is defined twice"),
+            ));
+        }
         self.expect("(")?;
         let parent = self.current;
         self.scopes.push(Scope {
@@ -578,7 +614,15 @@ impl Parser {
                 if matches!(self.peek_at(1), Tok::Ident(_)) {
                     self.pos += 1; // a parameter's type
                 }
+                let (l, c) = self.here();
                 let p = self.ident()?;
+                if params.contains(&var(&p)) {
+                    return Err(TbelError::at(
+                        l,
+                        c,
+                        format!("the parameter `{p}` is named twice"),
+                    ));
+                }
                 self.declare(&p);
                 params.push(var(&p));
                 if self.eat(")") {
@@ -609,7 +653,22 @@ impl Parser {
         self.assignment()
     }
 
+    fn enter(&mut self) -> Result<(), TbelError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return self.error(format!("nested more than {MAX_DEPTH} deep"));
+        }
+        Ok(())
+    }
+
     fn assignment(&mut self) -> Result<Expr, TbelError> {
+        self.enter()?;
+        let r = self.assignment_inner();
+        self.depth -= 1;
+        r
+    }
+
+    fn assignment_inner(&mut self) -> Result<Expr, TbelError> {
         let (l, c) = self.here();
         let target = self.ternary()?;
         let op = match self.peek() {
@@ -682,7 +741,10 @@ impl Parser {
         let (l, c) = self.here();
         for op in ["!", "-", "+", "~", "++", "--"] {
             if self.eat(op) {
-                let e = self.unary()?;
+                self.enter()?;
+                let e = self.unary();
+                self.depth -= 1;
+                let e = e?;
                 if op == "++" || op == "--" {
                     return self.step(e, op, true, l, c);
                 }
@@ -849,6 +911,8 @@ impl Parser {
         let t = self.next();
         let (l, c) = (t.line, t.col);
         match t.tok {
+            // `5.toString()`: JavaScript would read `5.` as the number.
+            Tok::Num(n) if self.is(".") || self.is(".?") => Ok(Expr::value(format!("({n})"))),
             Tok::Num(n) => Ok(Expr::value(n)),
             Tok::Str(s) => Ok(Expr::value(quote(&s))),
             Tok::Punct("(") => {

@@ -93,6 +93,8 @@ fn language_guide_expressions_and_statements() {
         ("var x = 0; until (x == 4) { x++; } return x;", json!(4)),
         ("var array = new int[3]; array[0] = 1; array[1] = 2; array[2] = 3;\nfunction sum(list){ var result = 0; for(var i = 0; i < list.length; i++){ result += list[i]; } return result; };\nvar sum = sum(array); return sum;", json!(6)),
         ("var str = \"My String\"; return str[0];", json!("M")),
+        ("return [5.toString(), 1.5.intValue()];", json!(["5", 1])),
+        ("var s = \"/*VARS0*/ a * b\"; function f() { var t = \"/*VARS1*/\"; t } return s + f();", json!("/*VARS0*/ a * b/*VARS1*/")),
         ("return [0353, 0xAFF0, 125, 10.503, 94.92d, 14.5f];", json!([235, 45040, 125, 10.503, 94.92, 14.5])),
         ("return 'This is also string literal';", json!("This is also string literal")),
         ("return nil == null;", json!(true)),
@@ -450,6 +452,21 @@ fn refusals_name_line_and_column() {
             "the Java class `java.io.File` is not supported",
         ),
         ("5 = 3;", "line 1, column 1: this cannot be assigned to"),
+        (
+            "if (true) { function f() { 1 } }",
+            "line 1, column 22: a function is defined at the top of the script",
+        ),
+        (
+            "function f() { 1 }\nfunction f() { 2 }",
+            "line 2, column 10: the function `f` is defined twice",
+        ),
+        (
+            "function f(a, a) { a }",
+            "line 1, column 15: the parameter `a` is named twice",
+        ),
+        (&"(".repeat(500), "nested more than 64 deep"),
+        (&"!".repeat(500), "nested more than 64 deep"),
+        (&"if (true) {".repeat(300), "nested more than 64 deep"),
     ];
     let mut wrong = Vec::new();
     for (src, want) in cases {
