@@ -126,16 +126,23 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             let base = file
                 .parent()
                 .map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf);
-            if let Err(errors) = outpost_rules::build(&cfg.rules, &base) {
-                for e in &errors {
-                    eprintln!("{e}");
+            match outpost_rules::build_with_warnings(&cfg.rules, &base) {
+                Err(errors) => {
+                    for e in &errors {
+                        eprintln!("{e}");
+                    }
+                    eprintln!(
+                        "{}: {} problem(s) in the rule chains",
+                        file.display(),
+                        errors.len()
+                    );
+                    return ExitCode::FAILURE;
                 }
-                eprintln!(
-                    "{}: {} problem(s) in the rule chains",
-                    file.display(),
-                    errors.len()
-                );
-                return ExitCode::FAILURE;
+                Ok((_, warnings)) => {
+                    for w in &warnings {
+                        eprintln!("warning: {w}");
+                    }
+                }
             }
             println!(
                 "{}: ok (gateway {:?}, {} devices, {} uplinks)",

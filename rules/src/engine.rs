@@ -137,6 +137,10 @@ pub trait Node: Send + std::fmt::Debug {
     fn on_msg(&mut self, msg: Msg, cx: &mut Cx<'_>);
     /// Timers: windows closing, heartbeats, delayed messages.
     fn on_tick(&mut self, _cx: &mut Cx<'_>) {}
+    /// Whether this node only stands in for an unsupported one.
+    fn passes_through(&self) -> bool {
+        false
+    }
 }
 
 /// Counters of one node.

@@ -124,8 +124,21 @@ impl Stage for ChainStage {
 /// relative to `base` (the configuration file's directory). Every problem
 /// is returned, one line each.
 pub fn build(cfg: &Rules, base: &Path) -> Result<Box<dyn Stage>, Vec<String>> {
+    let (stage, warnings) = build_with_warnings(cfg, base)?;
+    for w in &warnings {
+        tracing::warn!(warning = %w, "rule chains");
+    }
+    Ok(stage)
+}
+
+/// As [`build`], returning the warnings (see [`tb::load_with_warnings`])
+/// instead of logging them.
+pub fn build_with_warnings(
+    cfg: &Rules,
+    base: &Path,
+) -> Result<(Box<dyn Stage>, Vec<String>), Vec<String>> {
     if cfg.chains.is_empty() && cfg.chain.is_empty() {
-        return Ok(Box::new(PassThrough));
+        return Ok((Box::new(PassThrough), Vec::new()));
     }
     let mut sources = Vec::new();
     let mut errors = Vec::new();
@@ -153,8 +166,8 @@ pub fn build(cfg: &Rules, base: &Path) -> Result<Box<dyn Stage>, Vec<String>> {
         script_memory: usize::try_from(cfg.script_memory.0).unwrap_or(usize::MAX),
         script_timeout: cfg.script_timeout.get(),
     };
-    let engine = tb::load(&sources, &opts)?;
-    Ok(Box::new(ChainStage::new(engine)))
+    let (engine, warnings) = tb::load_with_warnings(&sources, &opts)?;
+    Ok((Box::new(ChainStage::new(engine)), warnings))
 }
 
 /// A `[[rules.chain]]` table as a ThingsBoard-format export (connections

@@ -77,6 +77,19 @@ struct Metadata {
     nodes: Vec<NodeDef>,
     #[serde(default)]
     connections: Option<Vec<Connection>>,
+    /// Links from a node to another chain (exports before rule-chain input
+    /// nodes): loaded as an input node calling that chain.
+    #[serde(default)]
+    rule_chain_connections: Option<Vec<ChainConnection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChainConnection {
+    from_index: i64,
+    target_rule_chain_id: Json,
+    #[serde(rename = "type")]
+    relation: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,7 +115,18 @@ const OUTPUT: &str = "org.thingsboard.rule.engine.flow.TbRuleChainOutputNode";
 
 /// Loads the chains; the first is the root.
 pub fn load(sources: &[Source], opts: &LoadOptions) -> Result<Engine, Vec<String>> {
+    load_with_warnings(sources, opts).map(|(engine, _)| engine)
+}
+
+/// As [`load`], with what loads but is probably not what was meant: a
+/// pass-through node (an unsupported type under `pass_unsupported`) whose
+/// connections are all non-`Success`, so that it drops every message.
+pub fn load_with_warnings(
+    sources: &[Source],
+    opts: &LoadOptions,
+) -> Result<(Engine, Vec<String>), Vec<String>> {
     let mut errors = Vec::new();
+    let mut warnings = Vec::new();
     let mut exports = Vec::new();
     for s in sources {
         match serde_json::from_str::<Export>(&s.json) {
@@ -206,6 +230,46 @@ pub fn load(sources: &[Source], opts: &LoadOptions) -> Result<Engine, Vec<String
                 s.out.push((c.relation.clone(), c.to_index as usize));
             }
         }
+        for c in e.metadata.rule_chain_connections.iter().flatten() {
+            let target = chain_id(Some(&c.target_rule_chain_id));
+            let Some(t) = target.as_deref().and_then(find) else {
+                errors.push(format!(
+                    "{origin}: chain {chain_name:?}: ruleChainConnections: node #{} links to chain {:?}, which is not loaded (list its file in rules.chains)",
+                    c.from_index,
+                    target.unwrap_or_default()
+                ));
+                continue;
+            };
+            if !(0..count).contains(&c.from_index) {
+                errors.push(format!(
+                    "{origin}: chain {chain_name:?}: ruleChainConnections: node #{} does not exist ({count} nodes)",
+                    c.from_index
+                ));
+                continue;
+            }
+            let index = slots.len();
+            slots.push(Slot {
+                name: format!("to chain {:?}", keys[t].1),
+                type_name: INPUT.to_string(),
+                kind: Kind::Call(t),
+                out: Vec::new(),
+                counters: NodeCounters::default(),
+            });
+            if let Some(s) = slots.get_mut(c.from_index as usize) {
+                s.out.push((c.relation.clone(), index));
+            }
+        }
+        for (i, (slot, n)) in slots.iter().zip(&e.metadata.nodes).enumerate() {
+            let passes = matches!(&slot.kind, Kind::Normal(node) if node.passes_through());
+            if passes && !slot.out.is_empty() && slot.out.iter().all(|(r, _)| r != "Success") {
+                let relations: Vec<&str> = slot.out.iter().map(|(r, _)| r.as_str()).collect();
+                warnings.push(format!(
+                    "{}: unsupported, passed through on Success only, but its connections are {}: every message stops here",
+                    at(i, n),
+                    relations.join(", ")
+                ));
+            }
+        }
         let first = match e.metadata.first_node_index {
             None => None,
             Some(i) if (0..count).contains(&i) => Some(i as usize),
@@ -223,7 +287,7 @@ pub fn load(sources: &[Source], opts: &LoadOptions) -> Result<Engine, Vec<String
         });
     }
     if errors.is_empty() {
-        Ok(engine)
+        Ok((engine, warnings))
     } else {
         Err(errors)
     }
@@ -245,5 +309,9 @@ struct PassThrough;
 impl Node for PassThrough {
     fn on_msg(&mut self, msg: Msg, cx: &mut Cx<'_>) {
         cx.tell("Success", msg);
+    }
+
+    fn passes_through(&self) -> bool {
+        true
     }
 }

@@ -381,3 +381,83 @@ fn a_node_that_sends_a_message_back_to_itself_twice_is_cut_off_not_spun() {
     let c = s.counters();
     assert!(c[0].1[0].2.errors + c[0].1[1].2.errors > errors);
 }
+
+/// The older export format links a node to another chain through
+/// `ruleChainConnections` (by the target's id) instead of an input node.
+#[test]
+fn rule_chain_connections_call_the_linked_chain() {
+    let root = Source {
+        origin: "old-root.json".into(),
+        json: json!({
+            "ruleChain": {"name": "Old root", "id": {"entityType": "RULE_CHAIN", "id": "a-root"}},
+            "metadata": {"firstNodeIndex": 0, "nodes": [
+                {"type": "org.thingsboard.rule.engine.filter.TbMsgTypeSwitchNode", "name": "switch", "configuration": {"version": 0}}
+            ], "connections": [],
+            "ruleChainConnections": [
+                {"fromIndex": 0, "targetRuleChainId": {"entityType": "RULE_CHAIN", "id": "b-save"},
+                 "additionalInfo": {"layoutX": 1, "layoutY": 2}, "type": "Post telemetry"}
+            ]}
+        })
+        .to_string(),
+    };
+    let save = Source {
+        origin: "save.json".into(),
+        json: json!({
+            "ruleChain": {"name": "Saver", "id": {"entityType": "RULE_CHAIN", "id": "b-save"}},
+            "metadata": {"firstNodeIndex": 0, "nodes": [
+                {"type": "org.thingsboard.rule.engine.telemetry.TbMsgTimeseriesNode", "name": "save", "configuration": {}}
+            ], "connections": []}
+        })
+        .to_string(),
+    };
+    let mut s = stage(&[root.clone(), save]);
+    let mut out = Vec::new();
+    s.on_event(
+        at(0),
+        tele("boiler", 0, &[("t", Value::F64(1.5))]),
+        &mut out,
+    );
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(points(&out[0]), json!({"t": 1.5}));
+    // Without the linked chain: a load error naming it.
+    let errors = load(&[root], &LoadOptions::default()).unwrap_err();
+    assert!(
+        errors.len() == 1
+            && errors[0].contains("ruleChainConnections")
+            && errors[0].contains("b-save"),
+        "{errors:?}"
+    );
+}
+
+/// A pass-through node stands in for an unsupported one on `Success`; when
+/// all its connections are other relations, every message stops there, and
+/// loading says so.
+#[test]
+fn a_pass_through_node_without_success_connections_is_warned_about() {
+    let chain = Source {
+        origin: "filter.json".into(),
+        json: json!({
+            "ruleChain": {"name": "f"},
+            "metadata": {"firstNodeIndex": 0, "nodes": [
+                {"type": "org.thingsboard.rule.engine.filter.TbSomeFutureFilterNode", "name": "future filter", "configuration": {}},
+                {"type": "org.thingsboard.rule.engine.telemetry.TbMsgTimeseriesNode", "name": "save", "configuration": {}},
+                {"type": "org.thingsboard.rule.engine.transform.TbSomeFutureTransformNode", "name": "future transform", "configuration": {}}
+            ], "connections": [
+                {"fromIndex": 0, "toIndex": 1, "type": "True"},
+                {"fromIndex": 0, "toIndex": 2, "type": "False"},
+                {"fromIndex": 2, "toIndex": 1, "type": "Success"}
+            ]}
+        })
+        .to_string(),
+    };
+    let opts = LoadOptions {
+        pass_unsupported: true,
+        ..LoadOptions::default()
+    };
+    let (_, warnings) = outpost_rules::tb::load_with_warnings(&[chain], &opts).unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("\"future filter\"") && warnings[0].contains("True, False"),
+        "{warnings:?}"
+    );
+}
