@@ -131,12 +131,12 @@ pub fn build(cfg: &Rules, base: &Path) -> Result<Box<dyn Stage>, Vec<String>> {
     Ok(stage)
 }
 
+/// A built stage and the warnings of loading it.
+pub type Built = (Box<dyn Stage>, Vec<String>);
+
 /// As [`build`], returning the warnings (see [`tb::load_with_warnings`])
 /// instead of logging them.
-pub fn build_with_warnings(
-    cfg: &Rules,
-    base: &Path,
-) -> Result<(Box<dyn Stage>, Vec<String>), Vec<String>> {
+pub fn build_with_warnings(cfg: &Rules, base: &Path) -> Result<Built, Vec<String>> {
     if cfg.chains.is_empty() && cfg.chain.is_empty() {
         return Ok((Box::new(PassThrough), Vec::new()));
     }
