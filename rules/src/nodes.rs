@@ -18,23 +18,29 @@ use crate::script::{Script, ScriptError, ScriptHost};
 
 const TB: &str = "org.thingsboard.rule.engine.";
 
-/// ThingsBoard class names of the supported nodes, and Outpost's.
-pub const SUPPORTED: &[&str] = &[
-    "org.thingsboard.rule.engine.filter.TbMsgTypeSwitchNode",
-    "org.thingsboard.rule.engine.filter.TbJsFilterNode",
-    "org.thingsboard.rule.engine.filter.TbJsSwitchNode",
-    "org.thingsboard.rule.engine.transform.TbTransformMsgNode",
-    "org.thingsboard.rule.engine.filter.TbCheckMessageNode",
-    "org.thingsboard.rule.engine.metadata.TbGetAttributesNode",
-    "org.thingsboard.rule.engine.action.TbCreateAlarmNode",
-    "org.thingsboard.rule.engine.action.TbClearAlarmNode",
-    "org.thingsboard.rule.engine.deduplication.TbMsgDeduplicationNode",
-    "org.thingsboard.rule.engine.delay.TbMsgDelayNode",
-    "org.thingsboard.rule.engine.action.TbLogNode",
-    "org.thingsboard.rule.engine.telemetry.TbMsgTimeseriesNode",
-    "org.thingsboard.rule.engine.telemetry.TbMsgAttributesNode",
-    "org.thingsboard.rule.engine.flow.TbRuleChainInputNode",
-    "org.thingsboard.rule.engine.flow.TbRuleChainOutputNode",
+/// Node types whose configuration [`build`] reads itself (ThingsBoard's
+/// class names, then Outpost's own); the flow nodes the loader wires are
+/// accepted by [`supported`].
+const BUILT: &[&str] = &[
+    "filter.TbMsgTypeSwitchNode",
+    "filter.TbJsFilterNode",
+    "filter.TbJsSwitchNode",
+    "transform.TbTransformMsgNode",
+    "filter.TbCheckMessageNode",
+    "filter.TbMsgTypeFilterNode",
+    "filter.TbOriginatorTypeFilterNode",
+    "transform.TbChangeOriginatorNode",
+    "metadata.TbGetAttributesNode",
+    "action.TbCreateAlarmNode",
+    "action.TbClearAlarmNode",
+    "action.TbCreateRelationNode",
+    "deduplication.TbMsgDeduplicationNode",
+    "delay.TbMsgDelayNode",
+    "action.TbLogNode",
+    "telemetry.TbMsgTimeseriesNode",
+    "telemetry.TbMsgAttributesNode",
+    "edge.TbMsgPushToCloudNode",
+    "edge.TbMsgPushToEdgeNode",
     "outpost.Deadband",
     "outpost.OnChange",
     "outpost.Window",
@@ -44,6 +50,44 @@ pub const SUPPORTED: &[&str] = &[
     "outpost.Route",
 ];
 
+/// Whether a node type loads: one of [`BUILT`] (by its full class name) or
+/// a rule-chain input / output node.
+pub fn supported(type_name: &str) -> bool {
+    matches!(
+        type_name,
+        "org.thingsboard.rule.engine.flow.TbRuleChainInputNode"
+            | "org.thingsboard.rule.engine.flow.TbRuleChainOutputNode"
+    ) || BUILT.contains(&short_name(type_name))
+}
+
+/// Every supported node type by its full name (for documentation and the
+/// page's node list), derived from [`BUILT`].
+pub fn supported_types() -> Vec<String> {
+    BUILT
+        .iter()
+        .map(|n| {
+            if n.starts_with("outpost.") {
+                n.to_string()
+            } else {
+                format!("{TB}{n}")
+            }
+        })
+        .chain([
+            format!("{TB}flow.TbRuleChainInputNode"),
+            format!("{TB}flow.TbRuleChainOutputNode"),
+        ])
+        .collect()
+}
+
+fn short_name(type_name: &str) -> &str {
+    match type_name.strip_prefix(TB) {
+        Some(short) => short,
+        None if type_name.starts_with("outpost.") => type_name,
+        // A ThingsBoard short name without the package is not a class name.
+        None => "",
+    }
+}
+
 /// Builds a node of `type_name` from its configuration. `Ok(None)`: the
 /// type is a flow node the loader wires itself (chain input/output).
 pub fn build(
@@ -51,8 +95,7 @@ pub fn build(
     cfg: &Json,
     scripts: &Arc<ScriptHost>,
 ) -> Result<Box<dyn Node>, String> {
-    let short = type_name.strip_prefix(TB).unwrap_or(type_name);
-    Ok(match short {
+    Ok(match short_name(type_name) {
         "filter.TbMsgTypeSwitchNode" => Box::new(TypeSwitch),
         "filter.TbJsFilterNode" => Box::new(JsFilter(ScriptNode::new(cfg, scripts)?)),
         "filter.TbJsSwitchNode" => Box::new(JsSwitch(ScriptNode::new(cfg, scripts)?)),
@@ -111,6 +154,15 @@ pub fn build(
             queue: VecDeque::new(),
         }),
         "action.TbLogNode" => Box::new(Log(optional_script(cfg, "jsScript", scripts)?)),
+        "filter.TbMsgTypeFilterNode" => Box::new(TypeFilter(strings(cfg, "messageTypes")?)),
+        "filter.TbOriginatorTypeFilterNode" => {
+            Box::new(OriginatorTypeFilter(strings(cfg, "originatorTypes")?))
+        }
+        "transform.TbChangeOriginatorNode" => Box::new(ChangeOriginator::new(cfg)?),
+        // The gateway keeps no entity relations and is itself the edge: the
+        // message goes on unchanged (counted as the node's messages).
+        "action.TbCreateRelationNode" | "edge.TbMsgPushToEdgeNode" => Box::new(NoOp),
+        "edge.TbMsgPushToCloudNode" => Box::new(PushToCloud),
         "telemetry.TbMsgTimeseriesNode" => Box::new(Save { attributes: false }),
         "telemetry.TbMsgAttributesNode" => Box::new(Save { attributes: true }),
         "outpost.Deadband" => Box::new(Deadband {
@@ -569,6 +621,158 @@ impl Node for Save {
         }
         cx.emit(ev);
         cx.tell("Success", m);
+    }
+}
+
+/// `messageTypes`: `True` when the message's type is one of them.
+#[derive(Debug)]
+struct TypeFilter(Vec<String>);
+
+impl Node for TypeFilter {
+    fn on_msg(&mut self, m: Msg, cx: &mut Cx<'_>) {
+        let rel = if self.0.contains(&m.msg_type) {
+            "True"
+        } else {
+            "False"
+        };
+        cx.tell(rel, m);
+    }
+}
+
+/// `originatorTypes`: every message on the gateway comes from a device
+/// (its own status and audit included), so `True` exactly when `DEVICE`
+/// is listed.
+#[derive(Debug)]
+struct OriginatorTypeFilter(Vec<String>);
+
+impl Node for OriginatorTypeFilter {
+    fn on_msg(&mut self, m: Msg, cx: &mut Cx<'_>) {
+        let rel = if self.0.iter().any(|t| t == "DEVICE") {
+            "True"
+        } else {
+            "False"
+        };
+        cx.tell(rel, m);
+    }
+}
+
+/// `originatorSource`: `ENTITY` (a device named by `entityNamePattern`,
+/// with `${metadataKey}` and `$[dataKey]` substituted) or
+/// `ALARM_ORIGINATOR` (an alarm's device); customers, tenants and related
+/// entities do not exist on the gateway, so those sources are refused at
+/// load.
+#[derive(Debug)]
+enum ChangeOriginator {
+    Entity(String),
+    AlarmOriginator,
+}
+
+impl ChangeOriginator {
+    fn new(cfg: &Json) -> Result<Self, String> {
+        match cfg.get("originatorSource").and_then(Json::as_str) {
+            Some("ENTITY") => {
+                let kind = cfg.get("entityType").and_then(Json::as_str).unwrap_or("DEVICE");
+                if kind != "DEVICE" {
+                    return Err(format!(
+                        "entityType: {kind:?}: the gateway's entities are its devices (DEVICE)"
+                    ));
+                }
+                Ok(Self::Entity(string(cfg, "entityNamePattern")?))
+            }
+            Some("ALARM_ORIGINATOR") => Ok(Self::AlarmOriginator),
+            Some(other @ ("CUSTOMER" | "TENANT" | "RELATED")) => Err(format!(
+                "originatorSource: {other}: the gateway has no {} (use ENTITY with a device name)",
+                other.to_lowercase()
+            )),
+            other => Err(format!(
+                "originatorSource: {other:?} is not ENTITY, ALARM_ORIGINATOR, CUSTOMER, TENANT or RELATED"
+            )),
+        }
+    }
+}
+
+/// `${key}` from metadata and `$[key]` from the message's data (top-level
+/// keys), as ThingsBoard's name patterns; unknown keys stay as written.
+fn substitute(pattern: &str, m: &Msg) -> String {
+    let mut out = String::new();
+    let mut rest = pattern;
+    while let Some(i) = rest.find(['$']) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        let (open, close) = match tail.as_bytes().get(1) {
+            Some(b'{') => ('{', '}'),
+            Some(b'[') => ('[', ']'),
+            _ => {
+                out.push('$');
+                rest = &tail[1..];
+                continue;
+            }
+        };
+        let Some(end) = tail.find(close) else {
+            out.push_str(tail);
+            return out;
+        };
+        let key = &tail[2..end];
+        let value = if open == '{' {
+            m.metadata.get(key).cloned()
+        } else {
+            m.data.get(key).map(|v| match v {
+                Json::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+        };
+        match value {
+            Some(v) => out.push_str(&v),
+            None => out.push_str(&tail[..=end]),
+        }
+        rest = &tail[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+impl Node for ChangeOriginator {
+    fn on_msg(&mut self, mut m: Msg, cx: &mut Cx<'_>) {
+        let to = match self {
+            Self::Entity(pattern) => substitute(pattern, &m),
+            Self::AlarmOriginator => match m.data.get("originator").and_then(Json::as_str) {
+                Some(o) if m.msg_type == msg::ALARM => o.to_string(),
+                _ => return cx.fail(m, "not an alarm message: it has no alarm originator".into()),
+            },
+        };
+        if to.is_empty() || to.contains("${") || to.contains("$[") {
+            return cx.fail(m, format!("no device name from the pattern (got {to:?})"));
+        }
+        m.metadata.insert("deviceName".to_string(), to.clone());
+        m.originator = to;
+        cx.tell("Success", m);
+    }
+}
+
+/// Passes every message on `Success`.
+#[derive(Debug)]
+struct NoOp;
+
+impl Node for NoOp {
+    fn on_msg(&mut self, m: Msg, cx: &mut Cx<'_>) {
+        cx.tell("Success", m);
+    }
+}
+
+/// Sends telemetry and attributes to the uplinks: logged as a save node
+/// logs them (the log is what the uplinks deliver from). Other types have
+/// nothing to send upstream and go to `Failure`.
+#[derive(Debug)]
+struct PushToCloud;
+
+impl Node for PushToCloud {
+    fn on_msg(&mut self, m: Msg, cx: &mut Cx<'_>) {
+        let attributes = match m.msg_type.as_str() {
+            msg::POST_TELEMETRY => false,
+            msg::POST_ATTRIBUTES => true,
+            other => return cx.fail(m.clone(), format!("{other} messages are not sent upstream")),
+        };
+        Save { attributes }.on_msg(m, cx);
     }
 }
 
@@ -1227,6 +1431,16 @@ mod tests {
             out
         }
 
+        /// Sends a whole message; returns the routed messages.
+        fn send_msg(&mut self, m: Msg) -> Vec<(String, Msg)> {
+            let mut node = std::mem::replace(&mut self.node, Box::new(TypeSwitch));
+            let mut cx = self.cx(m.ts.unix_ms);
+            node.on_msg(m, &mut cx);
+            let out = cx.routed;
+            self.node = node;
+            out
+        }
+
         fn tick(&mut self, ms: i64) -> Vec<(String, Json)> {
             let mut node = std::mem::replace(&mut self.node, Box::new(TypeSwitch));
             let mut cx = self.cx(ms);
@@ -1235,6 +1449,114 @@ mod tests {
             self.node = node;
             out
         }
+    }
+
+    #[test]
+    fn message_type_and_originator_type_filters() {
+        let mut f = Harness::new(
+            "org.thingsboard.rule.engine.filter.TbMsgTypeFilterNode",
+            json!({"messageTypes": ["POST_ATTRIBUTES_REQUEST", "POST_TELEMETRY_REQUEST"]}),
+        );
+        assert_eq!(f.send(0, json!({"t": 1}))[0].0, "True");
+        let alarm = Msg::new("d", msg::ALARM, json!({}), Timestamp::synced(0));
+        assert_eq!(f.send_msg(alarm)[0].0, "False");
+        let mut o = Harness::new(
+            "org.thingsboard.rule.engine.filter.TbOriginatorTypeFilterNode",
+            json!({"originatorTypes": ["ASSET", "DEVICE"]}),
+        );
+        assert_eq!(o.send(0, json!({"t": 1}))[0].0, "True");
+        let mut o = Harness::new(
+            "org.thingsboard.rule.engine.filter.TbOriginatorTypeFilterNode",
+            json!({"originatorTypes": ["ASSET"]}),
+        );
+        assert_eq!(o.send(0, json!({"t": 1}))[0].0, "False");
+    }
+
+    #[test]
+    fn change_originator_by_name_pattern_and_to_the_alarm_originator() {
+        let mut c = Harness::new(
+            "org.thingsboard.rule.engine.transform.TbChangeOriginatorNode",
+            json!({"originatorSource": "ENTITY", "entityType": "DEVICE", "entityNamePattern": "${deviceName}-$[line]"}),
+        );
+        let out = c.send_msg(Msg::new(
+            "press",
+            msg::POST_TELEMETRY,
+            json!({"line": 4}),
+            Timestamp::synced(0),
+        ));
+        assert_eq!(out[0].0, "Success");
+        assert_eq!(out[0].1.originator, "press-4");
+        assert_eq!(out[0].1.metadata["deviceName"], "press-4");
+        // A key that is not there: Failure, not a device named "${x}".
+        let out = c.send_msg(Msg::new(
+            "press",
+            msg::POST_TELEMETRY,
+            json!({}),
+            Timestamp::synced(0),
+        ));
+        assert_eq!(out[0].0, "Failure");
+        let mut a = Harness::new(
+            "org.thingsboard.rule.engine.transform.TbChangeOriginatorNode",
+            json!({"originatorSource": "ALARM_ORIGINATOR"}),
+        );
+        let alarm = Msg::new(
+            "rules",
+            msg::ALARM,
+            json!({"originator": "boiler"}),
+            Timestamp::synced(0),
+        );
+        assert_eq!(a.send_msg(alarm)[0].1.originator, "boiler");
+        let host = Arc::new(ScriptHost::new(1 << 20, Duration::from_millis(50)).unwrap());
+        let e = build(
+            "org.thingsboard.rule.engine.transform.TbChangeOriginatorNode",
+            &json!({"originatorSource": "CUSTOMER"}),
+            &host,
+        )
+        .unwrap_err();
+        assert!(e.starts_with("originatorSource: CUSTOMER"), "{e}");
+    }
+
+    #[test]
+    fn edge_nodes_push_to_cloud_saves_and_the_rest_pass_on() {
+        let mut p = Harness::new(
+            "org.thingsboard.rule.engine.edge.TbMsgPushToCloudNode",
+            json!({}),
+        );
+        assert_eq!(p.send(0, json!({"t": 1.5}))[0].0, "Success");
+        assert_eq!(p.events.len(), 1, "logged for the uplinks");
+        let other = Msg::new("d", msg::CONNECT, json!({}), Timestamp::synced(0));
+        assert_eq!(p.send_msg(other)[0].0, "Failure");
+        for t in [
+            "org.thingsboard.rule.engine.edge.TbMsgPushToEdgeNode",
+            "org.thingsboard.rule.engine.action.TbCreateRelationNode",
+        ] {
+            let mut n = Harness::new(t, json!({"relationType": "Contains"}));
+            assert_eq!(n.send(0, json!({"t": 1}))[0].0, "Success", "{t}");
+            assert!(n.events.is_empty());
+        }
+    }
+
+    #[test]
+    fn the_supported_list_is_the_registry() {
+        let host = Arc::new(ScriptHost::new(1 << 20, Duration::from_millis(50)).unwrap());
+        for t in supported_types() {
+            assert!(supported(&t), "{t}");
+            if t.ends_with("TbRuleChainInputNode") || t.ends_with("TbRuleChainOutputNode") {
+                continue;
+            }
+            // Every listed type reaches its builder: an error, if any, is
+            // about a configuration field, never "unsupported node type".
+            if let Err(e) = build(&t, &json!({}), &host) {
+                assert!(!e.starts_with("unsupported node type"), "{t}: {e}");
+            }
+        }
+        assert!(!supported(
+            "org.thingsboard.rule.engine.mail.TbSendEmailNode"
+        ));
+        assert!(
+            !supported("filter.TbJsFilterNode"),
+            "a class name has its package"
+        );
     }
 
     #[test]

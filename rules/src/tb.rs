@@ -189,7 +189,7 @@ pub fn load_with_warnings(
                 }
             } else if n.type_name == OUTPUT {
                 Kind::Return
-            } else if !nodes::SUPPORTED.contains(&n.type_name.as_str()) {
+            } else if !nodes::supported(&n.type_name) {
                 if opts.pass_unsupported {
                     Kind::Normal(Box::new(PassThrough))
                 } else {
