@@ -237,10 +237,10 @@ impl Engine {
         events: &mut Vec<Event>,
         writes: &mut Vec<WriteRequest>,
     ) {
-        self.observe(&msg);
         let Some(first) = self.chains.first().and_then(|c| c.first) else {
             return;
         };
+        let saved_from = events.len();
         let mut queue = vec![Work {
             chain: 0,
             node: first,
@@ -250,6 +250,7 @@ impl Engine {
             root: 0,
         }];
         self.run(now, &mut queue, events, writes);
+        self.observe(&events[saved_from..]);
     }
 
     /// Runs every node's timer.
@@ -285,19 +286,23 @@ impl Engine {
                 }
             }
         }
+        let saved_from = events.len();
         self.run(now, &mut queue, events, writes);
+        self.observe(&events[saved_from..]);
     }
 
-    fn observe(&mut self, msg: &Msg) {
-        let target = match msg.msg_type.as_str() {
-            crate::msg::POST_TELEMETRY => &mut self.state.latest,
-            crate::msg::POST_ATTRIBUTES => &mut self.state.attributes,
-            _ => return,
-        };
-        if let serde_json::Value::Object(m) = &msg.data {
-            let dev = target.entry(msg.originator.clone()).or_default();
-            for (k, v) in m {
-                dev.insert(k.clone(), v.clone());
+    /// Latest values and attributes are what the chains saved (as in
+    /// ThingsBoard, where an enrichment node reads stored values, never
+    /// the message in flight).
+    fn observe(&mut self, saved: &[Event]) {
+        for ev in saved {
+            let (target, points) = match &ev.body {
+                outpost_core::Body::Telemetry(p) => (&mut self.state.latest, p),
+                outpost_core::Body::Attributes(p) => (&mut self.state.attributes, p),
+                _ => continue,
+            };
+            if let serde_json::Value::Object(m) = crate::msg::points_json(points) {
+                target.entry(ev.device.clone()).or_default().extend(m);
             }
         }
     }

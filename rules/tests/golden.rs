@@ -311,10 +311,28 @@ fn script_failures_route_to_failure_and_are_counted() {
 
 #[test]
 fn enrichment_from_the_gateways_own_latest_values_and_attributes() {
-    let src = one_node_chain(
-        "org.thingsboard.rule.engine.metadata.TbGetAttributesNode",
-        json!({"latestTsKeyNames": ["setpoint"], "clientAttributeNames": ["model"], "fetchTo": "DATA"}),
-    );
+    // Attributes are saved as attributes, telemetry is enriched then saved.
+    let src = Source {
+        origin: "enrich.json".into(),
+        json: json!({
+            "ruleChain": {"name": "enrich"},
+            "metadata": {"firstNodeIndex": 0, "nodes": [
+                {"type": "org.thingsboard.rule.engine.filter.TbMsgTypeSwitchNode", "name": "switch", "configuration": {}},
+                {"type": "org.thingsboard.rule.engine.telemetry.TbMsgAttributesNode", "name": "save attributes", "configuration": {}},
+                {"type": "org.thingsboard.rule.engine.metadata.TbGetAttributesNode", "name": "enrich",
+                 "configuration": {"latestTsKeyNames": ["setpoint"], "clientAttributeNames": ["model"], "fetchTo": "METADATA"}},
+                {"type": "org.thingsboard.rule.engine.transform.TbTransformMsgNode", "name": "copy",
+                 "configuration": {"jsScript": "msg.seen_setpoint = metadata.setpoint || null; msg.seen_model = metadata.cs_model || null; return {msg: msg, metadata: metadata, msgType: msgType};"}},
+                {"type": "org.thingsboard.rule.engine.telemetry.TbMsgTimeseriesNode", "name": "save", "configuration": {}}
+            ], "connections": [
+                {"fromIndex": 0, "toIndex": 1, "type": "Post attributes"},
+                {"fromIndex": 0, "toIndex": 2, "type": "Post telemetry"},
+                {"fromIndex": 2, "toIndex": 3, "type": "Success"},
+                {"fromIndex": 3, "toIndex": 4, "type": "Success"}
+            ]}
+        })
+        .to_string(),
+    };
     let mut s = ChainStage::new(load(&[src], &LoadOptions::default()).unwrap());
     let mut out = Vec::new();
     let attrs = Event::new(
@@ -323,16 +341,34 @@ fn enrichment_from_the_gateways_own_latest_values_and_attributes() {
         Body::Attributes(vec![Point::good("model", Value::Str("X1".into()))]),
     );
     s.on_event(at(0), attrs, &mut out);
+    // The message in flight is not a saved value: no setpoint yet.
     s.on_event(
         at(1),
         tele("d", 1, &[("setpoint", Value::I64(40))]),
         &mut out,
     );
-    s.on_event(at(2), tele("d", 2, &[("v", Value::I64(7))]), &mut out);
-    let last = out.last().unwrap();
+    s.on_event(
+        at(2),
+        tele("d", 2, &[("setpoint", Value::I64(41))]),
+        &mut out,
+    );
+    s.on_event(at(3), tele("d", 3, &[("v", Value::I64(7))]), &mut out);
+    let seen: Vec<(Json, Json)> = out[1..]
+        .iter()
+        .map(|e| {
+            (
+                points(e)["seen_setpoint"].clone(),
+                points(e)["seen_model"].clone(),
+            )
+        })
+        .collect();
     assert_eq!(
-        points(last),
-        json!({"v": 7, "setpoint": 40, "cs_model": "X1"})
+        seen,
+        [
+            (Json::Null, json!("X1")),
+            (json!("40"), json!("X1")),
+            (json!("41"), json!("X1")),
+        ]
     );
 }
 
