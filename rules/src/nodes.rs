@@ -41,6 +41,7 @@ const BUILT: &[&str] = &[
     "telemetry.TbMsgAttributesNode",
     "edge.TbMsgPushToCloudNode",
     "edge.TbMsgPushToEdgeNode",
+    "debug.TbMsgGeneratorNode",
     "outpost.Deadband",
     "outpost.OnChange",
     "outpost.Window",
@@ -163,6 +164,7 @@ pub fn build(
         // message goes on unchanged (counted as the node's messages).
         "action.TbCreateRelationNode" | "edge.TbMsgPushToEdgeNode" => Box::new(NoOp),
         "edge.TbMsgPushToCloudNode" => Box::new(PushToCloud),
+        "debug.TbMsgGeneratorNode" => Box::new(Generator::new(cfg, scripts)?),
         "telemetry.TbMsgTimeseriesNode" => Box::new(Save { attributes: false }),
         "telemetry.TbMsgAttributesNode" => Box::new(Save { attributes: true }),
         "outpost.Deadband" => Box::new(Deadband {
@@ -271,6 +273,22 @@ fn compile_script(
     tbel_key: &str,
     scripts: &Arc<ScriptHost>,
 ) -> Result<Option<ScriptNode>, String> {
+    compile_script_with(
+        cfg,
+        js_key,
+        tbel_key,
+        scripts,
+        &["msg", "metadata", "msgType"],
+    )
+}
+
+fn compile_script_with(
+    cfg: &Json,
+    js_key: &str,
+    tbel_key: &str,
+    scripts: &Arc<ScriptHost>,
+    params: &[&str],
+) -> Result<Option<ScriptNode>, String> {
     let tbel = match cfg.get("scriptLang").and_then(Json::as_str) {
         None | Some("JS") => false,
         Some("TBEL" | "MVEL") => true,
@@ -291,9 +309,9 @@ fn compile_script(
         }
     };
     let script = if tbel {
-        scripts.compile_tbel(body)
+        scripts.compile_tbel_with(body, params)
     } else {
-        scripts.compile(body)
+        scripts.compile_with(body, params)
     }
     .map_err(|e| format!("{key}: {e}"))?;
     Ok(Some(ScriptNode {
@@ -746,6 +764,99 @@ impl Node for ChangeOriginator {
         m.metadata.insert("deviceName".to_string(), to.clone());
         m.originator = to;
         cx.tell("Success", m);
+    }
+}
+
+/// ThingsBoard's generator: every `periodInSeconds`, the script (over
+/// `prevMsg`, `prevMetadata`, `prevMsgType`) returns the next message,
+/// `msgCount` times (0: without end). The originator is the device named
+/// `originatorName` (an Outpost key; ThingsBoard's `originatorId` is an
+/// entity id the gateway does not have), or "generator".
+#[derive(Debug)]
+struct Generator {
+    script: ScriptNode,
+    period_ms: i64,
+    remaining: Option<u64>,
+    next_at: Option<i64>,
+    originator: String,
+    prev: Option<Msg>,
+}
+
+impl Generator {
+    fn new(cfg: &Json, scripts: &Arc<ScriptHost>) -> Result<Self, String> {
+        let script = compile_script_with(
+            cfg,
+            "jsScript",
+            "tbelScript",
+            scripts,
+            &["prevMsg", "prevMetadata", "prevMsgType"],
+        )?
+        .ok_or("jsScript / tbelScript: required script")?;
+        let count = match cfg.get("msgCount") {
+            None | Some(Json::Null) => 0,
+            Some(v) => v
+                .as_u64()
+                .ok_or("msgCount: expected a count (0: without end)")?,
+        };
+        Ok(Self {
+            script,
+            period_ms: optional_seconds(cfg, "periodInSeconds")?
+                .unwrap_or(1000)
+                .max(1),
+            remaining: (count > 0).then_some(count),
+            next_at: None,
+            originator: cfg
+                .get("originatorName")
+                .and_then(Json::as_str)
+                .unwrap_or("generator")
+                .to_string(),
+            prev: None,
+        })
+    }
+}
+
+impl Node for Generator {
+    fn on_msg(&mut self, m: Msg, cx: &mut Cx<'_>) {
+        // ThingsBoard's generator has no input; a message sent to it goes on.
+        cx.tell("Success", m);
+    }
+
+    fn on_tick(&mut self, cx: &mut Cx<'_>) {
+        let now = cx.now.unix_ms;
+        let due = *self.next_at.get_or_insert(now);
+        if now < due || self.remaining == Some(0) {
+            return;
+        }
+        // The next slot after now (ticks may be late; no burst to catch up).
+        self.next_at = Some(due + self.period_ms * ((now - due) / self.period_ms + 1));
+        if let Some(r) = &mut self.remaining {
+            *r -= 1;
+        }
+        let base = Msg::new(&self.originator, msg::POST_TELEMETRY, json!({}), cx.now);
+        let prev = self.prev.clone().unwrap_or_else(|| {
+            let mut m = base.clone();
+            m.metadata.clear();
+            m.msg_type = String::new();
+            m
+        });
+        let made = self
+            .script
+            .call(&prev, cx)
+            .map_err(|e| e.to_string())
+            .and_then(|o| JsTransform::apply(&base, o));
+        match made {
+            Ok(mut made) => {
+                made.originator = self.originator.clone();
+                made.ts = cx.now;
+                made.metadata.insert("ts".to_string(), now.to_string());
+                made.metadata
+                    .entry("deviceName".to_string())
+                    .or_insert_with(|| self.originator.clone());
+                self.prev = Some(made.clone());
+                cx.tell("Success", made);
+            }
+            Err(e) => cx.fail(base, e),
+        }
     }
 }
 
@@ -1534,6 +1645,25 @@ mod tests {
             assert_eq!(n.send(0, json!({"t": 1}))[0].0, "Success", "{t}");
             assert!(n.events.is_empty());
         }
+    }
+
+    #[test]
+    fn a_tbel_generator_builds_each_message_from_the_previous_one() {
+        let script = "var msg = {\"count\": 1}; if (prevMsg.count != null) { msg.count = prevMsg.count + 1; }\n\
+                      return {msg: msg, metadata: {\"gen\": \"yes\"}, msgType: \"POST_TELEMETRY_REQUEST\"};";
+        let mut g = Harness::new(
+            "org.thingsboard.rule.engine.debug.TbMsgGeneratorNode",
+            json!({"msgCount": 3, "periodInSeconds": 2, "originatorName": "sim-1",
+                   "scriptLang": "TBEL", "tbelScript": script, "jsScript": "throw new Error('not run');"}),
+        );
+        let mut counts = Vec::new();
+        for ms in (0..10_000).step_by(500) {
+            for (rel, data) in g.tick(ms) {
+                assert_eq!(rel, "Success");
+                counts.push((ms, data["count"].clone()));
+            }
+        }
+        assert_eq!(counts, [(0, json!(1)), (2000, json!(2)), (4000, json!(3))]);
     }
 
     #[test]

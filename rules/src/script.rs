@@ -92,7 +92,13 @@ impl ScriptHost {
     /// Compiles a ThingsBoard script body (`return msg.t > 20;`) into a
     /// function of `msg, metadata, msgType`.
     pub fn compile(&self, body: &str) -> Result<Script, String> {
-        self.compile_function(format!("(function(msg, metadata, msgType) {{\n{body}\n}})"))
+        self.compile_with(body, &["msg", "metadata", "msgType"])
+    }
+
+    /// As [`Self::compile`], for a script over other names (a generator's
+    /// `prevMsg, prevMetadata, prevMsgType`).
+    pub fn compile_with(&self, body: &str, params: &[&str]) -> Result<Script, String> {
+        self.compile_function(format!("(function({}) {{\n{body}\n}})", params.join(", ")))
     }
 
     /// Compiles a ThingsBoard TBEL script body into a function of `msg,
