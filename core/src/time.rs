@@ -240,18 +240,24 @@ fn kernel_clock_synchronised() -> bool {
 #[derive(Debug, Default)]
 pub struct FixedClock {
     ms: std::sync::atomic::AtomicI64,
+    /// Its boot clock: moved by [`FixedClock::advance`] with the wall
+    /// clock, and not by real time or [`FixedClock::set`] (a set is a step
+    /// of the wall clock), so that the log sees no step where there is none.
+    boot: std::sync::atomic::AtomicI64,
 }
 
 impl FixedClock {
     pub fn new(unix_ms: i64) -> Self {
         Self {
             ms: std::sync::atomic::AtomicI64::new(unix_ms),
+            boot: std::sync::atomic::AtomicI64::new(60_000),
         }
     }
 
     pub fn advance(&self, by: Duration) {
         let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
         self.ms.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+        self.boot.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn set(&self, unix_ms: i64) {
@@ -262,6 +268,10 @@ impl FixedClock {
 impl Clock for FixedClock {
     fn now(&self) -> Timestamp {
         Timestamp::synced(self.ms.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    fn boot_ms(&self) -> i64 {
+        self.boot.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

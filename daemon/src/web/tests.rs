@@ -452,8 +452,12 @@ async fn a_login_flood_without_a_session_cannot_fill_the_log() {
     assert!(!written.is_empty(), "failed logins are not audited at all");
     assert!(
         written.len() <= super::auth::AUDITS_PER_MINUTE as usize,
-        "{} audit events for 80 failed logins",
-        written.len()
+        "{} audit events for 80 failed logins: {:?}",
+        written.len(),
+        written
+            .iter()
+            .map(|a| (&a.action, &a.detail))
+            .collect::<Vec<_>>()
     );
     for a in written {
         assert!(
