@@ -72,13 +72,21 @@ fn export_while_the_daemon_appends_matches_the_log() {
     wait_for("the demo to log 20 events", Duration::from_secs(60), || {
         (db.is_file() && stats(&data)["events"].as_u64().unwrap_or(0) >= 20).then_some(())
     });
-    // Everything stamped before `to` is committed a second later.
+    // Most of what is stamped before `to` is committed within the commit
+    // delay (2 s by default); an export reads one snapshot, so it holds
+    // exactly the events before `to` up to some seq between the log's last
+    // seq before it started and after it ended.
     let to = now_ms();
-    std::thread::sleep(Duration::from_millis(1000));
+    std::thread::sleep(Duration::from_millis(3000));
     let to_arg = to.to_string();
+    let last_seq = |data: &Path| stats(data)["last_seq"].as_u64().unwrap();
+    let json_before = last_seq(&data);
     let (jsonl, summary) = outpostd(&["export", "--format", "jsonl", "--to", &to_arg], &data);
+    let json_after = last_seq(&data);
     assert!(summary.contains("events"), "{summary}");
+    let csv_before = last_seq(&data);
     let (csv, _) = outpostd(&["export", "--to", &to_arg], &data);
+    let csv_after = last_seq(&data);
     let (boiler, _) = outpostd(
         &[
             "export",
@@ -118,12 +126,15 @@ fn export_while_the_daemon_appends_matches_the_log() {
         .map(|l| serde_json::from_str(l).expect(l))
         .collect();
     let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
-    let want: Vec<u64> = log.iter().map(|e| e.seq.0).collect();
+    let snapshot = seqs.last().copied().unwrap_or(0).max(json_before);
+    assert!(snapshot <= json_after, "{snapshot} > {json_after}");
+    let json_log: Vec<_> = log.iter().filter(|e| e.seq.0 <= snapshot).collect();
+    let want: Vec<u64> = json_log.iter().map(|e| e.seq.0).collect();
     assert_eq!(
         seqs, want,
-        "the JSON lines hold exactly the log's events before `to`"
+        "the JSON lines hold exactly the log's events before `to` (snapshot at seq {snapshot})"
     );
-    for (line, e) in lines.iter().zip(&log) {
+    for (line, e) in lines.iter().zip(json_log) {
         assert_eq!(line["device"], e.event.device.as_str());
         assert_eq!(line["kind"], e.event.kind().as_str());
         assert_eq!(line["ts_ms"], e.event.ts.unix_ms);
@@ -153,8 +164,16 @@ fn export_while_the_daemon_appends_matches_the_log() {
         Some("seq,time,ts_ms,device,kind,tag,value,quality,clock")
     );
     let rows: Vec<Vec<String>> = rows.map(cells).collect();
+    let csv_last = rows
+        .iter()
+        .filter_map(|r| r[0].parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    let snapshot = csv_last.max(csv_before);
+    assert!(snapshot <= csv_after, "{snapshot} > {csv_after}");
     let expected_rows: usize = log
         .iter()
+        .filter(|e| e.seq.0 <= snapshot)
         .map(|e| match &e.event.body {
             Body::Telemetry(p) | Body::Attributes(p) => p.len(),
             _ => 1,
