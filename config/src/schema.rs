@@ -5,10 +5,12 @@
 //! documented defaults), a field on [`Config`], its checks in `validate.rs`,
 //! and its keys in `docs/config.md` and `examples/outpost.toml`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use outpost_core::ClockPolicy;
+
 use serde::{Deserialize, Serialize};
 
 pub use crate::modbus::Bus;
@@ -174,6 +176,38 @@ pub struct Device {
     /// `[device.gpio]`: contacts, pulse inputs and relays on GPIO lines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpio: Option<crate::gpio::GpioDevice>,
+    /// The device's type: ThingsBoard's device profile (`deviceType` in
+    /// chains, the `type` of `v1/gateway/connect`). Default: `"default"`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub device_type: Option<String>,
+    /// Tags whose readings are the device's attributes (client-side, as
+    /// ThingsBoard calls them: a firmware version, a serial number) rather
+    /// than telemetry: sent when they change. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attribute_tags: Vec<String>,
+    /// `[device.attributes]`: static client-side attributes (a location, an
+    /// asset number), sent once and whenever they change. Default: none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, AttributeValue>,
+    /// `[device.server_attributes]`: server-side attributes (`ss_` in rule
+    /// chains: thresholds, limits), kept on the gateway. Default: none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub server_attributes: BTreeMap<String, AttributeValue>,
+    /// `[device.attribute_updates]`: shared attributes (set in
+    /// ThingsBoard) that write a tag when they change, as
+    /// `<shared key> = "<tag>"`. Default: none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attribute_updates: BTreeMap<String, String>,
+}
+
+/// A configured attribute's value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AttributeValue {
+    Bool(bool),
+    Integer(i64),
+    Float(f64),
+    Text(String),
 }
 
 fn yes() -> bool {
@@ -181,6 +215,26 @@ fn yes() -> bool {
 }
 
 impl Device {
+    /// ThingsBoard's device type: the configured `type`, or `"default"`.
+    pub fn type_name(&self) -> &str {
+        self.device_type.as_deref().unwrap_or("default")
+    }
+
+    /// The names of the device's tags, where its driver section lists them
+    /// (`None` for serial devices, whose fields come from parsing).
+    pub fn tag_names(&self) -> Option<Vec<String>> {
+        if let Some(s) = &self.sim {
+            return Some(s.tags.iter().map(|t| t.name.clone()).collect());
+        }
+        if let Some(m) = &self.modbus {
+            return Some(m.tags.iter().map(|t| t.name.clone()).collect());
+        }
+        if let Some(g) = &self.gpio {
+            return Some(g.tags());
+        }
+        None
+    }
+
     /// The name of the configured driver section, if exactly one is set.
     pub fn driver_name(&self) -> Option<&'static str> {
         match (&self.sim, &self.modbus, &self.serial, &self.gpio) {

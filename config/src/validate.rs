@@ -40,6 +40,58 @@ pub(crate) fn check_ident(out: &mut Vec<Problem>, path: &str, what: &str, s: &st
     }
 }
 
+/// A device's type, attribute tags, attributes and attribute updates.
+fn attributes(out: &mut Vec<Problem>, at: &str, dev: &crate::schema::Device) {
+    if let Some(t) = &dev.device_type {
+        if t.trim().is_empty() || t.len() > 255 {
+            out.push(problem(
+                format!("{at}.type"),
+                "must be 1 to 255 characters (ThingsBoard's device profile name)",
+            ));
+        }
+    }
+    let tags = dev.tag_names();
+    let known = |t: &str| tags.as_ref().is_none_or(|v| v.iter().any(|n| n == t));
+    let mut seen = HashSet::new();
+    for (j, t) in dev.attribute_tags.iter().enumerate() {
+        let path = format!("{at}.attribute_tags[{j}]");
+        if !seen.insert(t.as_str()) {
+            out.push(problem(path, format!("tag \"{t}\" is listed twice")));
+        } else if !known(t) {
+            out.push(problem(
+                path,
+                format!("device \"{}\" has no tag \"{t}\"", dev.name),
+            ));
+        }
+    }
+    for (scope, map) in [
+        ("attributes", &dev.attributes),
+        ("server_attributes", &dev.server_attributes),
+    ] {
+        for k in map.keys() {
+            if k.is_empty() {
+                out.push(problem(
+                    format!("{at}.{scope}"),
+                    "an attribute key must not be empty",
+                ));
+            } else if dev.attribute_tags.iter().any(|t| t == k) && scope == "attributes" {
+                out.push(problem(
+                    format!("{at}.{scope}.{k}"),
+                    format!("\"{k}\" is also an attribute tag: keep one"),
+                ));
+            }
+        }
+    }
+    for (k, tag) in &dev.attribute_updates {
+        if !known(tag) {
+            out.push(problem(
+                format!("{at}.attribute_updates.{k}"),
+                format!("device \"{}\" has no tag \"{tag}\" to write", dev.name),
+            ));
+        }
+    }
+}
+
 pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
     check_ident(&mut out, "gateway.id", "the gateway id", &cfg.gateway.id);
@@ -87,6 +139,7 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Problem> {
                 format!("device name \"{}\" is used twice", dev.name),
             ));
         }
+        attributes(&mut out, &at, dev);
         let drivers = [
             dev.sim.is_some(),
             dev.modbus.is_some(),

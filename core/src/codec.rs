@@ -15,10 +15,12 @@ use crate::{Body, Event, Point, Quality, Route, Timestamp, Value};
 
 /// The format written by this build. Version 1 had no route (every event
 /// went to every uplink); version 2 had no boot-relative or corrected
-/// timestamps ([`crate::ClockQuality`]'s last two variants). Both are still
-/// read; a release that knows only version 2 would fail on a version 3
-/// timestamp, which is why the version changed.
-pub const FORMAT_VERSION: u8 = 3;
+/// timestamps ([`crate::ClockQuality`]'s last two variants); version 3 had
+/// alarms without acknowledgement, times and propagation, and no
+/// [`Body::ScopedAttributes`]. All are still read; a release that knows an
+/// older version fails on the newer one's records (postcard is not
+/// self-describing), which is why the version changes with the layout.
+pub const FORMAT_VERSION: u8 = 5;
 
 /// The compact form of good telemetry: version byte, then postcard of
 /// (device, timestamp, route, tag list id, values).
@@ -65,12 +67,64 @@ struct CompactIn {
     values: Vec<Value>,
 }
 
-/// Version 1 records.
-#[derive(serde::Deserialize)]
-struct EventV1 {
-    device: String,
-    ts: crate::Timestamp,
-    body: crate::Body,
+/// Records of versions 1 to 3, whose bodies had the old alarm layout.
+mod legacy {
+    use crate::{AlarmSeverity, AlarmState, Audit, Gap, Point, Route, Status, Timestamp};
+
+    #[derive(serde::Deserialize)]
+    pub struct EventV1 {
+        pub device: String,
+        pub ts: Timestamp,
+        pub body: Body,
+    }
+
+    #[derive(serde::Deserialize)]
+    pub struct EventV3 {
+        pub device: String,
+        pub ts: Timestamp,
+        pub body: Body,
+        pub route: Route,
+    }
+
+    #[derive(serde::Deserialize)]
+    pub enum Body {
+        Telemetry(Vec<Point>),
+        Attributes(Vec<Point>),
+        Alarm(Alarm),
+        Status(Status),
+        Audit(Audit),
+        Gap(Gap),
+    }
+
+    #[derive(serde::Deserialize)]
+    pub struct Alarm {
+        name: String,
+        severity: AlarmSeverity,
+        state: AlarmState,
+        details: String,
+    }
+
+    impl Body {
+        /// The body of today's layout; an old alarm's times are its
+        /// event's time (version 3 kept no others).
+        pub fn current(self, ts_ms: i64) -> crate::Body {
+            match self {
+                Body::Telemetry(p) => crate::Body::Telemetry(p),
+                Body::Attributes(p) => crate::Body::Attributes(p),
+                Body::Alarm(a) => {
+                    let mut now = crate::Alarm::raised(a.name, a.severity, a.details, ts_ms);
+                    now.state = a.state;
+                    if a.state == AlarmState::Cleared {
+                        now.clear_ms = Some(ts_ms);
+                    }
+                    crate::Body::Alarm(now)
+                }
+                Body::Status(s) => crate::Body::Status(s),
+                Body::Audit(a) => crate::Body::Audit(a),
+                Body::Gap(g) => crate::Body::Gap(g),
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,11 +227,17 @@ pub fn encode(ev: &Event) -> Result<Vec<u8>, CodecError> {
 pub fn decode(bytes: &[u8]) -> Result<Event, CodecError> {
     let (&version, rest) = bytes.split_first().ok_or(CodecError::Empty)?;
     match version {
+        FORMAT_VERSION => Ok(postcard::from_bytes(rest)?),
         // Version 2 is version 3 without the new clock variants.
-        FORMAT_VERSION | 2 => Ok(postcard::from_bytes(rest)?),
+        3 | 2 => {
+            let v: legacy::EventV3 = postcard::from_bytes(rest)?;
+            let mut ev = Event::new(v.device, v.ts, v.body.current(v.ts.unix_ms));
+            ev.route = v.route;
+            Ok(ev)
+        }
         1 => {
-            let v1: EventV1 = postcard::from_bytes(rest)?;
-            Ok(Event::new(v1.device, v1.ts, v1.body))
+            let v1: legacy::EventV1 = postcard::from_bytes(rest)?;
+            Ok(Event::new(v1.device, v1.ts, v1.body.current(v1.ts.unix_ms)))
         }
         COMPACT_VERSION => Err(CodecError::UnknownTagset(
             compact_tagset(bytes).unwrap_or(u32::MAX),
@@ -250,8 +310,8 @@ mod tests {
         assert_eq!(ev, Event::new("old", Timestamp::synced(5), body));
         assert_eq!(ev.route, crate::Route::All);
         assert!(matches!(
-            decode(&[5, 0]),
-            Err(CodecError::UnknownVersion(5))
+            decode(&[6, 0]),
+            Err(CodecError::UnknownVersion(6))
         ));
     }
 
@@ -270,11 +330,81 @@ mod tests {
             );
             assert_eq!(decode(&encode(&ev).unwrap()).unwrap(), ev);
         }
-        // A version 2 record (no new variant) is the same bytes under 2.
+        // Records of versions 2 and 3 (the same bytes when there is no
+        // alarm and no new clock variant) still read.
         let ev = Event::new("d", Timestamp::unsynced(9), Body::Telemetry(vec![]));
-        let mut bytes = encode(&ev).unwrap();
-        bytes[0] = 2;
-        assert_eq!(decode(&bytes).unwrap(), ev);
+        for v in [2, 3] {
+            let mut bytes = encode(&ev).unwrap();
+            bytes[0] = v;
+            assert_eq!(decode(&bytes).unwrap(), ev);
+        }
+    }
+
+    #[test]
+    fn version_3_alarms_read_with_their_event_time_and_new_ones_round_trip() {
+        // A version 3 alarm record: the layout before acknowledgement,
+        // times and propagation.
+        #[derive(serde::Serialize)]
+        struct OldAlarm<'a> {
+            name: &'a str,
+            severity: crate::AlarmSeverity,
+            state: crate::AlarmState,
+            details: &'a str,
+        }
+        #[derive(serde::Serialize)]
+        enum OldBody<'a> {
+            _Telemetry(Vec<Point>),
+            _Attributes(Vec<Point>),
+            Alarm(OldAlarm<'a>),
+        }
+        #[derive(serde::Serialize)]
+        struct Old<'a> {
+            device: &'a str,
+            ts: Timestamp,
+            body: OldBody<'a>,
+            route: crate::Route,
+        }
+        let mut bytes = vec![3u8];
+        bytes.extend(
+            postcard::to_allocvec(&Old {
+                device: "boiler",
+                ts: Timestamp::synced(1_000),
+                body: OldBody::Alarm(OldAlarm {
+                    name: "High Temperature",
+                    severity: crate::AlarmSeverity::Major,
+                    state: crate::AlarmState::Cleared,
+                    details: "{}",
+                }),
+                route: crate::Route::Local,
+            })
+            .unwrap(),
+        );
+        let ev = decode(&bytes).unwrap();
+        let Body::Alarm(a) = &ev.body else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(
+            (a.name.as_str(), a.start_ms, a.clear_ms, a.status()),
+            ("High Temperature", 1_000, Some(1_000), "CLEARED_UNACK")
+        );
+        assert_eq!(ev.route, crate::Route::Local);
+
+        let mut a = crate::Alarm::raised("t", crate::AlarmSeverity::Minor, "{}", 5);
+        a.acknowledged = true;
+        a.ack_ms = Some(7);
+        a.propagation.relation_types = vec!["Contains".into()];
+        for body in [
+            Body::Alarm(a),
+            Body::ScopedAttributes(
+                crate::AttributeScope::Shared,
+                vec![Point::good("setpoint", Value::F64(21.5))],
+            ),
+        ] {
+            let ev = Event::new("d", Timestamp::synced(9), body);
+            let bytes = encode(&ev).unwrap();
+            assert_eq!(bytes[0], FORMAT_VERSION);
+            assert_eq!(decode(&bytes).unwrap(), ev);
+        }
     }
 
     #[derive(Default)]

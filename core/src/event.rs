@@ -77,19 +77,53 @@ impl Event {
 pub enum Body {
     /// Time series readings (ThingsBoard "telemetry").
     Telemetry(Vec<Point>),
-    /// Slow-changing device properties (ThingsBoard "attributes").
+    /// Slow-changing device properties reported by the device or its
+    /// configuration: ThingsBoard's client-side attributes.
     Attributes(Vec<Point>),
     Alarm(Alarm),
     Status(Status),
     Audit(Audit),
     Gap(Gap),
+    /// Attributes of the other two ThingsBoard scopes (event format 5):
+    /// shared ones (set in ThingsBoard, read by the gateway) and
+    /// server-side ones (configured locally or remotely). Kept for the
+    /// chains and the device page; never sent upstream as the device's own.
+    ScopedAttributes(AttributeScope, Vec<Point>),
+}
+
+/// The scope of attributes that are not the device's own (client-side
+/// attributes are [`Body::Attributes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum AttributeScope {
+    /// Set in ThingsBoard, pushed to the gateway (`shared_` in chains).
+    Shared,
+    /// Held by the platform side (`ss_` in chains): here, the gateway's
+    /// configuration.
+    Server,
+}
+
+impl AttributeScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttributeScope::Shared => "shared",
+            AttributeScope::Server => "server",
+        }
+    }
 }
 
 impl Body {
+    /// The points of telemetry and of attributes of any scope.
+    pub fn points(&self) -> Option<&[Point]> {
+        match self {
+            Body::Telemetry(p) | Body::Attributes(p) | Body::ScopedAttributes(_, p) => Some(p),
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> EventKind {
         match self {
             Body::Telemetry(_) => EventKind::Telemetry,
-            Body::Attributes(_) => EventKind::Attribute,
+            Body::Attributes(_) | Body::ScopedAttributes(..) => EventKind::Attribute,
             Body::Alarm(_) => EventKind::Alarm,
             Body::Status(_) => EventKind::Status,
             Body::Audit(_) => EventKind::Audit,
@@ -248,6 +282,10 @@ impl Quality {
     }
 }
 
+/// An alarm as ThingsBoard models it. Its identity is the event's device
+/// (the originator) and `name` (the alarm type): at most one alarm of a
+/// type per originator is open (not cleared) at a time. Each change is a
+/// new event carrying the whole record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alarm {
     /// Alarm type, e.g. "High Temperature".
@@ -256,6 +294,57 @@ pub struct Alarm {
     pub state: AlarmState,
     /// Free text or JSON details.
     pub details: String,
+    pub acknowledged: bool,
+    /// When it was raised, and last raised again (updated).
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub ack_ms: Option<i64>,
+    pub clear_ms: Option<i64>,
+    pub propagation: Propagation,
+}
+
+impl Alarm {
+    /// A new, active and unacknowledged alarm raised at `at_ms`.
+    pub fn raised(
+        name: impl Into<String>,
+        severity: AlarmSeverity,
+        details: impl Into<String>,
+        at_ms: i64,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            severity,
+            state: AlarmState::Active,
+            details: details.into(),
+            acknowledged: false,
+            start_ms: at_ms,
+            end_ms: at_ms,
+            ack_ms: None,
+            clear_ms: None,
+            propagation: Propagation::default(),
+        }
+    }
+
+    /// ThingsBoard's status name: `ACTIVE_UNACK`, `CLEARED_ACK`, ...
+    pub fn status(&self) -> &'static str {
+        match (self.state, self.acknowledged) {
+            (AlarmState::Active, false) => "ACTIVE_UNACK",
+            (AlarmState::Active, true) => "ACTIVE_ACK",
+            (AlarmState::Cleared, false) => "CLEARED_UNACK",
+            (AlarmState::Cleared, true) => "CLEARED_ACK",
+        }
+    }
+}
+
+/// Which related entities an alarm propagates to (ThingsBoard's flags;
+/// carried upstream, the platform acts on them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Propagation {
+    pub related: bool,
+    pub to_owner: bool,
+    pub to_tenant: bool,
+    /// Relation types to propagate along (empty: all).
+    pub relation_types: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

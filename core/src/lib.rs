@@ -19,8 +19,8 @@ mod time;
 pub mod utc;
 
 pub use event::{
-    Alarm, AlarmSeverity, AlarmState, Audit, Body, DeviceStatus, Event, EventKind, Gap, Point,
-    Priority, Quality, Route, Seq, Status, Value,
+    Alarm, AlarmSeverity, AlarmState, AttributeScope, Audit, Body, DeviceStatus, Event, EventKind,
+    Gap, Point, Priority, Propagation, Quality, Route, Seq, Status, Value,
 };
 pub use time::{
     boot_ms_now, jitter, unix_ms_now, Clock, ClockPolicy, ClockQuality, FixedClock, ManualClock,

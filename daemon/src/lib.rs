@@ -2,6 +2,7 @@
 //! the library exists so that the fuzz targets (feature `fuzzing`) reach
 //! the web server's request handling as the binary runs it.
 
+mod attributes;
 mod logcmd;
 mod logring;
 mod memory;

@@ -40,6 +40,11 @@ pub struct PartsContext {
     pub log: EventLog,
     /// New chains go to the rules task here.
     pub reload: mpsc::Sender<Box<dyn outpost_rules::Stage>>,
+    /// Device types and attribute tags, for the rules task.
+    pub settings: mpsc::Sender<crate::attributes::DeviceSettings>,
+    /// The attributes the log holds, so that an apply records only the
+    /// configured ones that changed.
+    pub known_attributes: crate::attributes::Known,
     pub drivers_stop: CancellationToken,
     pub uplinks_stop: CancellationToken,
     /// Where relative chain files are found.
@@ -81,6 +86,8 @@ pub struct Plan {
     start_uplinks: Vec<Uplink>,
     rules: Option<(String, Box<dyn outpost_rules::Stage>)>,
     cursors: Vec<String>,
+    /// The new configuration's devices (types, attributes).
+    devices: Config,
 }
 
 /// What an applied plan changed, for reports and the health check.
@@ -387,6 +394,7 @@ impl Parts {
             stop_uplinks: Vec::new(),
             start_uplinks: Vec::new(),
             rules,
+            devices: new.clone(),
             cursors: new
                 .uplinks
                 .iter()
@@ -455,6 +463,17 @@ impl Parts {
         if let Some((fp, stage)) = plan.rules {
             if self.cx.reload.send(stage).await.is_ok() {
                 self.rules_fp = fp;
+            }
+        }
+        let settings = crate::attributes::DeviceSettings::from_config(&plan.devices);
+        if self.cx.settings.send(settings).await.is_err() {
+            tracing::warn!("The rules task has stopped; device types are not updated.");
+        }
+        let now = self.cx.clock.now();
+        for ev in crate::attributes::configured(&plan.devices, &mut self.cx.known_attributes, now) {
+            if self.cx.driver_tx.send(ev).await.is_err() {
+                tracing::warn!("The pipeline has stopped; configured attributes are not recorded.");
+                break;
             }
         }
         for name in &plan.stop_uplinks {

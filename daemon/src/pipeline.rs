@@ -28,15 +28,23 @@ use tokio_util::sync::CancellationToken;
 const WRITE_QUEUE: usize = 64;
 
 /// Runs events through the rules stage; performs the writes it asks for.
+#[allow(clippy::too_many_arguments)]
 pub async fn rules_task(
     mut stage: Box<dyn Stage>,
     clock: Arc<dyn Clock>,
+    settings: crate::attributes::DeviceSettings,
+    mut settings_rx: mpsc::Receiver<crate::attributes::DeviceSettings>,
     mut rx: mpsc::Receiver<Event>,
     tx: mpsc::Sender<Event>,
     router: Router,
     mut reload: mpsc::Receiver<Box<dyn Stage>>,
     counters: SharedCounters,
 ) {
+    let crate::attributes::DeviceSettings {
+        types: mut device_types,
+        mut attribute_tags,
+    } = settings;
+    stage.set_device_types(device_types.clone());
     let (wtx, mut wrx) = mpsc::channel::<WriteRequest>(WRITE_QUEUE);
     let writer = outpost_core::task::spawn(async move {
         while let Some(w) = wrx.recv().await {
@@ -54,13 +62,19 @@ pub async fn rules_task(
         }
     });
     let mut out = Vec::new();
+    let mut split = Vec::new();
     let mut ticks = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
-                Some(ev) => stage.on_event(clock.now(), ev, &mut out),
+                Some(ev) => {
+                    attribute_tags.split(ev, &mut split);
+                    for ev in split.drain(..) {
+                        stage.on_event(clock.now(), ev, &mut out);
+                    }
+                }
                 None => break,
             },
             _ = tick.tick() => {
@@ -75,10 +89,20 @@ pub async fn rules_task(
                     log_counters(stage.as_ref());
                 }
             }
-            Some(new) = reload.recv() => {
-                // What the old chains held back (open windows, pending
-                // deduplication, delayed messages) is not carried over.
+            Some(new) = settings_rx.recv() => {
+                device_types = new.types;
+                stage.set_device_types(device_types.clone());
+                attribute_tags.take_over(new.attribute_tags);
+            }
+            Some(mut new) = reload.recv() => {
+                // Values, attributes and open alarms carry over; what the
+                // old chains held back (open windows, pending
+                // deduplication, delayed messages) does not.
                 log_counters(stage.as_ref());
+                if let Some(memory) = stage.take_memory() {
+                    new.put_memory(memory);
+                }
+                new.set_device_types(device_types.clone());
                 stage = new;
                 if let Ok(mut c) = counters.lock() {
                     *c = stage.counters();

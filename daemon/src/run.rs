@@ -427,9 +427,37 @@ async fn run(
     // the running chains stay).
     let (reload_tx, reload_rx) = mpsc::channel(1);
     let rule_counters: pipeline::SharedCounters = Arc::default();
+    // The chains start with what the log remembers: attributes of every
+    // scope and the open alarms.
+    let mut stage = stage;
+    let current = match log.current().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot read the current attributes and alarms from the log; the chains start without them.");
+            Vec::new()
+        }
+    };
+    let memory = outpost_rules::Memory::restore(&current);
+    tracing::info!(
+        attributes = current.len() - memory.alarms.len().min(current.len()),
+        open_alarms = memory.alarms.len(),
+        "Restored the current attributes and alarms."
+    );
+    stage.put_memory(memory);
+    let mut known_attributes = crate::attributes::known(&current);
+    drop(current);
+    let (settings_tx, settings_rx) = mpsc::channel(1);
+    for ev in crate::attributes::configured(&cfg, &mut known_attributes, clock.now()) {
+        // Queued ahead of every reading (the channel is empty here).
+        if driver_tx.try_send(ev).is_err() {
+            tracing::warn!("The configured attributes could not be queued; they are recorded at the next apply.");
+        }
+    }
     let rules = outpost_core::task::spawn(liveness.stage("rules").watch(pipeline::rules_task(
         stage,
         clock.clone(),
+        crate::attributes::DeviceSettings::from_config(&cfg),
+        settings_rx,
         driver_rx,
         rules_tx,
         router.clone(),
@@ -454,6 +482,8 @@ async fn run(
             router: router.clone(),
             log: log.clone(),
             reload: reload_tx,
+            settings: settings_tx,
+            known_attributes,
             drivers_stop,
             uplinks_stop,
             base,

@@ -202,10 +202,8 @@ mod tests {
                 "d".to_string(),
                 Timestamp::synced(5),
                 Body::Alarm(Alarm {
-                    name: "Overheat".into(),
-                    severity: AlarmSeverity::Critical,
                     state,
-                    details: String::new(),
+                    ..Alarm::raised("Overheat", AlarmSeverity::Critical, "", 5)
                 }),
             )
         };

@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 
-use outpost_core::{AlarmSeverity, Event, Timestamp, Value};
+use outpost_core::{Alarm, AlarmState, Event, Timestamp, Value};
 
 use crate::msg::Msg;
 
@@ -45,12 +45,73 @@ pub struct WriteRequest {
     pub by: String,
 }
 
-/// What nodes can read of the gateway's state: the latest values of each
-/// device (from telemetry and attributes passing through the engine).
-#[derive(Debug, Default)]
+/// What nodes can read of the gateway's state, per device: the latest
+/// values and the attributes of each scope the chains or the platform
+/// saved.
+#[derive(Debug, Default, Clone)]
 pub struct State {
     pub latest: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+    /// Client-side attributes (the device's own).
     pub attributes: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+    pub shared: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+    pub server: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+}
+
+impl State {
+    /// Takes in the values of a saved event.
+    pub fn observe(&mut self, ev: &Event) {
+        use outpost_core::{AttributeScope, Body};
+        let (target, points) = match &ev.body {
+            Body::Telemetry(p) => (&mut self.latest, p),
+            Body::Attributes(p) => (&mut self.attributes, p),
+            Body::ScopedAttributes(AttributeScope::Shared, p) => (&mut self.shared, p),
+            Body::ScopedAttributes(AttributeScope::Server, p) => (&mut self.server, p),
+            _ => return,
+        };
+        if let serde_json::Value::Object(m) = crate::msg::points_json(points) {
+            target.entry(ev.device.clone()).or_default().extend(m);
+        }
+    }
+}
+
+/// What the engine remembers across a reload of its chains and, through
+/// the log's current state, across a restart: values, attributes and open
+/// alarms.
+#[derive(Debug, Default, Clone)]
+pub struct Memory {
+    pub state: State,
+    /// Open (not cleared) alarms: "originator\0type" → the alarm.
+    pub alarms: BTreeMap<String, Alarm>,
+}
+
+impl Memory {
+    /// The memory the log's current state describes (see
+    /// `EventLog::current`): attributes, and alarms not cleared.
+    pub fn restore<'e>(events: impl IntoIterator<Item = &'e Event>) -> Self {
+        let mut m = Memory::default();
+        for ev in events {
+            m.observe(ev);
+        }
+        m
+    }
+
+    pub fn observe(&mut self, ev: &Event) {
+        if let outpost_core::Body::Alarm(a) = &ev.body {
+            let key = alarm_key(&ev.device, &a.name);
+            if a.state == AlarmState::Active {
+                self.alarms.insert(key, a.clone());
+            } else {
+                self.alarms.remove(&key);
+            }
+        } else {
+            self.state.observe(ev);
+        }
+    }
+}
+
+/// The key of an alarm's identity: originator and type.
+pub fn alarm_key(originator: &str, alarm_type: &str) -> String {
+    format!("{originator}\u{0}{alarm_type}")
 }
 
 /// A node's view of one step.
@@ -58,8 +119,8 @@ pub struct State {
 pub struct Cx<'a> {
     pub now: Timestamp,
     pub state: &'a State,
-    /// Active alarms: "originator\0type" → severity.
-    pub(crate) alarms: &'a mut BTreeMap<String, AlarmSeverity>,
+    /// Open alarms: "originator\0type" → the alarm.
+    pub(crate) alarms: &'a mut BTreeMap<String, Alarm>,
     pub(crate) routed: Vec<(String, Msg)>,
     pub(crate) events: &'a mut Vec<Event>,
     pub(crate) writes: &'a mut Vec<WriteRequest>,
@@ -73,7 +134,7 @@ impl<'a> Cx<'a> {
     pub(crate) fn new(
         now: Timestamp,
         state: &'a State,
-        alarms: &'a mut BTreeMap<String, AlarmSeverity>,
+        alarms: &'a mut BTreeMap<String, Alarm>,
         events: &'a mut Vec<Event>,
         writes: &'a mut Vec<WriteRequest>,
     ) -> Self {
@@ -114,16 +175,16 @@ impl<'a> Cx<'a> {
         self.script_ns += ns;
     }
 
-    /// The severity of an active alarm ("originator\0type"), if active.
-    pub fn alarm(&self, key: &str) -> Option<AlarmSeverity> {
-        self.alarms.get(key).copied()
+    /// The open alarm of this identity (see [`alarm_key`]).
+    pub fn alarm(&self, key: &str) -> Option<&Alarm> {
+        self.alarms.get(key)
     }
 
-    /// Marks an alarm active (with its severity) or cleared.
-    pub fn set_alarm(&mut self, key: String, active: Option<AlarmSeverity>) {
-        match active {
-            Some(s) => {
-                self.alarms.insert(key, s);
+    /// Records an alarm's new state: open, or (cleared) closed.
+    pub fn set_alarm(&mut self, key: String, alarm: Option<Alarm>) {
+        match alarm {
+            Some(a) => {
+                self.alarms.insert(key, a);
             }
             None => {
                 self.alarms.remove(&key);
@@ -195,7 +256,7 @@ impl Chain {
 pub struct Engine {
     pub chains: Vec<Chain>,
     pub state: State,
-    pub alarms: BTreeMap<String, AlarmSeverity>,
+    pub alarms: BTreeMap<String, Alarm>,
 }
 
 struct Work {
@@ -296,15 +357,62 @@ impl Engine {
     /// the message in flight).
     fn observe(&mut self, saved: &[Event]) {
         for ev in saved {
-            let (target, points) = match &ev.body {
-                outpost_core::Body::Telemetry(p) => (&mut self.state.latest, p),
-                outpost_core::Body::Attributes(p) => (&mut self.state.attributes, p),
-                _ => continue,
-            };
-            if let serde_json::Value::Object(m) = crate::msg::points_json(points) {
-                target.entry(ev.device.clone()).or_default().extend(m);
-            }
+            self.state.observe(ev);
         }
+    }
+
+    /// Takes in an event that is saved whatever the chains do (attributes
+    /// of the shared and server scopes).
+    pub fn observe_saved(&mut self, ev: &Event) {
+        self.state.observe(ev);
+    }
+
+    /// What the engine remembers, for the engine that replaces it.
+    pub fn take_memory(&mut self) -> Memory {
+        Memory {
+            state: std::mem::take(&mut self.state),
+            alarms: std::mem::take(&mut self.alarms),
+        }
+    }
+
+    pub fn put_memory(&mut self, m: Memory) {
+        self.state = m.state;
+        self.alarms = m.alarms;
+    }
+
+    /// Acknowledges an alarm (open, or cleared but not yet acknowledged
+    /// when `closed` holds it): the event recording it, or `None` when
+    /// there is no such alarm or it is already acknowledged.
+    pub fn acknowledge(
+        &mut self,
+        now: Timestamp,
+        originator: &str,
+        alarm_type: &str,
+        closed: Option<Alarm>,
+    ) -> Option<Event> {
+        let key = alarm_key(originator, alarm_type);
+        let mut a = match self.alarms.get(&key) {
+            Some(a) => a.clone(),
+            None => closed.filter(|c| c.name == alarm_type)?,
+        };
+        if a.acknowledged {
+            return None;
+        }
+        a.acknowledged = true;
+        a.ack_ms = Some(now.unix_ms);
+        if a.state == AlarmState::Active {
+            self.alarms.insert(key, a.clone());
+        }
+        Some(Event::new(originator, now, outpost_core::Body::Alarm(a)))
+    }
+
+    /// Clears an open alarm from outside the chains (the technician's
+    /// page): the event recording it, or `None` when it is not open.
+    pub fn clear(&mut self, now: Timestamp, originator: &str, alarm_type: &str) -> Option<Event> {
+        let mut a = self.alarms.remove(&alarm_key(originator, alarm_type))?;
+        a.state = AlarmState::Cleared;
+        a.clear_ms = Some(now.unix_ms);
+        Some(Event::new(originator, now, outpost_core::Body::Alarm(a)))
     }
 
     fn run(

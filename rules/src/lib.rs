@@ -29,7 +29,7 @@ use std::path::Path;
 use outpost_config::Rules;
 use outpost_core::{Event, Timestamp};
 
-pub use engine::{Engine, NodeCounters, WriteRequest};
+pub use engine::{Engine, Memory, NodeCounters, WriteRequest};
 
 /// Counters of every node: (chain, [(node, node type, counters)]).
 pub type ChainCounters = Vec<(String, Vec<(String, String, NodeCounters)>)>;
@@ -51,6 +51,18 @@ pub trait Stage: Send + std::fmt::Debug {
     fn counters(&self) -> ChainCounters {
         Vec::new()
     }
+
+    /// What this stage remembers (values, attributes, open alarms), for
+    /// the stage that replaces it on a reload. Default: nothing.
+    fn take_memory(&mut self) -> Option<engine::Memory> {
+        None
+    }
+
+    /// Takes over what a previous stage (or the log) remembered.
+    fn put_memory(&mut self, _memory: engine::Memory) {}
+
+    /// Each device's type (`metadata.deviceType`; `default` for others).
+    fn set_device_types(&mut self, _types: std::collections::BTreeMap<String, String>) {}
 }
 
 /// Forwards every event unchanged.
@@ -68,6 +80,7 @@ impl Stage for PassThrough {
 pub struct ChainStage {
     engine: Engine,
     writes: Vec<WriteRequest>,
+    types: std::collections::BTreeMap<String, String>,
 }
 
 impl ChainStage {
@@ -75,24 +88,46 @@ impl ChainStage {
         Self {
             engine,
             writes: Vec::new(),
+            types: Default::default(),
         }
     }
 }
 
 impl Stage for ChainStage {
     fn on_event(&mut self, now: Timestamp, event: Event, out: &mut Vec<Event>) {
-        let status = matches!(event.body, outpost_core::Body::Status(_));
+        let recorded = matches!(
+            event.body,
+            outpost_core::Body::Status(_) | outpost_core::Body::ScopedAttributes(..)
+        );
         match msg::Msg::from_event(&event) {
-            Some(m) => {
-                // Device status is the gateway's own record: it is logged
-                // whatever the chains do, and the chains see it too.
-                if status {
+            Some(mut m) => {
+                if let Some(t) = self.types.get(&event.device) {
+                    m.metadata.insert("deviceType".into(), t.clone());
+                }
+                // Device status and the attributes of the shared and server
+                // scopes are the gateway's own record: logged whatever the
+                // chains do, and the chains see them too (attributes as
+                // ThingsBoard's ATTRIBUTES_UPDATED, already saved).
+                if recorded {
+                    self.engine.observe_saved(&event);
                     out.push(event);
                 }
                 self.engine.process(now, m, out, &mut self.writes);
             }
             None => out.push(event),
         }
+    }
+
+    fn take_memory(&mut self) -> Option<engine::Memory> {
+        Some(self.engine.take_memory())
+    }
+
+    fn put_memory(&mut self, memory: engine::Memory) {
+        self.engine.put_memory(memory);
+    }
+
+    fn set_device_types(&mut self, types: std::collections::BTreeMap<String, String>) {
+        self.types = types;
     }
 
     fn on_tick(&mut self, now: Timestamp, out: &mut Vec<Event>) {

@@ -17,6 +17,7 @@ use serde_json::{Map, Value as Json};
 pub const POST_TELEMETRY: &str = "POST_TELEMETRY_REQUEST";
 pub const POST_ATTRIBUTES: &str = "POST_ATTRIBUTES_REQUEST";
 pub const ALARM: &str = "ALARM";
+pub const ATTRIBUTES_UPDATED: &str = "ATTRIBUTES_UPDATED";
 pub const CONNECT: &str = "CONNECT_EVENT";
 pub const DISCONNECT: &str = "DISCONNECT_EVENT";
 pub const ACTIVITY: &str = "ACTIVITY_EVENT";
@@ -56,15 +57,16 @@ impl Msg {
         let (msg_type, data) = match &ev.body {
             Body::Telemetry(points) => (POST_TELEMETRY, points_json(points)),
             Body::Attributes(points) => (POST_ATTRIBUTES, points_json(points)),
-            Body::Alarm(a) => (
-                ALARM,
-                serde_json::json!({
-                    "type": a.name,
-                    "severity": severity_name(a.severity),
-                    "status": if a.state == AlarmState::Active { "ACTIVE_UNACK" } else { "CLEARED_UNACK" },
-                    "details": a.details,
-                }),
-            ),
+            Body::ScopedAttributes(scope, points) => {
+                let mut m = Msg::new(&ev.device, ATTRIBUTES_UPDATED, points_json(points), ev.ts);
+                let scope = match scope {
+                    outpost_core::AttributeScope::Shared => "SHARED_SCOPE",
+                    outpost_core::AttributeScope::Server => "SERVER_SCOPE",
+                };
+                m.metadata.insert("scope".into(), scope.into());
+                return Some(m);
+            }
+            Body::Alarm(a) => (ALARM, alarm_json(&ev.device, a)),
             Body::Status(s) => {
                 let t = match s.status {
                     outpost_core::DeviceStatus::Online => CONNECT,
@@ -231,26 +233,38 @@ pub fn parse_severity(s: &str) -> Option<AlarmSeverity> {
     })
 }
 
-/// An alarm event for the originator of `m`, at its time, on its route.
-pub fn alarm_event(
-    m: &Msg,
-    name: &str,
-    severity: AlarmSeverity,
-    state: AlarmState,
-    details: &Json,
-) -> Event {
-    let mut ev = Event::new(
-        m.originator.clone(),
-        m.time(),
-        Body::Alarm(Alarm {
-            name: name.to_string(),
-            severity,
-            state,
-            details: details.to_string(),
-        }),
-    );
+/// An alarm event (the whole record) for the originator of `m`, at its
+/// time, on its route.
+pub fn alarm_event(m: &Msg, alarm: &Alarm) -> Event {
+    let mut ev = Event::new(m.originator.clone(), m.time(), Body::Alarm(alarm.clone()));
     ev.route = m.route();
     ev
+}
+
+/// An alarm as ThingsBoard's rule engine hands it on (the message data of
+/// an alarm node's output): its fields by ThingsBoard's names.
+pub fn alarm_json(originator: &str, a: &Alarm) -> Json {
+    let details = serde_json::from_str::<Json>(&a.details)
+        .unwrap_or_else(|_| Json::String(a.details.clone()));
+    serde_json::json!({
+        "type": a.name,
+        "name": a.name,
+        "originator": originator,
+        "originatorName": originator,
+        "severity": severity_name(a.severity),
+        "status": a.status(),
+        "acknowledged": a.acknowledged,
+        "cleared": a.state == AlarmState::Cleared,
+        "startTs": a.start_ms,
+        "endTs": a.end_ms,
+        "ackTs": a.ack_ms.unwrap_or(0),
+        "clearTs": a.clear_ms.unwrap_or(0),
+        "details": details,
+        "propagate": a.propagation.related,
+        "propagateToOwner": a.propagation.to_owner,
+        "propagateToTenant": a.propagation.to_tenant,
+        "propagateRelationTypes": a.propagation.relation_types,
+    })
 }
 
 /// A timestamp for tests and benches.

@@ -9,12 +9,14 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use outpost_core::{AlarmSeverity, AlarmState};
+use outpost_core::AlarmSeverity;
 use serde_json::{json, Map, Value as Json};
 
 use crate::engine::{Cx, Node, WriteRequest};
 use crate::msg::{self, Msg};
 use crate::script::{Script, ScriptError, ScriptHost};
+
+mod alarm;
 
 const TB: &str = "org.thingsboard.rule.engine.";
 
@@ -120,16 +122,8 @@ pub fn build(
                 .and_then(Json::as_bool)
                 .unwrap_or(false),
         }),
-        "action.TbCreateAlarmNode" => Box::new(CreateAlarm {
-            alarm_type: string(cfg, "alarmType")?,
-            severity: msg::parse_severity(&string(cfg, "severity")?)
-                .ok_or("severity: expected CRITICAL, MAJOR, MINOR, WARNING or INDETERMINATE")?,
-            details: optional_script(cfg, "alarmDetailsBuildJs", scripts)?,
-        }),
-        "action.TbClearAlarmNode" => Box::new(ClearAlarm {
-            alarm_type: string(cfg, "alarmType")?,
-            details: optional_script(cfg, "alarmDetailsBuildJs", scripts)?,
-        }),
+        "action.TbCreateAlarmNode" => Box::new(alarm::CreateAlarm::new(cfg, scripts)?),
+        "action.TbClearAlarmNode" => Box::new(alarm::ClearAlarm::new(cfg, scripts)?),
         "deduplication.TbMsgDeduplicationNode" => Box::new(Dedup {
             interval_ms: seconds(cfg, "interval")?,
             strategy: match cfg
@@ -580,7 +574,6 @@ impl Node for Enrich {
     fn on_msg(&mut self, mut m: Msg, cx: &mut Cx<'_>) {
         let dev = m.originator.clone();
         let latest = cx.state.latest.get(&dev);
-        let attrs = cx.state.attributes.get(&dev);
         let mut found: Vec<(String, Json)> = Vec::new();
         let mut missing = Vec::new();
         for k in &self.latest {
@@ -589,11 +582,12 @@ impl Node for Enrich {
                 None => missing.push(k.clone()),
             }
         }
-        for (keys, prefix) in [
-            (&self.client, "cs_"),
-            (&self.shared, "shared_"),
-            (&self.server, "ss_"),
+        for (keys, prefix, scope) in [
+            (&self.client, "cs_", &cx.state.attributes),
+            (&self.shared, "shared_", &cx.state.shared),
+            (&self.server, "ss_", &cx.state.server),
         ] {
+            let attrs = scope.get(&dev);
             for k in keys {
                 match attrs.and_then(|a| a.get(k)) {
                     Some(v) => found.push((format!("{prefix}{k}"), v.clone())),
@@ -884,110 +878,6 @@ impl Node for PushToCloud {
             other => return cx.fail(m.clone(), format!("{other} messages are not sent upstream")),
         };
         Save { attributes }.on_msg(m, cx);
-    }
-}
-
-fn alarm_details(s: &Option<ScriptNode>, m: &Msg, cx: &mut Cx<'_>) -> Result<Json, String> {
-    match s {
-        Some(s) => s.call(m, cx).map_err(|e| e.to_string()),
-        None => Ok(m.data.clone()),
-    }
-}
-
-fn alarm_msg(
-    m: &Msg,
-    alarm_type: &str,
-    severity: AlarmSeverity,
-    status: &str,
-    details: &Json,
-    flag: &str,
-) -> Msg {
-    let mut out = m.clone();
-    out.msg_type = msg::ALARM.to_string();
-    out.data = json!({
-        "type": alarm_type,
-        "originator": m.originator,
-        "severity": msg::severity_name(severity),
-        "status": status,
-        "details": details,
-    });
-    out.metadata.insert(flag.to_string(), "true".to_string());
-    out
-}
-
-#[derive(Debug)]
-struct CreateAlarm {
-    alarm_type: String,
-    severity: AlarmSeverity,
-    details: Option<ScriptNode>,
-}
-
-impl Node for CreateAlarm {
-    fn on_msg(&mut self, m: Msg, cx: &mut Cx<'_>) {
-        let details = match alarm_details(&self.details, &m, cx) {
-            Ok(d) => d,
-            Err(e) => return cx.fail(m, e),
-        };
-        let key = format!("{}\u{0}{}", m.originator, self.alarm_type);
-        let is_new = cx.alarm(&key).is_none();
-        cx.set_alarm(key, Some(self.severity));
-        cx.emit(msg::alarm_event(
-            &m,
-            &self.alarm_type,
-            self.severity,
-            AlarmState::Active,
-            &details,
-        ));
-        let (rel, flag) = if is_new {
-            ("Created", "isNewAlarm")
-        } else {
-            ("Updated", "isExistingAlarm")
-        };
-        let out = alarm_msg(
-            &m,
-            &self.alarm_type,
-            self.severity,
-            "ACTIVE_UNACK",
-            &details,
-            flag,
-        );
-        cx.tell(rel, out);
-    }
-}
-
-#[derive(Debug)]
-struct ClearAlarm {
-    alarm_type: String,
-    details: Option<ScriptNode>,
-}
-
-impl Node for ClearAlarm {
-    fn on_msg(&mut self, m: Msg, cx: &mut Cx<'_>) {
-        let key = format!("{}\u{0}{}", m.originator, self.alarm_type);
-        let Some(severity) = cx.alarm(&key) else {
-            return cx.tell("False", m);
-        };
-        let details = match alarm_details(&self.details, &m, cx) {
-            Ok(d) => d,
-            Err(e) => return cx.fail(m, e),
-        };
-        cx.set_alarm(key, None);
-        cx.emit(msg::alarm_event(
-            &m,
-            &self.alarm_type,
-            severity,
-            AlarmState::Cleared,
-            &details,
-        ));
-        let out = alarm_msg(
-            &m,
-            &self.alarm_type,
-            severity,
-            "CLEARED_UNACK",
-            &details,
-            "isClearedAlarm",
-        );
-        cx.tell("Cleared", out);
     }
 }
 
@@ -1356,7 +1246,6 @@ struct Threshold {
     hysteresis: f64,
     alarm: String,
     severity: AlarmSeverity,
-    active: BTreeMap<String, bool>,
 }
 
 impl Threshold {
@@ -1381,7 +1270,6 @@ impl Threshold {
                 Some(s) => msg::parse_severity(s)
                     .ok_or("severity: expected CRITICAL, MAJOR, MINOR, WARNING or INDETERMINATE")?,
             },
-            active: BTreeMap::new(),
         })
     }
 }
@@ -1391,47 +1279,21 @@ impl Node for Threshold {
         let Some(v) = m.number(&self.key) else {
             return cx.tell("Success", m);
         };
-        let active = self.active.get(&m.originator).copied().unwrap_or(false);
+        let key = crate::engine::alarm_key(&m.originator, &self.alarm);
+        let active = cx.alarm(&key).is_some();
         let beyond = self.high.is_some_and(|h| v > h) || self.low.is_some_and(|l| v < l);
         let back = self.high.is_none_or(|h| v <= h - self.hysteresis)
             && self.low.is_none_or(|l| v >= l + self.hysteresis);
         let details = json!({"key": self.key, "value": v, "high": self.high, "low": self.low});
         if !active && beyond {
-            self.active.insert(m.originator.clone(), true);
-            cx.emit(msg::alarm_event(
-                &m,
-                &self.alarm,
-                self.severity,
-                AlarmState::Active,
-                &details,
-            ));
-            let out = alarm_msg(
-                &m,
-                &self.alarm,
-                self.severity,
-                "ACTIVE_UNACK",
-                &details,
-                "isNewAlarm",
-            );
-            cx.tell("Created", out);
+            let none = outpost_core::Propagation::default();
+            let (alarm::Raised::Created(a) | alarm::Raised::Updated { alarm: a, .. }) =
+                alarm::raise(cx, &m, &self.alarm, self.severity, &details, &none);
+            cx.tell("Created", alarm::alarm_msg(&m, &a, &["isNewAlarm"]));
         } else if active && back {
-            self.active.insert(m.originator.clone(), false);
-            cx.emit(msg::alarm_event(
-                &m,
-                &self.alarm,
-                self.severity,
-                AlarmState::Cleared,
-                &details,
-            ));
-            let out = alarm_msg(
-                &m,
-                &self.alarm,
-                self.severity,
-                "CLEARED_UNACK",
-                &details,
-                "isClearedAlarm",
-            );
-            cx.tell("Cleared", out);
+            if let Some(Ok(a)) = alarm::clear(cx, &m, &self.alarm, |_, _| Ok(details.clone())) {
+                cx.tell("Cleared", alarm::alarm_msg(&m, &a, &["isClearedAlarm"]));
+            }
         }
         cx.tell("Success", m);
     }
@@ -1505,7 +1367,7 @@ mod tests {
     struct Harness {
         node: Box<dyn Node>,
         state: State,
-        alarms: BTreeMap<String, AlarmSeverity>,
+        alarms: BTreeMap<String, outpost_core::Alarm>,
         events: Vec<Event>,
         writes: Vec<WriteRequest>,
     }
@@ -1742,7 +1604,7 @@ mod tests {
             "inside the hysteresis band"
         );
         assert_eq!(rels(h.send(4, json!({"t": 75}))), ["Cleared", "Success"]);
-        let states: Vec<AlarmState> = h
+        let states: Vec<outpost_core::AlarmState> = h
             .events
             .iter()
             .filter_map(|e| match &e.body {
@@ -1750,7 +1612,13 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(states, [AlarmState::Active, AlarmState::Cleared]);
+        assert_eq!(
+            states,
+            [
+                outpost_core::AlarmState::Active,
+                outpost_core::AlarmState::Cleared
+            ]
+        );
     }
 
     #[test]

@@ -60,6 +60,7 @@ fn alarm(ev: &Event) -> (&str, AlarmSeverity, AlarmState, Json) {
             severity,
             state,
             details,
+            ..
         }) => (
             name.as_str(),
             *severity,

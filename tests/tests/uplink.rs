@@ -651,12 +651,12 @@ async fn a_long_outage_drops_oldest_telemetry_keeps_alarms_and_reports_the_gap()
     let alarm = Event::new(
         "boiler",
         Timestamp::synced(1_764_000_000_000),
-        Body::Alarm(outpost_core::Alarm {
-            name: "Overheat".into(),
-            severity: outpost_core::AlarmSeverity::Critical,
-            state: outpost_core::AlarmState::Active,
-            details: String::new(),
-        }),
+        Body::Alarm(outpost_core::Alarm::raised(
+            "Overheat",
+            outpost_core::AlarmSeverity::Critical,
+            "",
+            1_764_000_000_000,
+        )),
     );
     log.append(vec![alarm]).await.unwrap();
     for chunk in 0..10 {

@@ -1798,10 +1798,13 @@ async fn active_alarms_show_on_the_devices_page_and_in_live_updates() {
                 "pump",
                 Timestamp::synced(NOW),
                 EvBody::Alarm(outpost_core::Alarm {
-                    name: "Overheat".into(),
-                    severity: outpost_core::AlarmSeverity::Critical,
                     state,
-                    details: String::new(),
+                    ..outpost_core::Alarm::raised(
+                        "Overheat",
+                        outpost_core::AlarmSeverity::Critical,
+                        "",
+                        NOW,
+                    )
                 }),
             ),
         }])

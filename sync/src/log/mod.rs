@@ -261,6 +261,9 @@ enum Command {
         ts_ms: i64,
         reply: oneshot::Sender<Result<Seq, LogError>>,
     },
+    Current {
+        reply: oneshot::Sender<Result<(Vec<Event>, u64), LogError>>,
+    },
     LastValues {
         device: String,
         tags: Vec<String>,
@@ -511,6 +514,24 @@ impl EventLog {
             reply,
         })
         .await?
+    }
+
+    /// The current attributes (every scope) and the alarms not both
+    /// cleared and acknowledged: one event each, oldest first, whatever
+    /// retention has removed from the history. Rows that do not decode are
+    /// skipped (and logged).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn current(&self) -> Result<Vec<Event>, LogError> {
+        let (events, bad) = self.call(|reply| Command::Current { reply }).await??;
+        if bad > 0 {
+            tracing::warn!(
+                rows = bad,
+                "Rows of the current state do not decode; skipped."
+            );
+        }
+        Ok(events)
     }
 
     /// Where a scan from time `ts_ms` may start (see [`Store::seq_before`]).
@@ -939,6 +960,9 @@ impl Writer {
             }
             Command::SeqBefore { ts_ms, reply } => {
                 let _ignored = reply.send(self.store.seq_before(ts_ms));
+            }
+            Command::Current { reply } => {
+                let _ignored = reply.send(self.store.current());
             }
             Command::LastValues {
                 device,

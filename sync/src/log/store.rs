@@ -11,6 +11,7 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Tran
 use super::seqfloor::{SeqFloor, SEQ_BLOCK};
 use super::tagsets::TagsetCache;
 
+mod current;
 mod restamp;
 use super::{Durability, Limits, LogError, StoredEvent};
 pub use restamp::{corrected, correction_audit, Corrected};
@@ -19,7 +20,7 @@ pub use restamp::{corrected, correction_audit, Corrected};
 pub(super) const APPLICATION_ID: i64 = 0x4f55_5450;
 /// The schema this build writes. Older logs are migrated at open (see
 /// [`MIGRATIONS`]); newer ones are refused, never moved aside.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 /// Bytes counted per row on top of its encoded body: the row header, the
 /// seq/time/priority columns and the device name's share.
 pub const ROW_OVERHEAD: u64 = 40;
@@ -54,6 +55,13 @@ CREATE TABLE IF NOT EXISTS meta (
     value INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS tagsets (id INTEGER PRIMARY KEY, tags BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS current (
+    device TEXT NOT NULL,
+    scope  INTEGER NOT NULL,     -- 0 client, 1 shared, 2 server attributes; 3 alarms
+    key    TEXT NOT NULL,        -- the attribute's key, the alarm's type
+    seq    INTEGER NOT NULL,     -- the event it comes from
+    body   BLOB NOT NULL,        -- that event (an attribute's: narrowed to its point)
+    PRIMARY KEY (device, scope, key)) WITHOUT ROWID;
 ";
 
 /// One step of the migration ladder: SQL that takes a log of schema version
@@ -85,6 +93,10 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
     sql: "CREATE TABLE IF NOT EXISTS tagsets (id INTEGER PRIMARY KEY, tags BLOB NOT NULL); \
           INSERT OR REPLACE INTO meta (key, value) VALUES ('boot_id', 0), \
           ('boot_first_seq', coalesce((SELECT value FROM meta WHERE key = 'next_seq'), 1));",
+}, Migration {
+    to: 4,
+    what: "the current attributes (client, shared and server scopes) and open alarms are kept in a table of their own, restored at start whatever retention has removed (alarm records gain acknowledgement, times and propagation: event format 5)",
+    sql: current::TABLE,
 }];
 
 /// Options fixed at open.
@@ -552,18 +564,34 @@ impl Store {
         }
         let migrated_from = (version < SCHEMA_VERSION).then_some(version);
         for m in MIGRATIONS.iter().filter(|m| m.to > version) {
-            conn.execute_batch(&format!(
-                "BEGIN IMMEDIATE; {} PRAGMA user_version = {}; COMMIT;",
-                m.sql, m.to
-            ))
-            .map_err(|source| {
+            let failed = |source| {
                 let _rolled_back = conn.execute_batch("ROLLBACK").is_ok();
                 LogError::Migration {
                     path: path.to_path_buf(),
                     to: m.to,
                     source,
                 }
-            })?;
+            };
+            conn.execute_batch(&format!("BEGIN IMMEDIATE; {}", m.sql))
+                .map_err(failed)?;
+            if m.to == 4 {
+                // In the migration's transaction: a log is at schema 4 only
+                // with its current state filled.
+                match current::backfill(&conn) {
+                    Ok(n) => {
+                        tracing::info!(
+                            events = n,
+                            "Filled the current attributes and alarms from the log."
+                        );
+                    }
+                    Err(e) => {
+                        let _rolled_back = conn.execute_batch("ROLLBACK").is_ok();
+                        return Err(e);
+                    }
+                }
+            }
+            conn.execute_batch(&format!("PRAGMA user_version = {}; COMMIT;", m.to))
+                .map_err(failed)?;
             tracing::info!(path = %path.display(), to = m.to, what = m.what, "Migrated the event log.");
         }
 
@@ -877,6 +905,9 @@ impl Store {
                     &mut rows,
                     &mut bytes,
                 )?;
+                if current::concerns(ev) {
+                    current::record(&tx, next, ev)?;
+                }
                 next += 1;
             }
         }
@@ -1173,6 +1204,15 @@ impl Store {
     ///
     /// # Errors
     /// When the database fails.
+    /// The current attributes and open (or unacknowledged) alarms, one
+    /// event each, oldest first; and how many rows did not decode.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub fn current(&mut self) -> Result<(Vec<Event>, u64), LogError> {
+        current::load(&self.conn)
+    }
+
     pub fn seq_before(&mut self, ts_ms: i64) -> Result<Seq, LogError> {
         seq_before_in(&self.conn, ts_ms, 0, self.next_seq).map(Seq)
     }

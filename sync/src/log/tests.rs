@@ -2,8 +2,8 @@
 use std::collections::BTreeMap;
 
 use outpost_core::{
-    codec, Alarm, AlarmSeverity, AlarmState, Audit, Body, ClockQuality, Event, FixedClock, Gap,
-    Point, Priority, Seq, Timestamp, Value,
+    codec, Alarm, AlarmSeverity, Audit, Body, ClockQuality, Event, FixedClock, Gap, Point,
+    Priority, Seq, Timestamp, Value,
 };
 use proptest::prelude::*;
 
@@ -218,12 +218,7 @@ fn event_strategy() -> impl Strategy<Value = Event> {
     let body = prop_oneof![
         6 => any::<i64>().prop_map(|v| Body::Telemetry(vec![Point::good("v", Value::I64(v))])),
         2 => "[a-z]{0,20}".prop_map(|s| Body::Attributes(vec![Point::good("fw", Value::Str(s))])),
-        1 => Just(Body::Alarm(Alarm {
-            name: "High".into(),
-            severity: AlarmSeverity::Major,
-            state: AlarmState::Active,
-            details: String::new(),
-        })),
+        1 => Just(Body::Alarm(Alarm::raised("High", AlarmSeverity::Major, "", 0))),
         1 => "[a-z ]{0,30}".prop_map(|d| Body::Audit(Audit {
             action: "config.applied".into(),
             actor: "test".into(),
@@ -542,12 +537,7 @@ fn limits_drop_telemetry_before_alarms_and_record_a_gap() {
     let alarm = Event::new(
         "d",
         now,
-        Body::Alarm(Alarm {
-            name: "Overheat".into(),
-            severity: AlarmSeverity::Critical,
-            state: AlarmState::Active,
-            details: String::new(),
-        }),
+        Body::Alarm(Alarm::raised("Overheat", AlarmSeverity::Critical, "", 0)),
     );
     store.append(std::slice::from_ref(&alarm), now).unwrap();
     let readings: Vec<Event> = (0..20).map(|i| reading("d", i, T0 + i)).collect();
@@ -568,6 +558,87 @@ fn limits_drop_telemetry_before_alarms_and_record_a_gap() {
     assert_eq!((gap.from_ms, gap.to_ms), (T0, T0 + 11));
     assert_eq!(store.stats().evicted_rows_total, 12);
     assert_eq!(store.stats().gaps_total, 1);
+}
+
+#[test]
+fn the_current_state_keeps_the_last_attribute_values_and_unfinished_alarms_past_eviction() {
+    use outpost_core::{AlarmState, AttributeScope};
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_rows: 100,
+        max_bytes: u64::MAX,
+        max_age_ms: u64::MAX,
+    };
+    let now = Timestamp::synced(T0);
+    let path = dir.path().join("e.db");
+    let (mut store, _) = Store::open(&path, opts(limits, Durability::Normal), now).unwrap();
+    let attr = |body| Event::new("d", now, body);
+    let mut raised = Alarm::raised("Overheat", AlarmSeverity::Critical, "{}", T0);
+    let mut other = Alarm::raised("Low", AlarmSeverity::Minor, "{}", T0);
+    store
+        .append(
+            &[
+                attr(Body::Attributes(vec![
+                    Point::good("fw", Value::Str("1.0".into())),
+                    Point::good("model", Value::Str("X".into())),
+                ])),
+                attr(Body::ScopedAttributes(
+                    AttributeScope::Shared,
+                    vec![Point::good("fw", Value::I64(7))],
+                )),
+                attr(Body::Alarm(raised.clone())),
+                attr(Body::Alarm(other.clone())),
+            ],
+            now,
+        )
+        .unwrap();
+    // Changes: a newer firmware, the alarm cleared, the other cleared and
+    // acknowledged (finished: it leaves the state).
+    raised.state = AlarmState::Cleared;
+    raised.clear_ms = Some(T0 + 1);
+    other.state = AlarmState::Cleared;
+    other.acknowledged = true;
+    store
+        .append(
+            &[
+                attr(Body::Attributes(vec![Point::good(
+                    "fw",
+                    Value::Str("1.1".into()),
+                )])),
+                attr(Body::Alarm(raised.clone())),
+                attr(Body::Alarm(other)),
+            ],
+            now,
+        )
+        .unwrap();
+    // Retention takes the attribute and alarm events out of the history
+    // (done here directly: limits take telemetry first).
+    drop(store);
+    #[allow(clippy::disallowed_methods)]
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    assert_eq!(conn.execute("DELETE FROM events", []).unwrap(), 7);
+    drop(conn);
+    let (mut store, _) = Store::open(&path, opts(limits, Durability::Normal), now).unwrap();
+    let (current, bad) = store.current().unwrap();
+    assert_eq!(bad, 0);
+    let shown: Vec<String> = current
+        .iter()
+        .map(|e| match &e.body {
+            Body::Attributes(p) => format!("client {}={}", p[0].tag, p[0].value),
+            Body::ScopedAttributes(s, p) => format!("{} {}={}", s.as_str(), p[0].tag, p[0].value),
+            Body::Alarm(a) => format!("alarm {} {}", a.name, a.status()),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "client model=\"X\"",
+            "shared fw=7",
+            "client fw=\"1.1\"",
+            "alarm Overheat CLEARED_UNACK"
+        ]
+    );
 }
 
 #[test]

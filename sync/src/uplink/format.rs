@@ -182,7 +182,9 @@ pub fn body_json(ev: &Event) -> Json {
         .unwrap_or(Json::Null),
         Body::Alarm(a) => {
             json!({"name": a.name, "severity": format!("{:?}", a.severity).to_uppercase(),
-                                 "state": format!("{:?}", a.state).to_lowercase(), "details": a.details})
+                   "state": format!("{:?}", a.state).to_lowercase(), "details": a.details,
+                   "acknowledged": a.acknowledged, "start_ms": a.start_ms, "end_ms": a.end_ms,
+                   "ack_ms": a.ack_ms, "clear_ms": a.clear_ms})
         }
         Body::Status(s) => {
             json!({"status": format!("{:?}", s.status).to_lowercase(), "detail": s.detail})
@@ -731,11 +733,16 @@ mod tests {
             event: Event::new(
                 "boiler",
                 Timestamp::synced(9),
-                Body::Alarm(outpost_core::Alarm {
-                    name: "Overheat".into(),
-                    severity: outpost_core::AlarmSeverity::Critical,
-                    state: outpost_core::AlarmState::Cleared,
-                    details: r#"{"t": 70}"#.into(),
+                Body::Alarm({
+                    let mut a = outpost_core::Alarm::raised(
+                        "Overheat",
+                        outpost_core::AlarmSeverity::Critical,
+                        r#"{"t": 70}"#,
+                        4,
+                    );
+                    a.state = outpost_core::AlarmState::Cleared;
+                    a.clear_ms = Some(9);
+                    a
                 }),
             ),
         };
