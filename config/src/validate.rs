@@ -425,6 +425,12 @@ fn check_remote(out: &mut Vec<Problem>, cfg: &Config) {
                             format!("uplink {m:?} is not in ThingsBoard mode (mode = \"thingsboard\")"),
                         ));
                         }
+                        if !r.thingsboard && mq.mode == crate::schema::MqttMode::Thingsboard {
+                            out.push(problem(
+                                "remote.thingsboard",
+                                format!("uplink {m:?} is in ThingsBoard mode, which takes the configuration from the gateway's shared attribute `configuration` (set thingsboard = true; a retained topic is not ThingsBoard's)"),
+                            ));
+                        }
                     }
                     None => out.push(problem(
                         "remote.mqtt_uplink",

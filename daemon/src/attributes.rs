@@ -169,6 +169,96 @@ impl DeviceSettings {
     }
 }
 
+/// What a ThingsBoard session needs of the devices: their types, and the
+/// shared keys to ask for (those the chains read and those that write a
+/// tag).
+pub fn tb_devices(cfg: &Config, chain_keys: &[String]) -> outpost_sync::uplink::TbDevices {
+    outpost_sync::uplink::TbDevices {
+        types: device_types(cfg),
+        shared_keys: cfg
+            .devices
+            .iter()
+            .map(|d| {
+                let mut keys: Vec<String> = chain_keys
+                    .iter()
+                    .chain(d.attribute_updates.keys())
+                    .cloned()
+                    .collect();
+                keys.sort();
+                keys.dedup();
+                (d.name.clone(), keys)
+            })
+            .collect(),
+    }
+}
+
+/// Per device: shared key → the tag it writes.
+pub type Updates = BTreeMap<String, BTreeMap<String, String>>;
+
+pub fn updates(cfg: &Config) -> Updates {
+    cfg.devices
+        .iter()
+        .filter(|d| !d.attribute_updates.is_empty())
+        .map(|d| (d.name.clone(), d.attribute_updates.clone()))
+        .collect()
+}
+
+/// Records shared attributes from ThingsBoard and performs the writes
+/// they map to, until the uplinks' senders are gone.
+pub async fn shared_from_thingsboard(
+    mut rx: tokio::sync::mpsc::Receiver<(String, Vec<Point>)>,
+    updates: std::sync::Arc<std::sync::RwLock<Updates>>,
+    router: outpost_drivers::command::Router,
+    clock: std::sync::Arc<dyn outpost_core::Clock>,
+    out: tokio::sync::mpsc::Sender<Event>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        // Ends with the drivers: its sender into the pipeline must go with
+        // theirs, or the pipeline would never drain at shutdown.
+        let next = tokio::select! {
+            () = stop.cancelled() => return,
+            n = rx.recv() => n,
+        };
+        let Some((device, points)) = next else { return };
+        let writes: Vec<(String, Value)> = match updates.read() {
+            Ok(u) => u
+                .get(&device)
+                .map(|m| {
+                    points
+                        .iter()
+                        .filter_map(|p| m.get(&p.tag).map(|tag| (tag.clone(), p.value.clone())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        tracing::info!(device = %device, keys = points.len(), writes = writes.len(), "Shared attributes from ThingsBoard.");
+        let mut ev = Event::new(
+            device.clone(),
+            clock.now(),
+            Body::ScopedAttributes(AttributeScope::Shared, points),
+        );
+        ev.route = outpost_core::Route::Local;
+        if out.send(ev).await.is_err() {
+            return;
+        }
+        for (tag, value) in writes {
+            match router
+                .write(&device, &tag, value.clone(), "thingsboard-shared-attribute")
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(device = %device, tag = %tag, value = %value, "Shared attribute written to the device.")
+                }
+                Err(e) => {
+                    tracing::warn!(device = %device, tag = %tag, error = %e, "A shared attribute could not be written to the device.")
+                }
+            }
+        }
+    }
+}
+
 /// Each configured device's type.
 pub fn device_types(cfg: &Config) -> BTreeMap<String, String> {
     cfg.devices

@@ -45,6 +45,16 @@ pub struct PartsContext {
     /// The attributes the log holds, so that an apply records only the
     /// configured ones that changed.
     pub known_attributes: crate::attributes::Known,
+    /// ThingsBoard sessions: device types and shared keys (follow applies).
+    pub tb_devices: Arc<std::sync::RwLock<outpost_sync::uplink::TbDevices>>,
+    /// Where ThingsBoard sessions hand shared attributes.
+    pub tb_shared: mpsc::Sender<(String, Vec<outpost_core::Point>)>,
+    /// The remote configuration over a ThingsBoard session: (uplink, link).
+    pub tb_control: Option<(String, outpost_sync::uplink::TbControl)>,
+    /// Shared keys that write tags (follow applies).
+    pub attribute_updates: Arc<std::sync::RwLock<crate::attributes::Updates>>,
+    /// The shared keys the running chains read.
+    pub chain_shared_keys: Vec<String>,
     pub drivers_stop: CancellationToken,
     pub uplinks_stop: CancellationToken,
     /// Where relative chain files are found.
@@ -332,6 +342,20 @@ impl Parts {
             read_batch: 256,
             live_lane: up.live_lane,
             rpc: Some(rpc),
+            thingsboard: up
+                .mqtt
+                .as_ref()
+                .filter(|m| m.mode == outpost_config::MqttMode::Thingsboard)
+                .map(|_| outpost_sync::uplink::TbLink {
+                    devices: self.cx.tb_devices.clone(),
+                    shared: self.cx.tb_shared.clone(),
+                    control: self
+                        .cx
+                        .tb_control
+                        .as_ref()
+                        .filter(|(name, _)| *name == up.name)
+                        .map(|(_, c)| c.clone()),
+                }),
         };
         let status = self.statuses.entry(up.name.clone()).or_default().clone();
         tracing::info!(uplink = %up.name, "Starting uplink.");
@@ -461,9 +485,17 @@ impl Parts {
             self.start_driver(fp, spec).await;
         }
         if let Some((fp, stage)) = plan.rules {
+            let keys = stage.shared_keys();
             if self.cx.reload.send(stage).await.is_ok() {
                 self.rules_fp = fp;
+                self.cx.chain_shared_keys = keys;
             }
+        }
+        if let Ok(mut d) = self.cx.tb_devices.write() {
+            *d = crate::attributes::tb_devices(&plan.devices, &self.cx.chain_shared_keys);
+        }
+        if let Ok(mut u) = self.cx.attribute_updates.write() {
+            *u = crate::attributes::updates(&plan.devices);
         }
         let settings = crate::attributes::DeviceSettings::from_config(&plan.devices);
         if self.cx.settings.send(settings).await.is_err() {

@@ -437,6 +437,7 @@ async fn run(
             Vec::new()
         }
     };
+    let chain_shared_keys = stage.shared_keys();
     let memory = outpost_rules::Memory::restore(&current);
     tracing::info!(
         attributes = current.len() - memory.alarms.len().min(current.len()),
@@ -453,6 +454,23 @@ async fn run(
             tracing::warn!("The configured attributes could not be queued; they are recorded at the next apply.");
         }
     }
+    // ThingsBoard sessions: shared attributes to the log (and the writes
+    // they map to), the remote configuration over the uplink's session.
+    let tb_devices = Arc::new(std::sync::RwLock::new(crate::attributes::tb_devices(
+        &cfg,
+        &chain_shared_keys,
+    )));
+    let attribute_updates = Arc::new(std::sync::RwLock::new(crate::attributes::updates(&cfg)));
+    let (tb_shared, tb_shared_rx) = mpsc::channel(16);
+    let _shared_task = outpost_core::task::spawn(crate::attributes::shared_from_thingsboard(
+        tb_shared_rx,
+        attribute_updates.clone(),
+        router.clone(),
+        clock.clone(),
+        driver_tx.clone(),
+        drivers_stop.clone(),
+    ));
+    let (tb_control, tb_control_links) = remote::control::thingsboard_link(&cfg);
     let rules = outpost_core::task::spawn(liveness.stage("rules").watch(pipeline::rules_task(
         stage,
         clock.clone(),
@@ -484,6 +502,11 @@ async fn run(
             reload: reload_tx,
             settings: settings_tx,
             known_attributes,
+            tb_devices,
+            tb_shared,
+            tb_control,
+            attribute_updates,
+            chain_shared_keys,
             drivers_stop,
             uplinks_stop,
             base,
@@ -515,7 +538,13 @@ async fn run(
     let shown = manager.shown();
     let control_stop = root.child_token();
     let (requests_tx, requests_rx) = mpsc::channel::<remote::Request>(4);
-    let links = remote::control::start_links(&cfg, &mut manager, &requests_tx, &control_stop);
+    let links = remote::control::start_links(
+        &cfg,
+        &mut manager,
+        &requests_tx,
+        &control_stop,
+        tb_control_links,
+    );
     if let Some(p) = interrupted {
         manager.interrupted(&p, &source).await;
     }

@@ -384,13 +384,13 @@ async fn next_report(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_retained_topic_and_thingsboard_attribute_apply_by_diff() {
+async fn mqtt_retained_topic_applies_by_diff() {
     let broker = Mosquitto::start("");
     let (pa, pb) = (peer(), peer());
     let site = Site::new(&mqtt_config(
         &broker.url(),
         &devices(pa.port, pb.port, "200ms"),
-        true,
+        false,
     ));
     let (cloud, mut reports) = mqtt_peer(broker.port).await;
     let _d = site.start();
@@ -398,7 +398,7 @@ async fn mqtt_retained_topic_and_thingsboard_attribute_apply_by_diff() {
     let b0 = one_connection(pb.port, "device b connected");
 
     // Retained topic: v1 changes a.
-    let v1 = mqtt_config(&broker.url(), &devices(pa.port, pb.port, "300ms"), true);
+    let v1 = mqtt_config(&broker.url(), &devices(pa.port, pb.port, "300ms"), false);
     let doc1 = Document::new(1, v1.clone()).to_json();
     cloud
         .publish(
@@ -426,7 +426,48 @@ async fn mqtt_retained_topic_and_thingsboard_attribute_apply_by_diff() {
         .await
         .unwrap();
 
-    // ThingsBoard shared attribute: v2 changes b only.
+    // v2 changes b only.
+    let v2 = mqtt_config(
+        &broker.url(),
+        &devices(pa.port, pb.port, "300ms").replace("period = \"200ms\"", "period = \"350ms\""),
+        false,
+    );
+    cloud
+        .publish(
+            "outpost/gw/config",
+            rumqttc::QoS::AtLeastOnce,
+            true,
+            Document::new(2, v2).to_json(),
+        )
+        .await
+        .unwrap();
+    let r = next_report(&mut reports, "outpost/gw/config/report", 2).await;
+    assert_eq!(r["state"], "applied", "{r}");
+    assert_eq!(r["changed"], "drivers restarted: b", "{r}");
+    assert_eq!(
+        connections_to(pa.port),
+        [a1],
+        "a kept its connection through v1's re-put and v2"
+    );
+    one_connection(pb.port, "device b reconnected");
+    assert_ne!(connections_to(pb.port), [b0]);
+    assert_eq!(site.kept_version(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thingsboard_attribute_applies_by_diff_and_rejects_a_broken_document() {
+    let broker = Mosquitto::start("");
+    let (pa, pb) = (peer(), peer());
+    let site = Site::new(&mqtt_config(
+        &broker.url(),
+        &devices(pa.port, pb.port, "300ms"),
+        true,
+    ));
+    let (cloud, mut reports) = mqtt_peer(broker.port).await;
+    let _d = site.start();
+    let a0 = one_connection(pa.port, "device a connected");
+    let b0 = one_connection(pb.port, "device b connected");
+    // The gateway's shared attribute: v2 changes b only.
     let v2 = mqtt_config(
         &broker.url(),
         &devices(pa.port, pb.port, "300ms").replace("period = \"200ms\"", "period = \"350ms\""),
@@ -450,11 +491,7 @@ async fn mqtt_retained_topic_and_thingsboard_attribute_apply_by_diff() {
     );
     assert_eq!(r["origin"], "thingsboard");
     assert_eq!(r["changed"], "drivers restarted: b", "{r}");
-    assert_eq!(
-        connections_to(pa.port),
-        [a1],
-        "a kept its connection through v1's re-put and v2"
-    );
+    assert_eq!(connections_to(pa.port), [a0], "a kept its connection");
     one_connection(pb.port, "device b reconnected");
     assert_ne!(connections_to(pb.port), [b0]);
 

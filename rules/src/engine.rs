@@ -202,6 +202,11 @@ pub trait Node: Send + std::fmt::Debug {
     fn passes_through(&self) -> bool {
         false
     }
+    /// Shared attribute keys this node reads (the gateway asks ThingsBoard
+    /// for them when a device connects).
+    fn shared_keys(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Counters of one node.
@@ -365,6 +370,23 @@ impl Engine {
     /// of the shared and server scopes).
     pub fn observe_saved(&mut self, ev: &Event) {
         self.state.observe(ev);
+    }
+
+    /// Every shared attribute key the chains read.
+    pub fn shared_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .chains
+            .iter()
+            .flat_map(|c| c.nodes.iter())
+            .filter_map(|n| match &n.kind {
+                Kind::Normal(node) => Some(node.shared_keys()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
     }
 
     /// What the engine remembers, for the engine that replaces it.

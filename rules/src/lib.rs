@@ -63,6 +63,11 @@ pub trait Stage: Send + std::fmt::Debug {
 
     /// Each device's type (`metadata.deviceType`; `default` for others).
     fn set_device_types(&mut self, _types: std::collections::BTreeMap<String, String>) {}
+
+    /// The shared attribute keys the chains read.
+    fn shared_keys(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Forwards every event unchanged.
@@ -128,6 +133,10 @@ impl Stage for ChainStage {
 
     fn set_device_types(&mut self, types: std::collections::BTreeMap<String, String>) {
         self.types = types;
+    }
+
+    fn shared_keys(&self) -> Vec<String> {
+        self.engine.shared_keys()
     }
 
     fn on_tick(&mut self, now: Timestamp, out: &mut Vec<Event>) {

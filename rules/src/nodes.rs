@@ -571,6 +571,10 @@ struct Enrich {
 }
 
 impl Node for Enrich {
+    fn shared_keys(&self) -> Vec<String> {
+        self.shared.clone()
+    }
+
     fn on_msg(&mut self, mut m: Msg, cx: &mut Cx<'_>) {
         let dev = m.originator.clone();
         let latest = cx.state.latest.get(&dev);

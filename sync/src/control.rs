@@ -53,7 +53,7 @@ pub enum Payload {
 
 /// The largest MQTT packet the configuration link reads: a document of
 /// [`outpost_config::MAX_DOCUMENT_BYTES`] and its topic.
-const MQTT_MAX_PACKET: usize = outpost_config::MAX_DOCUMENT_BYTES + 64 * 1024;
+pub(crate) const MQTT_MAX_PACKET: usize = outpost_config::MAX_DOCUMENT_BYTES + 64 * 1024;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);

@@ -69,6 +69,7 @@ async fn run(name: &str, protocol: Protocol, n: u64) {
         read_batch: 256,
         live_lane: false,
         rpc: None,
+        thingsboard: None,
     };
     let start = Instant::now();
     let worker = tokio::spawn(outpost_sync::uplink::run(

@@ -103,6 +103,7 @@ fn spec(name: &str, protocol: Protocol) -> UplinkSpec {
         read_batch: 500,
         live_lane: false,
         rpc: None,
+        thingsboard: None,
     }
 }
 
@@ -284,8 +285,9 @@ async fn mqtt_across_restarts(protocol: MqttProtocol) {
     let bound = restarts as u64 * u64::from(inflight) * s.largest as u64;
     assert!(
         dups <= bound,
-        "{dups} duplicates from the uplink, more than {restarts} restarts x {inflight} in flight x {} events",
-        s.largest
+        "{dups} duplicates from the uplink, more than {restarts} restarts x {inflight} in flight x {} events; uplink {st:?}; {} redelivered by the broker",
+        s.largest,
+        s.redelivered
     );
     let broker_bound = restarts as u64 * broker_inflight * s.largest as u64;
     assert!(
@@ -567,14 +569,14 @@ async fn thingsboard_topics_and_payloads() {
         got[0],
         (
             "v1/gateway/connect".to_string(),
-            serde_json::json!({"device": "pump-1"})
+            serde_json::json!({"device": "pump-1", "type": "default"})
         )
     );
     assert_eq!(
         got[1],
         (
             "v1/gateway/connect".to_string(),
-            serde_json::json!({"device": "pump-2"})
+            serde_json::json!({"device": "pump-2", "type": "default"})
         )
     );
     assert_eq!(got[2].0, "v1/gateway/telemetry");

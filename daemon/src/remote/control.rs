@@ -43,13 +43,58 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("control.sock")
 }
 
+/// The ends of the configuration link a ThingsBoard-mode uplink carries
+/// in its own session (ThingsBoard allows one session per device).
+pub struct TbLinkEnds {
+    docs: mpsc::Receiver<Incoming>,
+    reports: mpsc::Sender<Vec<u8>>,
+}
+
+/// When `[remote]` takes the configuration from ThingsBoard through an
+/// uplink in ThingsBoard mode: the link for that uplink's sessions, and
+/// the ends for [`start_links`].
+pub fn thingsboard_link(
+    cfg: &Config,
+) -> (
+    Option<(String, outpost_sync::uplink::TbControl)>,
+    Option<TbLinkEnds>,
+) {
+    let r = &cfg.remote;
+    let Some(name) = r.mqtt_uplink.as_deref() else {
+        return (None, None);
+    };
+    let tb_mode = cfg.uplinks.iter().any(|u| {
+        u.name == name
+            && u.mqtt
+                .as_ref()
+                .is_some_and(|m| m.mode == outpost_config::MqttMode::Thingsboard)
+    });
+    if !tb_mode || !r.thingsboard {
+        return (None, None);
+    }
+    let (docs_tx, docs) = mpsc::channel(4);
+    let (reports, reports_rx) = mpsc::channel(8);
+    let control = outpost_sync::uplink::TbControl {
+        docs: docs_tx,
+        reports: std::sync::Arc::new(tokio::sync::Mutex::new(reports_rx)),
+        oversized: Default::default(),
+    };
+    (
+        Some((name.to_string(), control)),
+        Some(TbLinkEnds { docs, reports }),
+    )
+}
+
 /// Starts the configured links; each reports to the manager's request
-/// channel and takes the reports.
+/// channel and takes the reports. With `thingsboard`, the MQTT link is the
+/// ThingsBoard uplink's own session (see [`thingsboard_link`]): no second
+/// connection, no retained topic.
 pub fn start_links(
     cfg: &Config,
     manager: &mut Manager,
     requests: &mpsc::Sender<Request>,
     stop: &CancellationToken,
+    thingsboard: Option<TbLinkEnds>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let r = &cfg.remote;
     let gateway = cfg.gateway.id.clone();
@@ -74,7 +119,17 @@ pub fn start_links(
             stop.clone(),
         )));
     }
-    if let Some(m) = r
+    if let Some(mut ends) = thingsboard {
+        manager.report_to(ends.reports);
+        let to_links = in_tx.clone();
+        tasks.push(outpost_core::task::spawn(async move {
+            while let Some(i) = ends.docs.recv().await {
+                if to_links.send(i).await.is_err() {
+                    return;
+                }
+            }
+        }));
+    } else if let Some(m) = r
         .mqtt_uplink
         .as_deref()
         .and_then(uplink)

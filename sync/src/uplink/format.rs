@@ -115,6 +115,10 @@ impl std::fmt::Display for Hex<'_> {
 struct PointsOut<'a> {
     points: &'a [Point],
     quality: bool,
+    /// ThingsBoard: only good values are values (a bad reading carries a
+    /// placeholder or the last good value, which ThingsBoard would show as
+    /// a fresh reading); the others appear under `_quality` alone.
+    good_only: bool,
     /// ThingsBoard only: the `_clock` key when the time is not plainly
     /// synchronised ("unsynced" or "corrected"), as `_quality` is for
     /// qualities; nothing for the usual synchronised reading.
@@ -125,7 +129,9 @@ impl Serialize for PointsOut<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(None)?;
         for p in self.points {
-            m.serialize_entry(&p.tag, &ValueOut(&p.value))?;
+            if !self.good_only || p.quality.is_good() {
+                m.serialize_entry(&p.tag, &ValueOut(&p.value))?;
+            }
         }
         if self.quality && self.points.iter().any(|p| !p.quality.is_good()) {
             m.serialize_entry("_quality", &QualityOut(self.points))?;
@@ -163,6 +169,7 @@ impl Serialize for BodyOut<'_> {
             Body::Telemetry(points) | Body::Attributes(points) => PointsOut {
                 points,
                 quality: true,
+                good_only: false,
                 clock: None,
             }
             .serialize(s),
@@ -177,6 +184,7 @@ pub fn body_json(ev: &Event) -> Json {
         Body::Telemetry(points) | Body::Attributes(points) => serde_json::to_value(PointsOut {
             points,
             quality: true,
+            good_only: false,
             clock: None,
         })
         .unwrap_or(Json::Null),
@@ -304,6 +312,13 @@ pub const TB_CONNECT: &str = "v1/gateway/connect";
 pub const TB_TELEMETRY: &str = "v1/gateway/telemetry";
 pub const TB_ATTRIBUTES: &str = "v1/gateway/attributes";
 pub const TB_RPC: &str = "v1/gateway/rpc";
+pub const TB_DISCONNECT: &str = "v1/gateway/disconnect";
+/// Shared attribute updates of the devices behind the gateway.
+pub const TB_ATTRIBUTES_REQUEST: &str = "v1/gateway/attributes/request";
+pub const TB_ATTRIBUTES_RESPONSE: &str = "v1/gateway/attributes/response";
+/// The gateway device's own attributes (its remote configuration).
+pub const TB_OWN_ATTRIBUTES: &str = "v1/devices/me/attributes";
+pub const TB_OWN_ATTRIBUTES_RESPONSE: &str = "v1/devices/me/attributes/response/+";
 pub const TB_OWN_TELEMETRY: &str = "v1/devices/me/telemetry";
 
 /// ThingsBoard's telemetry record: `{"ts": ms, "values": {...}}`.
@@ -320,22 +335,23 @@ impl Serialize for TbValues<'_> {
         match &self.0.body {
             Body::Telemetry(points) => PointsOut {
                 points,
-                quality: false,
+                quality: true,
+                good_only: true,
                 clock: (self.0.ts.clock != ClockQuality::Synced).then(|| self.0.ts.clock.as_str()),
             }
             .serialize(s),
             Body::Alarm(a) => {
-                // ThingsBoard's alarm shape, under the key "alarm".
-                let details = serde_json::from_str::<Json>(&a.details)
-                    .unwrap_or_else(|_| Json::String(a.details.clone()));
-                let alarm = json!({
-                    "type": a.name,
-                    "severity": format!("{:?}", a.severity).to_uppercase(),
-                    "status": if a.state == outpost_core::AlarmState::Active { "ACTIVE_UNACK" } else { "CLEARED_UNACK" },
-                    "details": details,
-                });
                 let mut m = s.serialize_map(Some(1))?;
-                m.serialize_entry("alarm", &alarm)?;
+                m.serialize_entry("alarm", &tb_alarm(a))?;
+                m.end()
+            }
+            Body::Status(st) => {
+                // One key: the status; its detail beside it when there is one.
+                let mut m = s.serialize_map(None)?;
+                m.serialize_entry("status", &format!("{:?}", st.status).to_lowercase())?;
+                if !st.detail.is_empty() {
+                    m.serialize_entry("statusDetail", &st.detail)?;
+                }
                 m.end()
             }
             other => {
@@ -351,6 +367,30 @@ impl Serialize for TbValues<'_> {
             }
         }
     }
+}
+
+/// An alarm in the telemetry shape the shipped ThingsBoard rule chain
+/// (`deploy/thingsboard/outpost-alarms.json`) turns into a ThingsBoard
+/// alarm: ThingsBoard's own alarm field names.
+pub fn tb_alarm(a: &outpost_core::Alarm) -> Json {
+    let details = serde_json::from_str::<Json>(&a.details)
+        .unwrap_or_else(|_| Json::String(a.details.clone()));
+    json!({
+        "type": a.name,
+        "severity": format!("{:?}", a.severity).to_uppercase(),
+        "status": a.status(),
+        "acknowledged": a.acknowledged,
+        "cleared": a.state == outpost_core::AlarmState::Cleared,
+        "startTs": a.start_ms,
+        "endTs": a.end_ms,
+        "ackTs": a.ack_ms.unwrap_or(0),
+        "clearTs": a.clear_ms.unwrap_or(0),
+        "details": details,
+        "propagate": a.propagation.related,
+        "propagateToOwner": a.propagation.to_owner,
+        "propagateToTenant": a.propagation.to_tenant,
+        "propagateRelationTypes": a.propagation.relation_types,
+    })
 }
 
 fn tb_record(ev: &Event) -> Vec<u8> {
@@ -507,11 +547,34 @@ fn body_points(points: &[Point]) -> serde_json::Map<String, Json> {
     match serde_json::to_value(PointsOut {
         points,
         quality: false,
+        good_only: true,
         clock: None,
     }) {
         Ok(Json::Object(m)) => m,
         _ => serde_json::Map::new(),
     }
+}
+
+/// Shared attributes of a device behind the gateway, from ThingsBoard: an
+/// update `{"device": d, "data": {..}}` or the response to our request
+/// `{"id": n, "device": d, "values": {..}}` (also `"value"` under the one
+/// key asked, and `"shared": {..}`). `None` for anything else (our own
+/// client attributes echoed by a broker that is not ThingsBoard).
+pub fn shared_attributes(body: &[u8]) -> Option<(String, Vec<Point>)> {
+    let v: Json = serde_json::from_slice(body).ok()?;
+    let device = v.get("device")?.as_str()?.to_string();
+    let values = ["data", "values", "shared"]
+        .iter()
+        .find_map(|k| v.get(*k).and_then(Json::as_object))?;
+    let points: Vec<Point> = values
+        .iter()
+        .map(|(k, v)| {
+            // Objects and lists as their JSON text.
+            let value = json_value(v).unwrap_or_else(|| Value::Str(v.to_string()));
+            Point::good(k.clone(), value)
+        })
+        .collect();
+    (!points.is_empty()).then_some((device, points))
 }
 
 /// NATS: one message per event; subject `<prefix>.<gateway>.<device>.<kind>`.
@@ -534,6 +597,37 @@ mod tests {
     use outpost_core::{Seq, Timestamp};
 
     use super::*;
+
+    #[test]
+    fn shared_attribute_updates_and_responses_are_read_and_echoes_are_not() {
+        let (d, p) = shared_attributes(
+            br#"{"device": "boiler", "data": {"setpoint": 72.5, "mode": "eco"}}"#,
+        )
+        .unwrap();
+        assert_eq!(d, "boiler");
+        assert_eq!(
+            p,
+            [
+                Point::good("mode", Value::Str("eco".into())),
+                Point::good("setpoint", Value::F64(72.5))
+            ]
+        );
+        let (_, p) = shared_attributes(
+            br#"{"id": 3, "device": "boiler", "values": {"limit": 90, "cfg": {"a": 1}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            p,
+            [
+                Point::good("cfg", Value::Str(r#"{"a":1}"#.into())),
+                Point::good("limit", Value::I64(90))
+            ]
+        );
+        // Our own client attributes, echoed by a plain broker.
+        assert!(shared_attributes(br#"{"boiler": {"fw": "1.0"}}"#).is_none());
+        assert!(shared_attributes(br#"{"device": {"fw": "1.0"}}"#).is_none());
+        assert!(shared_attributes(b"junk").is_none());
+    }
 
     #[test]
     fn rpc_requests_are_writes_errors_or_ignored() {
@@ -659,12 +753,18 @@ mod tests {
                    "body": {"f": 1.5, "nan": "NaN", "b": "00ab", "u": u64::MAX, "x": -3, "s": "a\nb",
                             "_quality": {"x": "timeout", "s": "stale"}}})
         );
-        // ThingsBoard values carry no quality map.
+        // ThingsBoard: a value that is not good is no value (it would show
+        // as a fresh reading); its quality says why.
         let tb = thingsboard(std::slice::from_ref(&s), 65536);
         let j: Json = serde_json::from_slice(&tb[0].payload).unwrap();
-        assert!(j["pump \"1\""][0]["values"].get("_quality").is_none());
-        assert_eq!(j["pump \"1\""][0]["values"]["x"], json!(-3));
-        assert_eq!(j["pump \"1\""][0]["values"]["_clock"], json!("unsynced"));
+        let values = &j["pump \"1\""][0]["values"];
+        assert_eq!(values["_quality"], json!({"x": "timeout", "s": "stale"}));
+        assert!(
+            values.get("x").is_none() && values.get("s").is_none(),
+            "{values}"
+        );
+        assert_eq!(values["f"], json!(1.5));
+        assert_eq!(values["_clock"], json!("unsynced"));
     }
 
     #[test]
@@ -751,7 +851,9 @@ mod tests {
         assert_eq!(
             j,
             json!({"boiler": [{"ts": 9, "values": {"alarm": {"type": "Overheat", "severity": "CRITICAL",
-                                                          "status": "CLEARED_UNACK", "details": {"t": 70}}}}]})
+                "status": "CLEARED_UNACK", "details": {"t": 70}, "acknowledged": false, "cleared": true,
+                "startTs": 4, "endTs": 4, "ackTs": 0, "clearTs": 9, "propagate": false,
+                "propagateToOwner": false, "propagateToTenant": false, "propagateRelationTypes": []}}}]})
         );
     }
 }

@@ -102,6 +102,43 @@ pub struct UplinkSpec {
     pub live_lane: bool,
     /// Serves ThingsBoard RPC writes; none: RPCs are answered with an error.
     pub rpc: Option<RpcHandler>,
+    /// ThingsBoard mode: what the one session carries beside the log
+    /// (device types, shared attributes, the remote configuration).
+    pub thingsboard: Option<TbLink>,
+}
+
+/// What a ThingsBoard-mode session needs beyond the log: ThingsBoard
+/// allows one session per device (the gateway is one), so attributes, RPC
+/// and the remote configuration all go over the uplink's own connection.
+#[derive(Clone, Debug)]
+pub struct TbLink {
+    /// Per device: its type and the shared attribute keys asked for when it
+    /// is connected; follows applied configurations.
+    pub devices: Arc<std::sync::RwLock<TbDevices>>,
+    /// Shared attributes as they arrive (responses and updates): device
+    /// and values; the daemon records them (stamped by its clock).
+    pub shared: tokio::sync::mpsc::Sender<(String, Vec<outpost_core::Point>)>,
+    /// The gateway's remote configuration: its shared attribute
+    /// `configuration`, and reports as the client attribute
+    /// `configurationState`.
+    pub control: Option<TbControl>,
+}
+
+/// Per device: (type, shared keys to request).
+#[derive(Debug, Clone, Default)]
+pub struct TbDevices {
+    pub types: std::collections::BTreeMap<String, String>,
+    pub shared_keys: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// The configuration link's ends, held by whichever session is connected.
+#[derive(Clone, Debug)]
+pub struct TbControl {
+    pub docs: tokio::sync::mpsc::Sender<crate::control::Incoming>,
+    pub reports: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Vec<u8>>>>,
+    /// Set when the last configuration was too large to read: the next
+    /// session does not ask for it again (an update still arrives).
+    pub oversized: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for UplinkSpec {

@@ -37,7 +37,10 @@ enum Note {
     Acked(u16),
     /// MQTT 5: the broker refused a publish (PUBACK reason code ≥ 0x80).
     Refused(u16, String),
-    Rpc(Vec<u8>),
+    /// A publish from the broker: (topic, payload).
+    Incoming(String, Vec<u8>),
+    /// A publish too large to read (its size): the connection ends after it.
+    TooLarge(usize),
     Down(String),
 }
 
@@ -107,9 +110,17 @@ fn open(
     let (tls, host, port) = endpoint(m)?;
     let id = m.client_id.clone().unwrap_or_else(|| spec.gateway.clone());
     let keep_alive = m.keep_alive.get().max(Duration::from_secs(1));
-    let max = usize::try_from(m.max_payload.0)
+    let mut max = usize::try_from(m.max_payload.0)
         .unwrap_or(usize::MAX)
         .saturating_add(1024);
+    if spec
+        .thingsboard
+        .as_ref()
+        .is_some_and(|t| t.control.is_some())
+    {
+        // The remote configuration arrives on this connection.
+        max = max.max(crate::control::MQTT_MAX_PACKET);
+    }
     let requests = usize::from(m.max_inflight) * 2 + 16;
     let login = match &m.username {
         Some(user) => Some((
@@ -176,12 +187,19 @@ trait Events: Send + 'static {
 
 impl Events for rumqttc::EventLoop {
     async fn next(&mut self) -> Result<Option<Note>, String> {
-        Ok(match self.poll().await.map_err(|e| e.to_string())? {
+        let ev = match self.poll().await {
+            Ok(ev) => ev,
+            Err(rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+                rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(bytes),
+            ))) => return Ok(Some(Note::TooLarge(bytes))),
+            Err(e) => return Err(e.to_string()),
+        };
+        Ok(match ev {
             Event::Incoming(Packet::ConnAck(_)) => Some(Note::Connected),
             Event::Outgoing(Outgoing::Publish(pkid)) => Some(Note::Sent(pkid)),
             Event::Incoming(Packet::PubAck(a)) => Some(Note::Acked(a.pkid)),
-            Event::Incoming(Packet::Publish(p)) if p.topic == format::TB_RPC => {
-                Some(Note::Rpc(p.payload.to_vec()))
+            Event::Incoming(Packet::Publish(p)) => {
+                Some(Note::Incoming(p.topic, p.payload.to_vec()))
             }
             _ => None,
         })
@@ -192,7 +210,16 @@ impl Events for rumqttc::v5::EventLoop {
     async fn next(&mut self) -> Result<Option<Note>, String> {
         use rumqttc::v5::mqttbytes::v5::{Packet as P, PubAckReason};
         use rumqttc::v5::Event as E;
-        Ok(match self.poll().await.map_err(|e| e.to_string())? {
+        let ev = match self.poll().await {
+            Ok(ev) => ev,
+            Err(rumqttc::v5::ConnectionError::MqttState(
+                rumqttc::v5::StateError::Deserialization(
+                    rumqttc::v5::mqttbytes::Error::PayloadSizeLimitExceeded { pkt_size, .. },
+                ),
+            )) => return Ok(Some(Note::TooLarge(pkt_size))),
+            Err(e) => return Err(e.to_string()),
+        };
+        Ok(match ev {
             E::Incoming(P::ConnAck(_)) => Some(Note::Connected),
             E::Outgoing(Outgoing::Publish(pkid)) => Some(Note::Sent(pkid)),
             E::Incoming(P::PubAck(a)) => match a.reason {
@@ -207,9 +234,10 @@ impl Events for rumqttc::v5::EventLoop {
                     Some(Note::Refused(a.pkid, format!("{reason:?}{why}")))
                 }
             },
-            E::Incoming(P::Publish(p)) if p.topic == format::TB_RPC.as_bytes() => {
-                Some(Note::Rpc(p.payload.to_vec()))
-            }
+            E::Incoming(P::Publish(p)) => Some(Note::Incoming(
+                String::from_utf8_lossy(&p.topic).into_owned(),
+                p.payload.to_vec(),
+            )),
             _ => None,
         })
     }
@@ -228,6 +256,15 @@ fn pump(
                 ev = el.next() => ev,
             };
             let note = match ev {
+                Ok(Some(Note::TooLarge(bytes))) => {
+                    let _gone = tx.send(Note::TooLarge(bytes)).await;
+                    let _gone = tx
+                        .send(Note::Down(format!(
+                            "the broker sent a message of {bytes} bytes, too large to read"
+                        )))
+                        .await;
+                    return;
+                }
                 Ok(Some(note)) => note,
                 Ok(None) => continue,
                 Err(e) => {
@@ -275,10 +312,38 @@ pub(super) async fn session(
         }
     }
     let tb = m.mode == MqttMode::Thingsboard;
+    let link = spec.thingsboard.as_ref().filter(|_| tb);
+    // Messages that are not the log's (RPC replies, attribute requests,
+    // configuration reports), sent in the window's order so that packet
+    // ids stay matched to their slots.
+    let (side_tx, mut side_rx) = mpsc::channel::<(String, Vec<u8>)>(16);
+    let mut side: std::collections::VecDeque<(String, Vec<u8>)> = Default::default();
+    let mut reports = match link.and_then(|l| l.control.as_ref()) {
+        Some(c) => Some(c.reports.lock().await),
+        None => None,
+    };
     if tb {
-        client
-            .subscribe(format::TB_RPC)
-            .map_err(UplinkError::Link)?;
+        let mut topics = vec![format::TB_RPC];
+        if link.is_some() {
+            topics.extend([format::TB_ATTRIBUTES, format::TB_ATTRIBUTES_RESPONSE]);
+        }
+        if reports.is_some() {
+            topics.extend([
+                format::TB_OWN_ATTRIBUTES,
+                format::TB_OWN_ATTRIBUTES_RESPONSE,
+            ]);
+        }
+        for t in topics {
+            client.subscribe(t).map_err(UplinkError::Link)?;
+        }
+        if let Some(c) = link.and_then(|l| l.control.as_ref()) {
+            if !c.oversized.load(std::sync::atomic::Ordering::Relaxed) {
+                side.push_back((
+                    format!("{}/request/1", format::TB_OWN_ATTRIBUTES),
+                    br#"{"sharedKeys":"configuration"}"#.to_vec(),
+                ));
+            }
+        }
     }
     let cursor = log.cursor(&spec.name).await?.map_or(0, |s| s.0);
     update(status, |s| {
@@ -297,6 +362,8 @@ pub(super) async fn session(
         topic: &m.topic,
         max_payload: usize::try_from(m.max_payload.0).unwrap_or(usize::MAX),
         announced: HashSet::new(),
+        devices: link.map(|l| l.devices.clone()),
+        request_id: 0,
     };
     // Acknowledged by the broker, not yet saved as the cursor.
     let mut confirmed: Option<u64> = None;
@@ -304,10 +371,44 @@ pub(super) async fn session(
     let mut last_save = tokio::time::Instant::now();
     let live_room = usize::from(m.max_inflight).max(4) * 4;
     loop {
+        // Messages of the session itself first.
+        while window.has_room() {
+            let Some((topic, payload)) = side.pop_front() else {
+                break;
+            };
+            if let Err(e) = client.publish(topic, payload) {
+                save(
+                    log,
+                    spec,
+                    status,
+                    &mut confirmed,
+                    &mut unsaved,
+                    window.len(),
+                )
+                .await?;
+                return Err(UplinkError::Link(format!("publishing: {e}")));
+            }
+            window.push(None, 0, 0, true);
+        }
         // Fill the window.
         while window.has_room() {
             if pending.is_empty() {
-                let Some((events, upto)) = feed.backlog(log, spec.read_batch).await? else {
+                let read = feed.backlog(log, spec.read_batch).await;
+                let Some((events, upto)) = (match read {
+                    Ok(r) => r,
+                    Err(e) => {
+                        save(
+                            log,
+                            spec,
+                            status,
+                            &mut confirmed,
+                            &mut unsaved,
+                            window.len(),
+                        )
+                        .await?;
+                        return Err(e.into());
+                    }
+                }) else {
                     break;
                 };
                 pending.backlog(shaper.messages(&events, false), |m| m.last_seq, upto);
@@ -323,9 +424,22 @@ pub(super) async fn session(
                 }
                 Some(Item::Publish { item, live }) => (item, live),
             };
-            client
-                .publish(msg.topic, msg.payload)
-                .map_err(|e| UplinkError::Link(format!("publishing: {e}")))?;
+            // A failed publish (the connection went while the window was
+            // filling) ends the session, with what was acknowledged saved:
+            // otherwise up to SAVE_EVERY of acknowledged messages would be
+            // sent again.
+            if let Err(e) = client.publish(msg.topic, msg.payload) {
+                save(
+                    log,
+                    spec,
+                    status,
+                    &mut confirmed,
+                    &mut unsaved,
+                    window.len(),
+                )
+                .await?;
+                return Err(UplinkError::Link(format!("publishing: {e}")));
+            }
             window.push(None, msg.last_seq, msg.events, live);
             update(status, |s| {
                 s.messages_published += 1;
@@ -358,7 +472,20 @@ pub(super) async fn session(
                         }
                     }
                 }
-                Some(Note::Rpc(body)) => rpc(spec, &client, body),
+                Some(Note::Incoming(topic, body)) => {
+                    incoming(spec, link, &topic, body, &side_tx).await;
+                }
+                Some(Note::TooLarge(bytes)) => {
+                    if let Some(c) = link.and_then(|l| l.control.as_ref()) {
+                        tracing::warn!(bytes, limit = outpost_config::MAX_DOCUMENT_BYTES, "A configuration document from ThingsBoard is too large to read; rejected.");
+                        c.oversized.store(true, std::sync::atomic::Ordering::Relaxed);
+                        let refused = crate::control::Incoming {
+                            source: crate::control::Source::Thingsboard,
+                            payload: crate::control::Payload::TooLarge { bytes },
+                        };
+                        let _closed = c.docs.send(refused).await;
+                    }
+                }
                 Some(Note::Connected) => {}
                 Some(Note::Refused(pkid, why)) => {
                     save(log, spec, status, &mut confirmed, &mut unsaved, window.len()).await?;
@@ -392,7 +519,62 @@ pub(super) async fn session(
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => feed.reread(),
             },
+            Some(msg) = side_rx.recv() => side.push_back(msg),
+            r = recv_report(&mut reports) => match r {
+                Some(bytes) => {
+                    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                    let body = json!({ "configurationState": value }).to_string().into_bytes();
+                    side.push_back((format::TB_OWN_ATTRIBUTES.to_string(), body));
+                }
+                None => reports = None,
+            },
             () = tokio::time::sleep(Duration::from_secs(1)) => feed.reread(),
+        }
+    }
+}
+
+/// The next configuration report, if this session carries them.
+async fn recv_report(
+    reports: &mut Option<tokio::sync::MutexGuard<'_, mpsc::Receiver<Vec<u8>>>>,
+) -> Option<Vec<u8>> {
+    match reports {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A publish from the broker: RPC, shared attributes of the devices, the
+/// gateway's own configuration. Anything else (our own publishes echoed
+/// by a broker that is not ThingsBoard) is ignored.
+async fn incoming(
+    spec: &UplinkSpec,
+    link: Option<&super::TbLink>,
+    topic: &str,
+    body: Vec<u8>,
+    side: &mpsc::Sender<(String, Vec<u8>)>,
+) {
+    if topic == format::TB_RPC {
+        return rpc(spec, side, body);
+    }
+    let Some(link) = link else { return };
+    if topic == format::TB_ATTRIBUTES || topic == format::TB_ATTRIBUTES_RESPONSE {
+        if let Some(update) = format::shared_attributes(&body) {
+            if link.shared.send(update).await.is_err() {
+                tracing::debug!("Shared attributes arrived after the pipeline stopped.");
+            }
+        }
+    } else if topic.starts_with(format::TB_OWN_ATTRIBUTES) {
+        if let (Some(c), Some(doc)) = (
+            &link.control,
+            crate::control::thingsboard_configuration(&body),
+        ) {
+            c.oversized
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            let doc = crate::control::Incoming {
+                source: crate::control::Source::Thingsboard,
+                payload: crate::control::Payload::Bytes(doc),
+            };
+            let _closed = c.docs.send(doc).await;
         }
     }
 }
@@ -407,6 +589,8 @@ struct Shaper<'a> {
     max_payload: usize,
     /// Devices ThingsBoard has been told about in this session.
     announced: HashSet<String>,
+    devices: Option<Arc<std::sync::RwLock<super::TbDevices>>>,
+    request_id: u64,
 }
 
 impl Shaper<'_> {
@@ -414,25 +598,89 @@ impl Shaper<'_> {
         if !self.tb {
             return format::generic(self.gateway, self.topic, events, self.max_payload);
         }
-        // ThingsBoard wants each device connected before its data. The
-        // connect message moves no cursor of its own: it claims the seq
-        // before the events (or, live, the first of them).
-        let before = events.first().map_or(0, |e| e.seq.0.saturating_sub(1));
+        // ThingsBoard wants each device connected (with its type) before its
+        // data, and told when it goes offline or away. The connects (and
+        // requests for shared attributes) of a run of events go before its
+        // messages and claim the seq before the run (or, live, its first);
+        // a disconnect follows the status that caused it and claims that
+        // status's seq. None moves a cursor past an unsent event.
         let mut out = Vec::new();
-        for e in events {
+        let mut start = 0;
+        let mut connects: Vec<Message> = Vec::new();
+        for (i, e) in events.iter().enumerate() {
             let d = &e.event.device;
-            if !d.is_empty() && self.announced.insert(d.clone()) {
-                out.push(Message {
+            if !d.is_empty() && !self.announced.contains(d) {
+                self.announced.insert(d.clone());
+                let first = events[start].seq.0;
+                let before = first.saturating_sub(1);
+                let claim = if live { first } else { before };
+                let (kind, keys) = self.device(d);
+                connects.push(Message {
                     topic: format::TB_CONNECT.into(),
-                    payload: json!({ "device": d }).to_string().into_bytes(),
-                    last_seq: if live { e.seq.0 } else { before },
+                    payload: json!({ "device": d, "type": kind })
+                        .to_string()
+                        .into_bytes(),
+                    last_seq: claim,
                     first_seq: before,
+                    events: 0,
+                });
+                if !keys.is_empty() {
+                    let id = self.next_id();
+                    connects.push(Message {
+                        topic: format::TB_ATTRIBUTES_REQUEST.into(),
+                        payload: json!({"id": id, "device": d, "client": false, "keys": keys})
+                            .to_string()
+                            .into_bytes(),
+                        last_seq: claim,
+                        first_seq: before,
+                        events: 0,
+                    });
+                }
+            }
+            let gone = matches!(&e.event.body, outpost_core::Body::Status(st)
+                if matches!(st.status, outpost_core::DeviceStatus::Offline | outpost_core::DeviceStatus::Stopped));
+            if gone && !d.is_empty() {
+                out.append(&mut connects);
+                out.extend(format::thingsboard(&events[start..=i], self.max_payload));
+                start = i + 1;
+                self.announced.remove(d);
+                out.push(Message {
+                    topic: format::TB_DISCONNECT.into(),
+                    payload: json!({ "device": d }).to_string().into_bytes(),
+                    last_seq: e.seq.0,
+                    first_seq: e.seq.0,
                     events: 0,
                 });
             }
         }
-        out.extend(format::thingsboard(events, self.max_payload));
+        out.append(&mut connects);
+        if start < events.len() {
+            out.extend(format::thingsboard(&events[start..], self.max_payload));
+        }
         out
+    }
+
+    /// A device's type and the shared keys to ask for.
+    fn device(&self, d: &str) -> (String, Vec<String>) {
+        let Some(devices) = &self.devices else {
+            return ("default".into(), Vec::new());
+        };
+        let Ok(devices) = devices.read() else {
+            return ("default".into(), Vec::new());
+        };
+        (
+            devices
+                .types
+                .get(d)
+                .cloned()
+                .unwrap_or_else(|| "default".into()),
+            devices.shared_keys.get(d).cloned().unwrap_or_default(),
+        )
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.request_id += 1;
+        self.request_id
     }
 }
 
@@ -476,9 +724,9 @@ impl Drop for PumpGuard {
 /// ThingsBoard server-side RPC to a device behind the gateway (see
 /// [`format::rpc_request`]); the reply `{"device", "id", "data": {"success":
 /// bool, "error"?}}` goes to `v1/gateway/rpc`.
-fn rpc(spec: &UplinkSpec, client: &Client, body: Vec<u8>) {
+fn rpc(spec: &UplinkSpec, side: &mpsc::Sender<(String, Vec<u8>)>, body: Vec<u8>) {
     let spec = spec.clone();
-    let client = client.clone();
+    let side = side.clone();
     outpost_core::task::spawn(async move {
         let Some(req) = format::rpc_request(&body) else {
             // A reply (ours, echoed by a broker that is not ThingsBoard) or junk.
@@ -494,8 +742,12 @@ fn rpc(spec: &UplinkSpec, client: &Client, body: Vec<u8>) {
             Err(e) => json!({"success": false, "error": e}),
         };
         let reply = json!({"device": req.device, "id": req.id, "data": data});
-        if let Err(e) = client.publish(format::TB_RPC.into(), reply.to_string().into_bytes()) {
-            tracing::warn!(error = %e, "Cannot publish an RPC reply.");
+        if side
+            .send((format::TB_RPC.into(), reply.to_string().into_bytes()))
+            .await
+            .is_err()
+        {
+            tracing::warn!("The session ended before an RPC reply could be sent.");
         }
     });
 }
