@@ -446,7 +446,6 @@ async fn run(
     );
     stage.put_memory(memory);
     let mut known_attributes = crate::attributes::known(&current);
-    drop(current);
     let (settings_tx, settings_rx) = mpsc::channel(1);
     for ev in crate::attributes::configured(&cfg, &mut known_attributes, clock.now()) {
         // Queued ahead of every reading (the channel is empty here).
@@ -588,6 +587,10 @@ async fn run(
             })
             .collect();
     let latest = Arc::new(std::sync::RwLock::new(views::Latest::default()));
+    if let Ok(mut l) = latest.write() {
+        l.seed(&current);
+    }
+    drop(current);
     let web = if cfg.web.enabled {
         start_web(
             &cfg,

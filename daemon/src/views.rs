@@ -26,6 +26,8 @@ pub struct DeviceView {
     pub alarms: BTreeMap<String, (outpost_core::AlarmSeverity, Timestamp)>,
     /// Latest point per tag, in first-seen order.
     pub values: Vec<(Point, Timestamp)>,
+    /// Attributes: (scope: "client", "shared" or "server", key) → value.
+    pub attributes: BTreeMap<(&'static str, String), outpost_core::Value>,
     index: HashMap<String, usize>,
     /// The slot after the last one updated.
     hint: usize,
@@ -64,12 +66,36 @@ impl DeviceView {
 impl Latest {
     pub fn apply(&mut self, batch: &Committed) {
         for stored in batch.iter() {
-            let ev = &stored.event;
+            self.take(&stored.event);
+        }
+    }
+
+    /// Starts from the log's current state (attributes and open alarms).
+    pub fn seed(&mut self, current: &[outpost_core::Event]) {
+        for ev in current {
+            self.take(ev);
+        }
+    }
+
+    fn take(&mut self, ev: &outpost_core::Event) {
+        {
             match &ev.body {
-                Body::Telemetry(points) | Body::Attributes(points) => {
+                Body::Telemetry(points) => {
                     if let Some(view) = self.device(&ev.device) {
                         for p in points {
                             view.update(p, ev.ts);
+                        }
+                    }
+                }
+                Body::Attributes(points) | Body::ScopedAttributes(_, points) => {
+                    let scope = match &ev.body {
+                        Body::ScopedAttributes(s, _) => s.as_str(),
+                        _ => "client",
+                    };
+                    if let Some(view) = self.device(&ev.device) {
+                        for p in points.iter().filter(|p| p.quality.is_good()) {
+                            view.attributes
+                                .insert((scope, p.tag.clone()), p.value.clone());
                         }
                     }
                 }
@@ -82,7 +108,11 @@ impl Latest {
                     if let Some(view) = self.device(&ev.device) {
                         match a.state {
                             outpost_core::AlarmState::Active => {
-                                view.alarms.insert(a.name.clone(), (a.severity, ev.ts));
+                                let since = Timestamp {
+                                    unix_ms: a.start_ms,
+                                    clock: ev.ts.clock,
+                                };
+                                view.alarms.insert(a.name.clone(), (a.severity, since));
                             }
                             outpost_core::AlarmState::Cleared => {
                                 view.alarms.remove(&a.name);

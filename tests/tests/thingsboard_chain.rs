@@ -76,6 +76,7 @@ fn the_shipped_thingsboard_chain_loads_here_and_turns_alarm_telemetry_into_alarm
         serde_json::from_str::<Json>(&a[2].details).unwrap(),
         json!({"t": 70})
     );
-    assert!(matches!(&events.last().unwrap().body, Body::Telemetry(p) if p[0].tag == "temperature"));
+    assert!(
+        matches!(&events.last().unwrap().body, Body::Telemetry(p) if p[0].tag == "temperature")
+    );
 }
-

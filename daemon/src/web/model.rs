@@ -66,6 +66,8 @@ pub struct DeviceRow {
     /// Active alarms: (name, severity).
     pub alarms: Vec<(String, String)>,
     pub values: Vec<TagRow>,
+    /// Attributes: (scope, key, value), by scope then key.
+    pub attributes: Vec<(String, String, String)>,
     pub last_error: Option<String>,
     pub requests: u64,
     pub errors: u64,
@@ -297,6 +299,16 @@ pub fn devices(s: &Shared) -> Vec<DeviceRow> {
                 })
                 .unwrap_or_default();
             DeviceRow {
+                attributes: view
+                    .map(|v| {
+                        v.attributes
+                            .iter()
+                            .map(|((scope, k), value)| {
+                                ((*scope).to_string(), k.clone(), value_text(value))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
                 alarms: view
                     .map(|v| {
                         v.alarms

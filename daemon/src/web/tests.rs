@@ -1984,3 +1984,57 @@ async fn kept_configuration_documents_are_listed_and_open_in_the_editor() {
     let r = call(&app, "GET", "/config/document?version=9", &admin, None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn the_device_page_lists_attributes_by_scope_and_open_alarms() {
+    use outpost_core::{AttributeScope, Point, Value};
+    let (f, app, admin) = ready(fixture(true)).await;
+    reading(&f.shared, "pump", "speed", 1.0);
+    // What the log's current state holds at start.
+    let current = vec![
+        Event::new(
+            "pump",
+            Timestamp::synced(NOW),
+            EvBody::Attributes(vec![Point::good("model", Value::Str("P-7".into()))]),
+        ),
+        Event::new(
+            "pump",
+            Timestamp::synced(NOW),
+            EvBody::ScopedAttributes(
+                AttributeScope::Shared,
+                vec![Point::good("target", Value::I64(55))],
+            ),
+        ),
+        Event::new(
+            "pump",
+            Timestamp::synced(NOW),
+            EvBody::ScopedAttributes(
+                AttributeScope::Server,
+                vec![Point::good("limit", Value::F64(90.5))],
+            ),
+        ),
+        Event::new(
+            "pump",
+            Timestamp::synced(NOW),
+            EvBody::Alarm(outpost_core::Alarm::raised(
+                "Dry run",
+                outpost_core::AlarmSeverity::Major,
+                "",
+                NOW - 5_000,
+            )),
+        ),
+    ];
+    f.shared.latest.write().unwrap().seed(&current);
+    let r = call(&app, "GET", "/devices/pump", &admin, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    for row in [
+        "<td>client</td><td>model</td><td>&#34;P-7&#34;</td>",
+        "<td>shared</td><td>target</td><td>55</td>",
+        "<td>server</td><td>limit</td><td>90.5</td>",
+    ] {
+        assert!(r.body.contains(row), "{row}: {}", r.body);
+    }
+    assert!(r.body.contains("Dry run"), "{}", r.body);
+    // Attributes are not telemetry: no chart, no value row for them.
+    assert!(!r.body.contains("data-live-value=\"pump/model\""));
+}
