@@ -46,17 +46,26 @@ pub async fn rules_task(
     } = settings;
     stage.set_device_types(device_types.clone());
     let (wtx, mut wrx) = mpsc::channel::<WriteRequest>(WRITE_QUEUE);
+    // Outcomes of writes a node waits for (RPC requests from the chains).
+    let (reply_tx, mut replies) =
+        mpsc::channel::<(outpost_rules::Reply, Result<(), String>)>(WRITE_QUEUE);
     let writer = outpost_core::task::spawn(async move {
         while let Some(w) = wrx.recv().await {
-            match router
+            let outcome = router
                 .write(&w.device, &w.tag, w.value.clone(), &w.by)
                 .await
-            {
+                .map_err(|e| e.to_string());
+            match &outcome {
                 Ok(()) => {
                     tracing::info!(device = %w.device, tag = %w.tag, value = %w.value, "Rule write done.")
                 }
                 Err(e) => {
                     tracing::warn!(device = %w.device, tag = %w.tag, error = %e, "Rule write failed.")
+                }
+            }
+            if let Some(reply) = w.reply {
+                if reply_tx.send((reply, outcome)).await.is_err() {
+                    return;
                 }
             }
         }
@@ -89,6 +98,9 @@ pub async fn rules_task(
                     log_counters(stage.as_ref());
                 }
             }
+            Some((reply, outcome)) = replies.recv() => {
+                stage.on_reply(clock.now(), reply, outcome, &mut out);
+            }
             Some(new) = settings_rx.recv() => {
                 device_types = new.types;
                 stage.set_device_types(device_types.clone());
@@ -112,6 +124,18 @@ pub async fn rules_task(
         for w in stage.take_writes() {
             if let Err(e) = wtx.try_send(w) {
                 tracing::warn!(error = %e, "Rule write dropped: the write queue is full.");
+                let w = match e {
+                    mpsc::error::TrySendError::Full(w) | mpsc::error::TrySendError::Closed(w) => w,
+                };
+                if let Some(reply) = w.reply {
+                    // The node that waits for it hears why.
+                    stage.on_reply(
+                        clock.now(),
+                        reply,
+                        Err("the write queue is full".into()),
+                        &mut out,
+                    );
+                }
             }
         }
         for ev in out.drain(..) {

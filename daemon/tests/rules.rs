@@ -248,3 +248,102 @@ fn sighup_reloads_the_chains_and_refuses_a_set_that_does_not_load() {
         .unwrap();
     assert!(refused.contains("TbNoSuchNode"), "{refused}");
 }
+
+/// Above 80 °C the chain asks the boiler, by ThingsBoard's RPC request
+/// node, to set its fan (a writable register) and to set a tag it does not
+/// have; each outcome comes back to the node and is saved as telemetry.
+const RPC_CHAIN: &str = r#"{
+  "ruleChain": {"name": "Fan by RPC", "root": true},
+  "metadata": {
+    "firstNodeIndex": 0,
+    "nodes": [
+      {"type": "org.thingsboard.rule.engine.filter.TbJsFilterNode", "name": "Hot?",
+       "configuration": {"scriptLang": "TBEL", "tbelScript": "return msg.temperature > 80 && msg.fan == 0;"}},
+      {"type": "org.thingsboard.rule.engine.transform.TbTransformMsgNode", "name": "Two requests",
+       "configuration": {"scriptLang": "TBEL", "tbelScript": "return [{msg: {method: 'set_fan', params: 1}, metadata: metadata, msgType: 'RPC_CALL_FROM_SERVER_TO_DEVICE'}, {msg: {method: 'set', params: {tag: 'nope', value: 1}}, metadata: metadata, msgType: 'RPC_CALL_FROM_SERVER_TO_DEVICE'}];"}},
+      {"type": "org.thingsboard.rule.engine.rpc.TbSendRPCRequestNode", "name": "RPC",
+       "configuration": {"timeoutInSeconds": 5}},
+      {"type": "org.thingsboard.rule.engine.transform.TbTransformMsgNode", "name": "Done",
+       "configuration": {"jsScript": "return {msg: {rpc_ok: 1}, metadata: metadata, msgType: 'POST_TELEMETRY_REQUEST'};"}},
+      {"type": "org.thingsboard.rule.engine.transform.TbTransformMsgNode", "name": "Failed",
+       "configuration": {"jsScript": "return {msg: {rpc_error: metadata.error}, metadata: metadata, msgType: 'POST_TELEMETRY_REQUEST'};"}},
+      {"type": "org.thingsboard.rule.engine.telemetry.TbMsgTimeseriesNode", "name": "Save", "configuration": {}}
+    ],
+    "connections": [
+      {"fromIndex": 0, "toIndex": 1, "type": "True"},
+      {"fromIndex": 1, "toIndex": 2, "type": "Success"},
+      {"fromIndex": 2, "toIndex": 3, "type": "Success"},
+      {"fromIndex": 2, "toIndex": 4, "type": "Failure"},
+      {"fromIndex": 3, "toIndex": 5, "type": "Success"},
+      {"fromIndex": 4, "toIndex": 5, "type": "Success"}
+    ]
+  }
+}"#;
+
+#[test]
+fn an_rpc_request_node_writes_through_the_driver_and_goes_on_with_the_outcome() {
+    let plc = outpost_tests::ModbusPeer::tcp(
+        &serde_json::json!({"devices": [{"id": 1, "holding": [{"addr": 0, "registers": [90, 0]}]}]}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("chains")).unwrap();
+    std::fs::write(dir.path().join("chains/rpc.json"), RPC_CHAIN).unwrap();
+    let cfg = format!(
+        "[gateway]\nid = \"gw\"\ndurability = \"normal\"\n[web]\nenabled = false\n\
+         [rules]\nchains = [\"chains/rpc.json\"]\n\
+         [[device]]\nname = \"boiler\"\n[device.modbus]\ntcp = \"127.0.0.1:{}\"\nperiod = \"200ms\"\n\
+         [[device.modbus.tag]]\nname = \"temperature\"\ntable = \"holding\"\naddress = 0\n\
+         [[device.modbus.tag]]\nname = \"fan\"\ntable = \"holding\"\naddress = 1\nwritable = true\n",
+        plc.port
+    );
+    let cfg_path = dir.path().join("outpost.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let data = dir.path().join("data");
+    let mut child = outpost_tests::start_outpostd(BIN, &cfg_path, &data, Stdio::null());
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15)
+        && !plc.requests().iter().any(|r| r.function == 6)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+    let writes: Vec<_> = plc
+        .requests()
+        .into_iter()
+        .filter(|r| r.function == 6)
+        .collect();
+    assert!(
+        !writes.is_empty() && writes.iter().all(|w| w.address == 1),
+        "{writes:?}"
+    );
+    let events = outpost_tests::read_log(&data.join("events.db"));
+    let saved: Vec<(String, Value)> = events
+        .iter()
+        .filter_map(|e| match &e.event.body {
+            Body::Telemetry(p) => Some(
+                p.iter()
+                    .map(|p| (p.tag.clone(), p.value.clone()))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(
+        saved
+            .iter()
+            .any(|(t, v)| t == "rpc_ok"
+                && matches!(v, Value::I64(1) | Value::U64(1) | Value::F64(_))),
+        "the write's success came back to the node: {saved:?}"
+    );
+    assert!(
+        saved
+            .iter()
+            .any(|(t, v)| t == "rpc_error" && matches!(v, Value::Str(s) if s.contains("nope"))),
+        "the unknown tag's failure came back with its error: {saved:?}"
+    );
+}

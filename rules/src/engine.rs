@@ -43,6 +43,33 @@ pub struct WriteRequest {
     pub value: Value,
     /// The node that asked (for the audit trail).
     pub by: String,
+    /// Where the outcome goes on (see [`Engine::resume`]); none: the write
+    /// is fire-and-forget.
+    pub reply: Option<Reply>,
+}
+
+/// Where a message waits for the outcome of a write: the node that asked,
+/// in the engine that asked (a reload makes a new engine, and replies to
+/// the old one are dropped).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    generation: u64,
+    chain: usize,
+    node: usize,
+    ret: Vec<(usize, usize)>,
+    pub(crate) msg: Msg,
+}
+
+/// Engines made so far (each gets its own generation).
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// The node a step runs in, for replies.
+#[derive(Debug, Clone)]
+pub(crate) struct Here {
+    generation: u64,
+    chain: usize,
+    node: usize,
+    ret: Vec<(usize, usize)>,
 }
 
 /// What nodes can read of the gateway's state, per device: the latest
@@ -128,6 +155,7 @@ pub struct Cx<'a> {
     pub(crate) error: Option<String>,
     /// Script time spent in this step, ns.
     pub(crate) script_ns: u64,
+    pub(crate) here: Option<Here>,
 }
 
 impl<'a> Cx<'a> {
@@ -147,7 +175,20 @@ impl<'a> Cx<'a> {
             writes,
             error: None,
             script_ns: 0,
+            here: None,
         }
+    }
+
+    /// A reply slot for `msg` at the node of this step: the outcome of a
+    /// write carrying it comes back to this node's relations.
+    pub fn reply_here(&self, msg: Msg) -> Option<Reply> {
+        self.here.as_ref().map(|h| Reply {
+            generation: h.generation,
+            chain: h.chain,
+            node: h.node,
+            ret: h.ret.clone(),
+            msg,
+        })
     }
 
     /// Sends `msg` on the relation `rel` (e.g. "Success", "True").
@@ -262,6 +303,8 @@ pub struct Engine {
     pub chains: Vec<Chain>,
     pub state: State,
     pub alarms: BTreeMap<String, Alarm>,
+    /// Set at the first step that may ask for a reply.
+    generation: u64,
 }
 
 struct Work {
@@ -334,6 +377,7 @@ impl Engine {
                         chains,
                         state,
                         alarms,
+                        ..
                     } = self;
                     let slot = &mut chains[c].nodes[n];
                     let Kind::Normal(node) = &mut slot.kind else {
@@ -364,6 +408,51 @@ impl Engine {
         for ev in saved {
             self.state.observe(ev);
         }
+    }
+
+    /// The outcome of a write a node asked for with a reply: the node's
+    /// message goes on from it, on `Success` (data `{"success": true}`) or
+    /// `Failure` (`metadata.error`). A reply to another engine (the chains
+    /// were reloaded meanwhile) is dropped.
+    pub fn resume(
+        &mut self,
+        now: Timestamp,
+        reply: Reply,
+        outcome: Result<(), String>,
+        events: &mut Vec<Event>,
+        writes: &mut Vec<WriteRequest>,
+    ) {
+        if reply.generation != self.generation {
+            return;
+        }
+        let mut msg = reply.msg;
+        let routed = match outcome {
+            Ok(()) => {
+                msg.data = serde_json::json!({"success": true});
+                vec![("Success".to_string(), msg)]
+            }
+            Err(e) => {
+                msg.metadata.insert("error".into(), e.clone());
+                if let Some(slot) = self
+                    .chains
+                    .get_mut(reply.chain)
+                    .and_then(|c| c.nodes.get_mut(reply.node))
+                {
+                    note_error(&mut slot.counters, Some(e));
+                }
+                vec![("Failure".to_string(), msg)]
+            }
+        };
+        let mut queue = Vec::new();
+        let path = Path {
+            ret: &reply.ret,
+            hops: 1,
+            root: 0,
+        };
+        self.route(reply.chain, reply.node, routed, path, &mut queue);
+        let saved_from = events.len();
+        self.run(now, &mut queue, events, writes);
+        self.observe(&events[saved_from..]);
     }
 
     /// Takes in an event that is saved whatever the chains do (attributes
@@ -454,10 +543,15 @@ impl Engine {
             };
             *budget += 1;
             let over = *budget > MAX_STEPS;
+            if self.generation == 0 {
+                self.generation = GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            let generation = self.generation;
             let Engine {
                 chains,
                 state,
                 alarms,
+                ..
             } = self;
             // A call's target entry, looked up before the slot is borrowed.
             let call_first = match chains
@@ -499,6 +593,12 @@ impl Engine {
             match &mut slot.kind {
                 Kind::Normal(node) => {
                     let mut cx = Cx::new(now, state, alarms, events, writes);
+                    cx.here = Some(Here {
+                        generation,
+                        chain: w.chain,
+                        node: w.node,
+                        ret: w.ret.clone(),
+                    });
                     node.on_msg(w.msg, &mut cx);
                     slot.counters.script_ns += cx.script_ns;
                     note_error(&mut slot.counters, cx.error.take());

@@ -29,7 +29,7 @@ use std::path::Path;
 use outpost_config::Rules;
 use outpost_core::{Event, Timestamp};
 
-pub use engine::{Engine, Memory, NodeCounters, WriteRequest};
+pub use engine::{Engine, Memory, NodeCounters, Reply, WriteRequest};
 
 /// Counters of every node: (chain, [(node, node type, counters)]).
 pub type ChainCounters = Vec<(String, Vec<(String, String, NodeCounters)>)>;
@@ -67,6 +67,17 @@ pub trait Stage: Send + std::fmt::Debug {
     /// The shared attribute keys the chains read.
     fn shared_keys(&self) -> Vec<String> {
         Vec::new()
+    }
+
+    /// The outcome of a write asked for with a reply (see
+    /// [`WriteRequest::reply`]).
+    fn on_reply(
+        &mut self,
+        _now: Timestamp,
+        _reply: engine::Reply,
+        _outcome: Result<(), String>,
+        _out: &mut Vec<Event>,
+    ) {
     }
 }
 
@@ -137,6 +148,17 @@ impl Stage for ChainStage {
 
     fn shared_keys(&self) -> Vec<String> {
         self.engine.shared_keys()
+    }
+
+    fn on_reply(
+        &mut self,
+        now: Timestamp,
+        reply: engine::Reply,
+        outcome: Result<(), String>,
+        out: &mut Vec<Event>,
+    ) {
+        self.engine
+            .resume(now, reply, outcome, out, &mut self.writes);
     }
 
     fn on_tick(&mut self, now: Timestamp, out: &mut Vec<Event>) {

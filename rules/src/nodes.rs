@@ -17,6 +17,7 @@ use crate::msg::{self, Msg};
 use crate::script::{Script, ScriptError, ScriptHost};
 
 mod alarm;
+mod rpc;
 
 const TB: &str = "org.thingsboard.rule.engine.";
 
@@ -36,6 +37,8 @@ const BUILT: &[&str] = &[
     "action.TbCreateAlarmNode",
     "action.TbClearAlarmNode",
     "action.TbCreateRelationNode",
+    "rpc.TbSendRPCRequestNode",
+    "rpc.TbSendRPCReplyNode",
     "deduplication.TbMsgDeduplicationNode",
     "delay.TbMsgDelayNode",
     "action.TbLogNode",
@@ -123,6 +126,17 @@ pub fn build(
                 .unwrap_or(false),
         }),
         "action.TbCreateAlarmNode" => Box::new(alarm::CreateAlarm::new(cfg, scripts)?),
+        "rpc.TbSendRPCRequestNode" => {
+            if let Some(t) = cfg.get("timeoutInSeconds") {
+                if t.as_u64().is_none_or(|t| t == 0) {
+                    return Err(
+                        "timeoutInSeconds: expected a whole number of seconds above 0".into(),
+                    );
+                }
+            }
+            Box::new(rpc::SendRpcRequest)
+        }
+        "rpc.TbSendRPCReplyNode" => Box::new(rpc::SendRpcReply),
         "action.TbClearAlarmNode" => Box::new(alarm::ClearAlarm::new(cfg, scripts)?),
         "deduplication.TbMsgDeduplicationNode" => Box::new(Dedup {
             interval_ms: seconds(cfg, "interval")?,
@@ -1351,6 +1365,7 @@ impl Node for Write {
             tag: self.tag.clone(),
             value,
             by: "rules".to_string(),
+            reply: None,
         });
         cx.tell("Success", m);
     }
