@@ -13,7 +13,7 @@
 use outpost_core::{Alarm, AlarmSeverity, AlarmState, Propagation};
 use serde_json::Value as Json;
 
-use super::{optional_script, string, strings, ScriptNode};
+use super::{optional_script, string, strings, substitute, ScriptNode};
 use crate::engine::{alarm_key, Cx, Node};
 use crate::msg::{self, Msg};
 use crate::script::ScriptHost;
@@ -75,42 +75,6 @@ impl CreateAlarm {
             overwrite: flag(cfg, "overwriteAlarmDetails"),
         })
     }
-}
-
-/// `${key}` from the metadata and `$[key]` from the data, in `pattern`.
-pub(super) fn substitute(pattern: &str, m: &Msg) -> String {
-    let mut out = String::new();
-    let mut rest = pattern;
-    while let Some(i) = rest.find(['$']) {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i..];
-        let (open, close) = if tail.starts_with("${") {
-            ("${", '}')
-        } else if tail.starts_with("$[") {
-            ("$[", ']')
-        } else {
-            out.push('$');
-            rest = &tail[1..];
-            continue;
-        };
-        let Some(end) = tail.find(close) else {
-            out.push_str(tail);
-            return out;
-        };
-        let key = &tail[open.len()..end];
-        let value = if open == "${" {
-            m.metadata.get(key).cloned()
-        } else {
-            m.data.get(key).map(|v| match v {
-                Json::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-        };
-        out.push_str(&value.unwrap_or_default());
-        rest = &tail[end + 1..];
-    }
-    out.push_str(rest);
-    out
 }
 
 /// Runs the details script (or takes the message data), with the open
