@@ -370,167 +370,141 @@ pub(super) async fn session(
     let mut unsaved = 0u64;
     let mut last_save = tokio::time::Instant::now();
     let live_room = usize::from(m.max_inflight).max(4) * 4;
-    loop {
-        // Messages of the session itself first.
-        while window.has_room() {
-            let Some((topic, payload)) = side.pop_front() else {
-                break;
-            };
-            if let Err(e) = client.publish(topic, payload) {
-                save(
-                    log,
-                    spec,
-                    status,
-                    &mut confirmed,
-                    &mut unsaved,
-                    window.len(),
-                )
-                .await?;
-                return Err(UplinkError::Link(format!("publishing: {e}")));
-            }
-            window.push(None, 0, 0, true);
-        }
-        // Fill the window.
-        while window.has_room() {
-            if pending.is_empty() {
-                let read = feed.backlog(log, spec.read_batch).await;
-                let Some((events, upto)) = (match read {
-                    Ok(r) => r,
-                    Err(e) => {
-                        save(
-                            log,
-                            spec,
-                            status,
-                            &mut confirmed,
-                            &mut unsaved,
-                            window.len(),
-                        )
-                        .await?;
-                        return Err(e.into());
-                    }
-                }) else {
+    // However the session ends (a stop, a link error, a failed publish or
+    // read), what was acknowledged is saved on the way out: otherwise up to
+    // SAVE_EVERY of acknowledged messages would be sent again.
+    let ended: Result<(), UplinkError> = async {
+        loop {
+            // Messages of the session itself first.
+            while window.has_room() {
+                let Some((topic, payload)) = side.pop_front() else {
                     break;
                 };
-                pending.backlog(shaper.messages(&events, false), |m| m.last_seq, upto);
+                client
+                    .publish(topic, payload)
+                    .map_err(|e| UplinkError::Link(format!("publishing: {e}")))?;
+                window.push(None, 0, 0, true);
             }
-            let (msg, live) = match pending.pop() {
-                None => break,
-                Some(Item::Passed(seq)) => {
-                    if let Some((upto, n)) = window.push_passed(seq) {
-                        confirmed = upto.or(confirmed);
-                        unsaved += n as u64;
-                    }
-                    continue;
+            // Fill the window.
+            while window.has_room() {
+                if pending.is_empty() {
+                    let Some((events, upto)) = feed.backlog(log, spec.read_batch).await? else {
+                        break;
+                    };
+                    pending.backlog(shaper.messages(&events, false), |m| m.last_seq, upto);
                 }
-                Some(Item::Publish { item, live }) => (item, live),
-            };
-            // A failed publish (the connection went while the window was
-            // filling) ends the session, with what was acknowledged saved:
-            // otherwise up to SAVE_EVERY of acknowledged messages would be
-            // sent again.
-            if let Err(e) = client.publish(msg.topic, msg.payload) {
-                save(
-                    log,
-                    spec,
-                    status,
-                    &mut confirmed,
-                    &mut unsaved,
-                    window.len(),
-                )
-                .await?;
-                return Err(UplinkError::Link(format!("publishing: {e}")));
+                let (msg, live) = match pending.pop() {
+                    None => break,
+                    Some(Item::Passed(seq)) => {
+                        if let Some((upto, n)) = window.push_passed(seq) {
+                            confirmed = upto.or(confirmed);
+                            unsaved += n as u64;
+                        }
+                        continue;
+                    }
+                    Some(Item::Publish { item, live }) => (item, live),
+                };
+                client
+                    .publish(msg.topic, msg.payload)
+                    .map_err(|e| UplinkError::Link(format!("publishing: {e}")))?;
+                window.push(None, msg.last_seq, msg.events, live);
+                update(status, |s| {
+                    s.messages_published += 1;
+                    s.inflight = window.len();
+                });
             }
-            window.push(None, msg.last_seq, msg.events, live);
-            update(status, |s| {
-                s.messages_published += 1;
-                s.inflight = window.len();
-            });
-        }
-        let deadline = window.oldest().map(|t| t + m.ack_timeout.get());
-        tokio::select! {
-            biased;
-            () = stop.cancelled() => {
-                save(log, spec, status, &mut confirmed, &mut unsaved, window.len()).await?;
-                return Ok(());
-            }
-            () = tokio::time::sleep_until(last_save + SAVE_EVERY), if confirmed.is_some() => {
-                save(log, spec, status, &mut confirmed, &mut unsaved, window.len()).await?;
-                last_save = tokio::time::Instant::now();
-            }
-            note = rx.recv() => match note {
-                Some(Note::Sent(pkid)) => { window.assign(pkid); }
-                Some(Note::Acked(pkid)) => {
-                    if let Some((upto, n)) = window.ack(pkid) {
-                        confirmed = upto.or(confirmed);
-                        unsaved += n as u64;
-                        // Save the cursor at most every 50 ms (one log
-                        // transaction per PUBACK would cap the rate), and
-                        // whenever nothing is left in flight.
-                        if window.is_empty() || last_save.elapsed() >= SAVE_EVERY {
-                            save(log, spec, status, &mut confirmed, &mut unsaved, window.len()).await?;
-                            last_save = tokio::time::Instant::now();
+            let deadline = window.oldest().map(|t| t + m.ack_timeout.get());
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => {
+                    return Ok(());
+                }
+                () = tokio::time::sleep_until(last_save + SAVE_EVERY), if confirmed.is_some() => {
+                    save(log, spec, status, &mut confirmed, &mut unsaved, window.len()).await?;
+                    last_save = tokio::time::Instant::now();
+                }
+                note = rx.recv() => match note {
+                    Some(Note::Sent(pkid)) => { window.assign(pkid); }
+                    Some(Note::Acked(pkid)) => {
+                        if let Some((upto, n)) = window.ack(pkid) {
+                            confirmed = upto.or(confirmed);
+                            unsaved += n as u64;
+                            // Save the cursor at most every 50 ms (one log
+                            // transaction per PUBACK would cap the rate), and
+                            // whenever nothing is left in flight.
+                            if window.is_empty() || last_save.elapsed() >= SAVE_EVERY {
+                                save(log, spec, status, &mut confirmed, &mut unsaved, window.len()).await?;
+                                last_save = tokio::time::Instant::now();
+                            }
                         }
                     }
-                }
-                Some(Note::Incoming(topic, body)) => {
-                    incoming(spec, link, &topic, body, &side_tx).await;
-                }
-                Some(Note::TooLarge(bytes)) => {
-                    if let Some(c) = link.and_then(|l| l.control.as_ref()) {
-                        tracing::warn!(bytes, limit = outpost_config::MAX_DOCUMENT_BYTES, "A configuration document from ThingsBoard is too large to read; rejected.");
-                        c.oversized.store(true, std::sync::atomic::Ordering::Relaxed);
-                        let refused = crate::control::Incoming {
-                            source: crate::control::Source::Thingsboard,
-                            payload: crate::control::Payload::TooLarge { bytes },
-                        };
-                        let _closed = c.docs.send(refused).await;
+                    Some(Note::Incoming(topic, body)) => {
+                        incoming(spec, link, &topic, body, &side_tx).await;
                     }
-                }
-                Some(Note::Connected) => {}
-                Some(Note::Refused(pkid, why)) => {
-                    save(log, spec, status, &mut confirmed, &mut unsaved, window.len()).await?;
+                    Some(Note::TooLarge(bytes)) => {
+                        if let Some(c) = link.and_then(|l| l.control.as_ref()) {
+                            tracing::warn!(bytes, limit = outpost_config::MAX_DOCUMENT_BYTES, "A configuration document from ThingsBoard is too large to read; rejected.");
+                            c.oversized.store(true, std::sync::atomic::Ordering::Relaxed);
+                            let refused = crate::control::Incoming {
+                                source: crate::control::Source::Thingsboard,
+                                payload: crate::control::Payload::TooLarge { bytes },
+                            };
+                            let _closed = c.docs.send(refused).await;
+                        }
+                    }
+                    Some(Note::Connected) => {}
+                    Some(Note::Refused(pkid, why)) => {
+                        return Err(UplinkError::Link(format!(
+                            "the broker refused publish {pkid}: {why}; it is published again after the back-off"
+                        )));
+                    }
+                    Some(Note::Down(e)) => {
+                        return Err(UplinkError::Link(e));
+                    }
+                    None => {
+                        return Err(UplinkError::Link("the MQTT event loop ended".into()));
+                    }
+                },
+                () = sleep_until_opt(deadline) => {
                     return Err(UplinkError::Link(format!(
-                        "the broker refused publish {pkid}: {why}; it is published again after the back-off"
+                        "no acknowledgement within {} (connected but not acknowledging)", m.ack_timeout
                     )));
                 }
-                Some(Note::Down(e)) => {
-                    save(log, spec, status, &mut confirmed, &mut unsaved, window.len()).await?;
-                    return Err(UplinkError::Link(e));
-                }
-                None => {
-                    save(log, spec, status, &mut confirmed, &mut unsaved, window.len()).await?;
-                    return Err(UplinkError::Link("the MQTT event loop ended".into()));
-                }
-            },
-            () = sleep_until_opt(deadline) => {
-                save(log, spec, status, &mut confirmed, &mut unsaved, window.len()).await?;
-                return Err(UplinkError::Link(format!(
-                    "no acknowledgement within {} (connected but not acknowledging)", m.ack_timeout
-                )));
-            }
-            r = live.recv(), if feed.live_lane() || (window.has_room() && pending.is_empty()) => match r {
-                Ok(batch) => {
-                    if let Some((events, upto)) = feed.follow(&batch) {
-                        pending.backlog(shaper.messages(&events, false), |m| m.last_seq, upto);
-                    } else if let Some(events) = feed.live(&batch, pending.live_len() < live_room) {
-                        pending.live(shaper.messages(&events, true));
+                r = live.recv(), if feed.live_lane() || (window.has_room() && pending.is_empty()) => match r {
+                    Ok(batch) => {
+                        if let Some((events, upto)) = feed.follow(&batch) {
+                            pending.backlog(shaper.messages(&events, false), |m| m.last_seq, upto);
+                        } else if let Some(events) = feed.live(&batch, pending.live_len() < live_room) {
+                            pending.live(shaper.messages(&events, true));
+                        }
                     }
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => feed.reread(),
-            },
-            Some(msg) = side_rx.recv() => side.push_back(msg),
-            r = recv_report(&mut reports) => match r {
-                Some(bytes) => {
-                    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-                    let body = json!({ "configurationState": value }).to_string().into_bytes();
-                    side.push_back((format::TB_OWN_ATTRIBUTES.to_string(), body));
-                }
-                None => reports = None,
-            },
-            () = tokio::time::sleep(Duration::from_secs(1)) => feed.reread(),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => feed.reread(),
+                },
+                Some(msg) = side_rx.recv() => side.push_back(msg),
+                r = recv_report(&mut reports) => match r {
+                    Some(bytes) => {
+                        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                        let body = json!({ "configurationState": value }).to_string().into_bytes();
+                        side.push_back((format::TB_OWN_ATTRIBUTES.to_string(), body));
+                    }
+                    None => reports = None,
+                },
+                () = tokio::time::sleep(Duration::from_secs(1)) => feed.reread(),
+            }
         }
     }
+    .await;
+    save(
+        log,
+        spec,
+        status,
+        &mut confirmed,
+        &mut unsaved,
+        window.len(),
+    )
+    .await?;
+    ended
 }
 
 /// The next configuration report, if this session carries them.
