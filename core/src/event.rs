@@ -325,6 +325,30 @@ impl Alarm {
         }
     }
 
+    /// The alarm by ThingsBoard's field names (`type`, `severity`, `status`,
+    /// `startTs`, ...; `details` as JSON when they are JSON), as the chains
+    /// hand it on and the ThingsBoard uplink sends it.
+    pub fn thingsboard_json(&self) -> serde_json::Value {
+        let details = serde_json::from_str::<serde_json::Value>(&self.details)
+            .unwrap_or_else(|_| serde_json::Value::String(self.details.clone()));
+        serde_json::json!({
+            "type": self.name,
+            "severity": format!("{:?}", self.severity).to_uppercase(),
+            "status": self.status(),
+            "acknowledged": self.acknowledged,
+            "cleared": self.state == AlarmState::Cleared,
+            "startTs": self.start_ms,
+            "endTs": self.end_ms,
+            "ackTs": self.ack_ms.unwrap_or(0),
+            "clearTs": self.clear_ms.unwrap_or(0),
+            "details": details,
+            "propagate": self.propagation.related,
+            "propagateToOwner": self.propagation.to_owner,
+            "propagateToTenant": self.propagation.to_tenant,
+            "propagateRelationTypes": self.propagation.relation_types,
+        })
+    }
+
     /// ThingsBoard's status name: `ACTIVE_UNACK`, `CLEARED_ACK`, ...
     pub fn status(&self) -> &'static str {
         match (self.state, self.acknowledged) {

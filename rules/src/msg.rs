@@ -9,8 +9,7 @@
 use std::collections::BTreeMap;
 
 use outpost_core::{
-    Alarm, AlarmSeverity, AlarmState, Body, ClockQuality, Event, Point, Quality, Route, Timestamp,
-    Value,
+    Alarm, AlarmSeverity, Body, ClockQuality, Event, Point, Quality, Route, Timestamp, Value,
 };
 use serde_json::{Map, Value as Json};
 
@@ -244,27 +243,16 @@ pub fn alarm_event(m: &Msg, alarm: &Alarm) -> Event {
 /// An alarm as ThingsBoard's rule engine hands it on (the message data of
 /// an alarm node's output): its fields by ThingsBoard's names.
 pub fn alarm_json(originator: &str, a: &Alarm) -> Json {
-    let details = serde_json::from_str::<Json>(&a.details)
-        .unwrap_or_else(|_| Json::String(a.details.clone()));
-    serde_json::json!({
-        "type": a.name,
-        "name": a.name,
-        "originator": originator,
-        "originatorName": originator,
-        "severity": severity_name(a.severity),
-        "status": a.status(),
-        "acknowledged": a.acknowledged,
-        "cleared": a.state == AlarmState::Cleared,
-        "startTs": a.start_ms,
-        "endTs": a.end_ms,
-        "ackTs": a.ack_ms.unwrap_or(0),
-        "clearTs": a.clear_ms.unwrap_or(0),
-        "details": details,
-        "propagate": a.propagation.related,
-        "propagateToOwner": a.propagation.to_owner,
-        "propagateToTenant": a.propagation.to_tenant,
-        "propagateRelationTypes": a.propagation.relation_types,
-    })
+    let mut j = a.thingsboard_json();
+    if let Json::Object(m) = &mut j {
+        m.insert("name".into(), Json::String(a.name.clone()));
+        m.insert("originator".into(), Json::String(originator.to_string()));
+        m.insert(
+            "originatorName".into(),
+            Json::String(originator.to_string()),
+        );
+    }
+    j
 }
 
 /// A timestamp for tests and benches.

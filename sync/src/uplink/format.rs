@@ -373,24 +373,7 @@ impl Serialize for TbValues<'_> {
 /// (`deploy/thingsboard/outpost-alarms.json`) turns into a ThingsBoard
 /// alarm: ThingsBoard's own alarm field names.
 pub fn tb_alarm(a: &outpost_core::Alarm) -> Json {
-    let details = serde_json::from_str::<Json>(&a.details)
-        .unwrap_or_else(|_| Json::String(a.details.clone()));
-    json!({
-        "type": a.name,
-        "severity": format!("{:?}", a.severity).to_uppercase(),
-        "status": a.status(),
-        "acknowledged": a.acknowledged,
-        "cleared": a.state == outpost_core::AlarmState::Cleared,
-        "startTs": a.start_ms,
-        "endTs": a.end_ms,
-        "ackTs": a.ack_ms.unwrap_or(0),
-        "clearTs": a.clear_ms.unwrap_or(0),
-        "details": details,
-        "propagate": a.propagation.related,
-        "propagateToOwner": a.propagation.to_owner,
-        "propagateToTenant": a.propagation.to_tenant,
-        "propagateRelationTypes": a.propagation.relation_types,
-    })
+    a.thingsboard_json()
 }
 
 fn tb_record(ev: &Event) -> Vec<u8> {
