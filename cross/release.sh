@@ -146,6 +146,7 @@ Architecture: $arch
 Maintainer: Outpost maintainers <outpost@users.noreply.github.com>
 Installed-Size: $size
 Depends: $depends
+Recommends: tzdata
 Section: net
 Priority: optional
 Homepage: $(sed -n '/^\[workspace.package\]/,/^\[/s/^repository = "\(.*\)"/\1/p' Cargo.toml)

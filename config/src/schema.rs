@@ -371,6 +371,11 @@ pub struct Rules {
     /// (after the files; the first is the root when there are no files).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chain: Vec<InlineChain>,
+    /// ThingsBoard device-profile exports (JSON) whose alarm rules the
+    /// device profile node evaluates; a device uses the profile its `type`
+    /// names. Relative paths are relative to the configuration file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_profiles: Vec<std::path::PathBuf>,
     /// Default: `false`. Load node types Outpost does not run as
     /// pass-through nodes instead of refusing the chain.
     #[serde(default)]
@@ -388,6 +393,7 @@ impl Default for Rules {
         Self {
             chains: Vec::new(),
             chain: Vec::new(),
+            device_profiles: Vec::new(),
             pass_unsupported: false,
             script_memory: default_script_memory(),
             script_timeout: default_script_timeout(),

@@ -20,6 +20,7 @@
 pub mod engine;
 pub mod msg;
 pub mod nodes;
+pub mod profile;
 pub mod script;
 pub mod tb;
 pub mod tbel;
@@ -224,6 +225,13 @@ pub fn build_with_warnings(cfg: &Rules, base: &Path) -> Result<Built, Vec<String
             Err(mut e) => errors.append(&mut e),
         }
     }
+    let profiles = match profile::Profiles::load(&cfg.device_profiles, base) {
+        Ok(p) => p,
+        Err(mut e) => {
+            errors.append(&mut e);
+            Default::default()
+        }
+    };
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -231,6 +239,7 @@ pub fn build_with_warnings(cfg: &Rules, base: &Path) -> Result<Built, Vec<String
         pass_unsupported: cfg.pass_unsupported,
         script_memory: usize::try_from(cfg.script_memory.0).unwrap_or(usize::MAX),
         script_timeout: cfg.script_timeout.get(),
+        profiles: std::sync::Arc::new(profiles),
     };
     let (engine, warnings) = tb::load_with_warnings(&sources, &opts)?;
     Ok((Box::new(ChainStage::new(engine)), warnings))

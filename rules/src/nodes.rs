@@ -17,6 +17,7 @@ use crate::msg::{self, Msg};
 use crate::script::{Script, ScriptError, ScriptHost};
 
 mod alarm;
+mod profile;
 mod rpc;
 
 const TB: &str = "org.thingsboard.rule.engine.";
@@ -39,6 +40,7 @@ const BUILT: &[&str] = &[
     "action.TbCreateRelationNode",
     "rpc.TbSendRPCRequestNode",
     "rpc.TbSendRPCReplyNode",
+    "profile.TbDeviceProfileNode",
     "deduplication.TbMsgDeduplicationNode",
     "delay.TbMsgDelayNode",
     "action.TbLogNode",
@@ -100,6 +102,7 @@ pub fn build(
     type_name: &str,
     cfg: &Json,
     scripts: &Arc<ScriptHost>,
+    profiles: &Arc<crate::profile::Profiles>,
 ) -> Result<Box<dyn Node>, String> {
     Ok(match short_name(type_name) {
         "filter.TbMsgTypeSwitchNode" => Box::new(TypeSwitch),
@@ -137,6 +140,10 @@ pub fn build(
             Box::new(rpc::SendRpcRequest)
         }
         "rpc.TbSendRPCReplyNode" => Box::new(rpc::SendRpcReply),
+        // `persistAlarmRulesState` / `fetchAlarmRulesStateOnStart`: the
+        // alarms are persisted (the log's current state); the rule states
+        // are not (see the module).
+        "profile.TbDeviceProfileNode" => Box::new(profile::DeviceProfile::new(profiles.clone())),
         "action.TbClearAlarmNode" => Box::new(alarm::ClearAlarm::new(cfg, scripts)?),
         "deduplication.TbMsgDeduplicationNode" => Box::new(Dedup {
             interval_ms: seconds(cfg, "interval")?,
@@ -1395,7 +1402,7 @@ mod tests {
         fn new(type_name: &str, cfg: Json) -> Self {
             let host = Arc::new(ScriptHost::new(1 << 20, Duration::from_millis(50)).unwrap());
             Self {
-                node: build(type_name, &cfg, &host).unwrap(),
+                node: build(type_name, &cfg, &host, &Default::default()).unwrap(),
                 state: State::default(),
                 alarms: BTreeMap::new(),
                 events: Vec::new(),
@@ -1503,6 +1510,7 @@ mod tests {
             "org.thingsboard.rule.engine.transform.TbChangeOriginatorNode",
             &json!({"originatorSource": "CUSTOMER"}),
             &host,
+            &Default::default(),
         )
         .unwrap_err();
         assert!(e.starts_with("originatorSource: CUSTOMER"), "{e}");
@@ -1557,7 +1565,7 @@ mod tests {
             }
             // Every listed type reaches its builder: an error, if any, is
             // about a configuration field, never "unsupported node type".
-            if let Err(e) = build(&t, &json!({}), &host) {
+            if let Err(e) = build(&t, &json!({}), &host, &Default::default()) {
                 assert!(!e.starts_with("unsupported node type"), "{t}: {e}");
             }
         }
@@ -1661,12 +1669,21 @@ mod tests {
             "outpost.Route",
             &json!({"uplinks": ["cloud", "backup"]}),
             &host,
+            &Default::default(),
         )
         .unwrap();
-        let mut local = build("outpost.Route", &json!({"local": true}), &host).unwrap();
-        assert!(build("outpost.Route", &json!({}), &host)
-            .unwrap_err()
-            .starts_with("uplinks, local"));
+        let mut local = build(
+            "outpost.Route",
+            &json!({"local": true}),
+            &host,
+            &Default::default(),
+        )
+        .unwrap();
+        assert!(
+            build("outpost.Route", &json!({}), &host, &Default::default())
+                .unwrap_err()
+                .starts_with("uplinks, local")
+        );
         let mut h = Harness::new("outpost.OnChange", json!({}));
         let m = Msg::new(
             "d",
@@ -1776,7 +1793,7 @@ mod tests {
                 "tbelScript: required",
             ),
         ] {
-            let e = build(t, &cfg, &host).unwrap_err();
+            let e = build(t, &cfg, &host, &Default::default()).unwrap_err();
             assert!(e.starts_with(field), "{t}: {e}");
         }
     }

@@ -42,6 +42,8 @@ pub struct LoadOptions {
     pub script_memory: usize,
     /// Longest a script call may run.
     pub script_timeout: Duration,
+    /// The device profiles the device profile node evaluates.
+    pub profiles: Arc<crate::profile::Profiles>,
 }
 
 impl Default for LoadOptions {
@@ -50,6 +52,7 @@ impl Default for LoadOptions {
             pass_unsupported: false,
             script_memory: 8 << 20,
             script_timeout: Duration::from_millis(100),
+            profiles: Arc::default(),
         }
     }
 }
@@ -200,7 +203,7 @@ pub fn load_with_warnings(
                     continue;
                 }
             } else {
-                match nodes::build(&n.type_name, &n.configuration, &host) {
+                match nodes::build(&n.type_name, &n.configuration, &host, &opts.profiles) {
                     Ok(node) => Kind::Normal(node),
                     Err(err) => {
                         errors.push(format!("{}: configuration.{err}", at(i, n)));
@@ -257,6 +260,14 @@ pub fn load_with_warnings(
             });
             if let Some(s) = slots.get_mut(c.from_index as usize) {
                 s.out.push((c.relation.clone(), index));
+            }
+        }
+        for (i, n) in e.metadata.nodes.iter().enumerate() {
+            if n.type_name.ends_with(".profile.TbDeviceProfileNode") && opts.profiles.is_empty() {
+                warnings.push(format!(
+                    "{}: no device profiles are loaded (rules.device_profiles): it passes every message on Success",
+                    at(i, n)
+                ));
             }
         }
         for (i, (slot, n)) in slots.iter().zip(&e.metadata.nodes).enumerate() {

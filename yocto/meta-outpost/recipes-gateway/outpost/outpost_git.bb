@@ -63,3 +63,6 @@ USERADD_PARAM:${PN} = "--system --gid outpost --groups dialout,gpio --home-dir $
 
 FILES:${PN} += "${systemd_system_unitdir}/outpost.service.d ${nonarch_libdir}/tmpfiles.d/outpost.conf ${nonarch_base_libdir}/udev/rules.d"
 CONFFILES:${PN} = "${OUTPOST_CONFIG_DIR}/outpost.toml"
+
+# Device-profile alarm schedules name time zones (read from /usr/share/zoneinfo).
+RRECOMMENDS:${PN} += "tzdata"
