@@ -534,6 +534,24 @@ pub struct MqttUplink {
     pub tls: Tls,
 }
 
+impl MqttUplink {
+    /// (TLS, host, port) of `url`; `None` when it is not `mqtt://` or
+    /// `mqtts://` or its port is not a number. The port defaults to 1883
+    /// (8883 with TLS).
+    pub fn endpoint(&self) -> Option<(bool, String, u16)> {
+        let (tls, rest) = if let Some(r) = self.url.strip_prefix("mqtts://") {
+            (true, r)
+        } else {
+            (false, self.url.strip_prefix("mqtt://")?)
+        };
+        let rest = rest.trim_end_matches('/');
+        match rest.rsplit_once(':') {
+            Some((h, p)) => Some((tls, h.to_string(), p.parse().ok()?)),
+            None => Some((tls, rest.to_string(), if tls { 8883 } else { 1883 })),
+        }
+    }
+}
+
 /// What an MQTT uplink speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

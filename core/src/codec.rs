@@ -17,10 +17,11 @@ use crate::{Body, Event, Point, Quality, Route, Timestamp, Value};
 /// went to every uplink); version 2 had no boot-relative or corrected
 /// timestamps ([`crate::ClockQuality`]'s last two variants); version 3 had
 /// alarms without acknowledgement, times and propagation, and no
-/// [`Body::ScopedAttributes`]. All are still read; a release that knows an
+/// [`Body::ScopedAttributes`]; version 5 had no [`Body::Publish`] (its
+/// records read as version 6's). All are still read; a release that knows an
 /// older version fails on the newer one's records (postcard is not
 /// self-describing), which is why the version changes with the layout.
-pub const FORMAT_VERSION: u8 = 5;
+pub const FORMAT_VERSION: u8 = 6;
 
 /// The compact form of good telemetry: version byte, then postcard of
 /// (device, timestamp, route, tag list id, values).
@@ -227,7 +228,8 @@ pub fn encode(ev: &Event) -> Result<Vec<u8>, CodecError> {
 pub fn decode(bytes: &[u8]) -> Result<Event, CodecError> {
     let (&version, rest) = bytes.split_first().ok_or(CodecError::Empty)?;
     match version {
-        FORMAT_VERSION => Ok(postcard::from_bytes(rest)?),
+        // Version 6 only added a variant at the end of the body.
+        FORMAT_VERSION | 5 => Ok(postcard::from_bytes(rest)?),
         // Version 2 is version 3 without the new clock variants.
         3 | 2 => {
             let v: legacy::EventV3 = postcard::from_bytes(rest)?;
@@ -310,8 +312,8 @@ mod tests {
         assert_eq!(ev, Event::new("old", Timestamp::synced(5), body));
         assert_eq!(ev.route, crate::Route::All);
         assert!(matches!(
-            decode(&[6, 0]),
-            Err(CodecError::UnknownVersion(6))
+            decode(&[7, 0]),
+            Err(CodecError::UnknownVersion(7))
         ));
     }
 
@@ -498,6 +500,36 @@ mod tests {
         );
         let n = encode(&ev).unwrap().len();
         assert!(n < 48, "encoded size {n}");
+    }
+
+    #[test]
+    fn version_5_records_read_and_publish_events_round_trip() {
+        // A version-5 record is a version-6 one without the new variant:
+        // the same bytes after the version byte.
+        let ev = Event::new(
+            "boiler-1",
+            Timestamp::synced(1_764_000_000_000),
+            Body::ScopedAttributes(
+                crate::AttributeScope::Server,
+                vec![Point::good("limit", Value::I64(90))],
+            ),
+        );
+        let mut v5 = encode(&ev).unwrap();
+        assert_eq!(v5[0], 6);
+        v5[0] = 5;
+        assert_eq!(decode(&v5).unwrap(), ev);
+        let mut p = Event::new(
+            "boiler-1",
+            Timestamp::synced(1_764_000_000_000),
+            Body::Publish(crate::Publish {
+                topic: "site/boiler-1".into(),
+                payload: "{\"t\":21}".into(),
+                retain: true,
+            }),
+        );
+        p.route = Route::Only(vec!["site".into()]);
+        assert_eq!(decode(&encode(&p).unwrap()).unwrap(), p);
+        assert_eq!(p.kind(), crate::EventKind::Publish);
     }
 
     #[test]

@@ -89,6 +89,18 @@ pub enum Body {
     /// server-side ones (configured locally or remotely). Kept for the
     /// chains and the device page; never sent upstream as the device's own.
     ScopedAttributes(AttributeScope, Vec<Point>),
+    /// A message one uplink publishes as it is, on its own topic (event
+    /// format 6): ThingsBoard's MQTT node, through the gateway's log so
+    /// that an outage delays it instead of losing it.
+    Publish(Publish),
+}
+
+/// The topic and payload of a [`Body::Publish`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Publish {
+    pub topic: String,
+    pub payload: String,
+    pub retain: bool,
 }
 
 /// The scope of attributes that are not the device's own (client-side
@@ -128,6 +140,7 @@ impl Body {
             Body::Status(_) => EventKind::Status,
             Body::Audit(_) => EventKind::Audit,
             Body::Gap(_) => EventKind::Gap,
+            Body::Publish(_) => EventKind::Publish,
         }
     }
 }
@@ -141,16 +154,18 @@ pub enum EventKind {
     Status,
     Audit,
     Gap,
+    Publish,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::Telemetry,
         EventKind::Attribute,
         EventKind::Alarm,
         EventKind::Status,
         EventKind::Audit,
         EventKind::Gap,
+        EventKind::Publish,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -161,6 +176,7 @@ impl EventKind {
             EventKind::Status => "status",
             EventKind::Audit => "audit",
             EventKind::Gap => "gap",
+            EventKind::Publish => "publish",
         }
     }
 
@@ -168,7 +184,7 @@ impl EventKind {
     pub fn priority(self) -> Priority {
         match self {
             EventKind::Telemetry => Priority::Bulk,
-            EventKind::Attribute | EventKind::Status => Priority::State,
+            EventKind::Attribute | EventKind::Status | EventKind::Publish => Priority::State,
             EventKind::Alarm | EventKind::Audit | EventKind::Gap => Priority::Record,
         }
     }

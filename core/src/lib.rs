@@ -20,7 +20,7 @@ pub mod utc;
 
 pub use event::{
     Alarm, AlarmSeverity, AlarmState, AttributeScope, Audit, Body, DeviceStatus, Event, EventKind,
-    Gap, Point, Priority, Propagation, Quality, Route, Seq, Status, Value,
+    Gap, Point, Priority, Propagation, Publish, Quality, Route, Seq, Status, Value,
 };
 pub use time::{
     boot_ms_now, jitter, unix_ms_now, Clock, ClockPolicy, ClockQuality, FixedClock, ManualClock,

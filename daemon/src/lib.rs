@@ -127,7 +127,7 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             let base = file
                 .parent()
                 .map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf);
-            match outpost_rules::build_with_warnings(&cfg.rules, &base) {
+            match outpost_rules::build_with_warnings(&cfg, &base) {
                 Err(errors) => {
                     for e in &errors {
                         eprintln!("{e}");

@@ -182,7 +182,13 @@ impl Plan {
 /// files' contents.
 fn rules_fingerprint(cfg: &Config, base: &Path) -> String {
     let mut fp = serde_json::to_string(&cfg.rules).unwrap_or_default();
-    for f in &cfg.rules.chains {
+    // The MQTT node publishes through an uplink it finds by name or address.
+    for u in &cfg.uplinks {
+        if let Some(m) = &u.mqtt {
+            fp.push_str(&format!("\n{} {}", u.name, m.url));
+        }
+    }
+    for f in cfg.rules.chains.iter().chain(&cfg.rules.device_profiles) {
         let path = if f.is_absolute() {
             f.clone()
         } else {
@@ -401,7 +407,7 @@ impl Parts {
         let rules = if fp == self.rules_fp {
             None
         } else {
-            match outpost_rules::build(&new.rules, &self.cx.base) {
+            match outpost_rules::build(new, &self.cx.base) {
                 Ok(stage) => Some((fp, stage)),
                 Err(e) => {
                     errors.extend(e);

@@ -51,7 +51,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         Err(code) => return code,
     };
     let base = config_dir(&args);
-    let stage = match outpost_rules::build(&cfg.rules, &base) {
+    let stage = match outpost_rules::build(&cfg, &base) {
         Ok(s) => s,
         Err(errors) => {
             for e in &errors {
@@ -482,7 +482,7 @@ async fn run(
         rule_counters.clone(),
     )));
     let reloader = outpost_core::task::spawn(reload_on_sighup(
-        cfg.rules.clone(),
+        cfg.clone(),
         base.clone(),
         log.clone(),
         clock.clone(),
@@ -932,7 +932,7 @@ fn absolute(p: &Path) -> PathBuf {
 /// audit event records it.
 #[cfg(unix)]
 async fn reload_on_sighup(
-    rules: outpost_config::Rules,
+    rules: outpost_config::Config,
     base: PathBuf,
     log: EventLog,
     clock: Arc<dyn Clock>,
@@ -951,10 +951,13 @@ async fn reload_on_sighup(
                 if to_rules.send(stage).await.is_err() {
                     return;
                 }
-                tracing::info!(chains = rules.chains.len(), "SIGHUP: rule chains reloaded.");
+                tracing::info!(
+                    chains = rules.rules.chains.len(),
+                    "SIGHUP: rule chains reloaded."
+                );
                 (
                     "rules.reloaded",
-                    format!("{} chain file(s)", rules.chains.len()),
+                    format!("{} chain file(s)", rules.rules.chains.len()),
                 )
             }
             Ok(Err(errors)) => {
@@ -986,7 +989,7 @@ async fn reload_on_sighup(
 
 #[cfg(not(unix))]
 async fn reload_on_sighup(
-    _rules: outpost_config::Rules,
+    _rules: outpost_config::Config,
     _base: PathBuf,
     _log: EventLog,
     _clock: Arc<dyn Clock>,

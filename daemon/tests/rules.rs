@@ -347,3 +347,153 @@ fn an_rpc_request_node_writes_through_the_driver_and_goes_on_with_the_outcome() 
         "the unknown tag's failure came back with its error: {saved:?}"
     );
 }
+
+const MQTT_CHAIN: &str = r#"{
+  "ruleChain": {"name": "Republish"},
+  "metadata": {
+    "firstNodeIndex": 0,
+    "nodes": [
+      {"type": "org.thingsboard.rule.engine.filter.TbMsgTypeSwitchNode", "name": "Type", "configuration": {}},
+      {"type": "org.thingsboard.rule.engine.mqtt.TbMqttNode", "name": "To the site broker",
+       "configuration": {"topicPattern": "site/${deviceName}/${ts}", "host": "127.0.0.1", "port": PORT,
+                         "connectTimeoutSec": 10, "clientId": null, "cleanSession": true, "ssl": false,
+                         "retainedMessage": true, "credentials": {"type": "anonymous"}}},
+      {"type": "org.thingsboard.rule.engine.telemetry.TbMsgTimeseriesNode", "name": "Save", "configuration": {}}
+    ],
+    "connections": [
+      {"fromIndex": 0, "toIndex": 1, "type": "Post telemetry"},
+      {"fromIndex": 1, "toIndex": 2, "type": "Success"}
+    ]
+  }
+}"#;
+
+/// (topic, payload, retained) of what a subscriber to `site/#` receives.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String, bool)>>>;
+
+fn subscriber(rt: &tokio::runtime::Runtime, port: u16, id: &str, clean: bool) -> Received {
+    let got: Received = Default::default();
+    let log = got.clone();
+    let mut o = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+    o.set_clean_session(clean);
+    let (c, mut el) = rumqttc::AsyncClient::new(o, 100);
+    rt.block_on(c.subscribe("site/#", rumqttc::QoS::AtLeastOnce))
+        .unwrap();
+    rt.spawn(async move {
+        let _client = c;
+        loop {
+            match el.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    log.lock().unwrap().push((
+                        p.topic.clone(),
+                        String::from_utf8_lossy(&p.payload).into_owned(),
+                        p.retain,
+                    ));
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    got
+}
+
+/// The topics of the log's `publish` events and each one's route.
+fn logged_publishes(data: &std::path::Path) -> Vec<(String, String, outpost_core::Route)> {
+    outpost_tests::read_log(&data.join("events.db"))
+        .into_iter()
+        .filter_map(|e| match e.event.body {
+            Body::Publish(p) => Some((p.topic, p.payload, e.event.route)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_mqtt_node_publishes_through_its_uplink_and_loses_nothing_in_an_outage() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut broker = outpost_tests::Mosquitto::start("");
+    let plc = outpost_tests::ModbusPeer::tcp(
+        &serde_json::json!({"devices": [{"id": 1, "holding": [{"addr": 0, "registers": [21]}]}]}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("chains")).unwrap();
+    std::fs::write(
+        dir.path().join("chains/republish.json"),
+        MQTT_CHAIN.replace("PORT", &broker.port.to_string()),
+    )
+    .unwrap();
+    let cfg = format!(
+        "[gateway]\nid = \"gw\"\ndurability = \"normal\"\n[web]\nenabled = false\n\
+         [rules]\nchains = [\"chains/republish.json\"]\n\
+         [[device]]\nname = \"boiler\"\n[device.modbus]\ntcp = \"127.0.0.1:{}\"\nperiod = \"200ms\"\n\
+         [[device.modbus.tag]]\nname = \"temperature\"\ntable = \"holding\"\naddress = 0\n\
+         [[uplink]]\nname = \"site\"\n[uplink.mqtt]\nurl = \"{}\"\n",
+        plc.port,
+        broker.url()
+    );
+    let cfg_path = dir.path().join("outpost.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    // A subscriber with a persistent session: it gets what was published
+    // while it was away, once the broker is back.
+    let live = subscriber(&rt, broker.port, "live", false);
+    std::thread::sleep(Duration::from_millis(300));
+    let data = dir.path().join("data");
+    let mut child = outpost_tests::start_outpostd(BIN, &cfg_path, &data, Stdio::null());
+    let site = |r: &Received| {
+        let mut t: Vec<String> = r.lock().unwrap().iter().map(|(t, ..)| t.clone()).collect();
+        t.sort();
+        t.dedup();
+        t
+    };
+    outpost_tests::wait_for(
+        "the first republished readings",
+        Duration::from_secs(15),
+        || (site(&live).len() >= 3).then_some(()),
+    );
+    // An outage: the node's messages wait in the log.
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    broker.restart();
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+    // The daemon has stopped: everything it logged is what must arrive.
+    let logged = logged_publishes(&data);
+    assert!(
+        logged.len() >= 15,
+        "about 5 readings a second: {}",
+        logged.len()
+    );
+    let mut topics: Vec<String> = logged.iter().map(|(t, ..)| t.clone()).collect();
+    topics.sort();
+    for (topic, payload, route) in &logged {
+        assert!(topic.starts_with("site/boiler/"), "{topic}");
+        assert_eq!(payload, r#"{"temperature":21}"#);
+        assert_eq!(*route, outpost_core::Route::Only(vec!["site".into()]));
+    }
+    // Those of the outage were delivered by a daemon started again.
+    let mut child = outpost_tests::start_outpostd(BIN, &cfg_path, &data, Stdio::null());
+    outpost_tests::wait_for(
+        "every logged message delivered",
+        Duration::from_secs(20),
+        || {
+            let seen = site(&live);
+            topics.iter().all(|t| seen.contains(t)).then_some(())
+        },
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+    // Retained: a subscriber that comes later is given them.
+    let late = subscriber(&rt, broker.port, "late", true);
+    outpost_tests::wait_for("the retained messages", Duration::from_secs(10), || {
+        let got = late.lock().unwrap();
+        topics
+            .iter()
+            .all(|t| got.iter().any(|(g, _, retained)| g == t && *retained))
+            .then_some(())
+    });
+}

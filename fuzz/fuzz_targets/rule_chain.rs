@@ -26,6 +26,7 @@ fuzz_target!(|data: &[u8]| {
         pass_unsupported: data.first().is_some_and(|b| b & 1 == 1),
         script_memory: 4 << 20,
         script_timeout: Duration::from_millis(20),
+        ..LoadOptions::default()
     };
     let mut engine = match load(&sources, &opts) {
         Ok(e) => e,

@@ -1,5 +1,6 @@
 //! Rule-chain throughput on one core: a 5-node native chain, and a chain
-//! with one script filter and one script transform (QuickJS). Also the
+//! with one script filter and one script transform (QuickJS), the same in
+//! TBEL, and a device profile node with three alarm rules. Also the
 //! memory a loaded chain with scripts takes. Prints JSON lines after
 //! criterion's own output.
 
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
 use outpost_core::{Body, Event, Point, Timestamp, Value};
+use outpost_rules::profile::{Profile, Profiles};
 use outpost_rules::tb::{load, LoadOptions, Source};
 use outpost_rules::{ChainStage, Stage};
 use serde_json::json;
@@ -75,6 +77,53 @@ fn tbel() -> Source {
     )
 }
 
+/// A device profile node (three alarm rules on `t`: a simple and a
+/// duration create rule, a repeating clear rule, none of them true for the
+/// readings) before a save node.
+fn profiled() -> Source {
+    chain(
+        json!([
+            {"type": "org.thingsboard.rule.engine.profile.TbDeviceProfileNode", "name": "profile", "configuration": {}},
+            {"type": "org.thingsboard.rule.engine.telemetry.TbMsgTimeseriesNode", "name": "save", "configuration": {}}
+        ]),
+        json!([{"fromIndex": 0, "toIndex": 1, "type": "Success"}]),
+    )
+}
+
+fn profiles() -> std::sync::Arc<Profiles> {
+    let above = |v: f64| {
+        json!({"condition": [{"key": {"type": "TIME_SERIES", "key": "t"}, "valueType": "NUMERIC",
+               "predicate": {"type": "NUMERIC", "operation": "GREATER", "value": {"defaultValue": v}}}]})
+    };
+    let mut duration = above(900.0);
+    duration["spec"] =
+        json!({"type": "DURATION", "unit": "SECONDS", "predicate": {"defaultValue": 10}});
+    let clear = json!({"condition": [{"key": {"type": "TIME_SERIES", "key": "t"}, "valueType": "NUMERIC",
+        "predicate": {"type": "NUMERIC", "operation": "LESS", "value": {"defaultValue": -100}}}],
+        "spec": {"type": "REPEATING", "predicate": {"defaultValue": 3}}});
+    let profile = json!({"name": "meter", "profileData": {"alarms": [{
+        "alarmType": "Hot",
+        "createRules": {"CRITICAL": {"condition": above(1000.0)}, "MAJOR": {"condition": duration}},
+        "clearRule": {"condition": clear}
+    }]}});
+    let mut p = Profiles::default();
+    p.insert(Profile::parse(&profile.to_string(), "bench").unwrap());
+    std::sync::Arc::new(p)
+}
+
+/// A stage for `name`'s chain.
+fn stage(name: &str, src: Source) -> ChainStage {
+    let opts = LoadOptions {
+        profiles: profiles(),
+        ..LoadOptions::default()
+    };
+    let mut s = ChainStage::new(load(&[src], &opts).unwrap());
+    if name == "device-profile" {
+        s.set_device_types([("boiler-1".to_string(), "meter".to_string())].into());
+    }
+    s
+}
+
 fn reading(i: u64) -> Event {
     Event::new(
         "boiler-1",
@@ -104,8 +153,9 @@ fn bench(c: &mut Criterion) {
         ("native-5-nodes", native()),
         ("script-filter-transform", scripted()),
         ("tbel-filter-transform", tbel()),
+        ("device-profile", profiled()),
     ] {
-        let mut s = ChainStage::new(load(&[src], &LoadOptions::default()).unwrap());
+        let mut s = stage(name, src);
         let mut i = 0u64;
         g.bench_function(name, |b| {
             b.iter(|| {
@@ -134,8 +184,9 @@ fn summary() {
             ("native-5-nodes", native()),
             ("script-filter-transform", scripted()),
             ("tbel-filter-transform", tbel()),
+            ("device-profile", profiled()),
         ] {
-            let mut s = ChainStage::new(load(&[src], &LoadOptions::default()).unwrap());
+            let mut s = stage(name, src);
             run(&mut s, 1000, 0);
             let n = 200_000;
             let t = Instant::now();

@@ -27,7 +27,7 @@ pub mod tbel;
 
 use std::path::Path;
 
-use outpost_config::Rules;
+use outpost_config::Config;
 use outpost_core::{Event, Timestamp};
 
 pub use engine::{Engine, Memory, NodeCounters, Reply, WriteRequest};
@@ -187,10 +187,10 @@ impl Stage for ChainStage {
     }
 }
 
-/// Builds the processing stage for the configured rules; chain paths are
-/// relative to `base` (the configuration file's directory). Every problem
+/// Builds the processing stage for the configured rules (the MQTT node
+/// publishes through the configured uplinks); chain paths are relative to `base` (the configuration file's directory). Every problem
 /// is returned, one line each.
-pub fn build(cfg: &Rules, base: &Path) -> Result<Box<dyn Stage>, Vec<String>> {
+pub fn build(cfg: &Config, base: &Path) -> Result<Box<dyn Stage>, Vec<String>> {
     let (stage, warnings) = build_with_warnings(cfg, base)?;
     for w in &warnings {
         tracing::warn!(warning = %w, "rule chains");
@@ -203,7 +203,8 @@ pub type Built = (Box<dyn Stage>, Vec<String>);
 
 /// As [`build`], returning the warnings (see [`tb::load_with_warnings`])
 /// instead of logging them.
-pub fn build_with_warnings(cfg: &Rules, base: &Path) -> Result<Built, Vec<String>> {
+pub fn build_with_warnings(config: &Config, base: &Path) -> Result<Built, Vec<String>> {
+    let cfg = &config.rules;
     if cfg.chains.is_empty() && cfg.chain.is_empty() {
         return Ok((Box::new(PassThrough), Vec::new()));
     }
@@ -240,6 +241,19 @@ pub fn build_with_warnings(cfg: &Rules, base: &Path) -> Result<Built, Vec<String
         script_memory: usize::try_from(cfg.script_memory.0).unwrap_or(usize::MAX),
         script_timeout: cfg.script_timeout.get(),
         profiles: std::sync::Arc::new(profiles),
+        mqtt_uplinks: config
+            .uplinks
+            .iter()
+            .filter(|u| u.enabled)
+            .filter_map(|u| {
+                let (_, host, port) = u.mqtt.as_ref()?.endpoint()?;
+                Some(nodes::MqttTarget {
+                    uplink: u.name.clone(),
+                    host,
+                    port,
+                })
+            })
+            .collect(),
     };
     let (engine, warnings) = tb::load_with_warnings(&sources, &opts)?;
     Ok((Box::new(ChainStage::new(engine)), warnings))
@@ -311,7 +325,8 @@ mod tests {
 
     #[test]
     fn pass_through_keeps_events_and_order() {
-        let mut stage = match build(&Rules::default(), Path::new(".")) {
+        let cfg = outpost_config::parse("[gateway]\nid = \"gw\"\n", "t.toml").unwrap();
+        let mut stage = match build(&cfg, Path::new(".")) {
             Ok(s) => s,
             Err(e) => panic!("{e:?}"),
         };
@@ -356,7 +371,7 @@ to = "save"
             "t.toml",
         )
         .unwrap();
-        let mut stage = build(&cfg.rules, Path::new(".")).unwrap();
+        let mut stage = build(&cfg, Path::new(".")).unwrap();
         let mut out = Vec::new();
         for (ms, v) in [(0, 20.0), (1, 20.2), (2, 21.0)] {
             let now = Timestamp::synced(ms);
@@ -381,7 +396,7 @@ to = "save"
             "t.toml",
         )
         .unwrap();
-        let errors = build(&cfg.rules, Path::new(".")).unwrap_err();
+        let errors = build(&cfg, Path::new(".")).unwrap_err();
         assert_eq!(
             errors,
             ["rules.chain[0] (\"edge\").connection[0].to: no node named \"c\""]

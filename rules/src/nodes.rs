@@ -17,8 +17,11 @@ use crate::msg::{self, Msg};
 use crate::script::{Script, ScriptError, ScriptHost};
 
 mod alarm;
+mod mqtt;
 mod profile;
 mod rpc;
+
+pub use mqtt::MqttTarget;
 
 const TB: &str = "org.thingsboard.rule.engine.";
 
@@ -41,6 +44,7 @@ const BUILT: &[&str] = &[
     "rpc.TbSendRPCRequestNode",
     "rpc.TbSendRPCReplyNode",
     "profile.TbDeviceProfileNode",
+    "mqtt.TbMqttNode",
     "deduplication.TbMsgDeduplicationNode",
     "delay.TbMsgDelayNode",
     "action.TbLogNode",
@@ -102,7 +106,7 @@ pub fn build(
     type_name: &str,
     cfg: &Json,
     scripts: &Arc<ScriptHost>,
-    profiles: &Arc<crate::profile::Profiles>,
+    opts: &crate::tb::LoadOptions,
 ) -> Result<Box<dyn Node>, String> {
     Ok(match short_name(type_name) {
         "filter.TbMsgTypeSwitchNode" => Box::new(TypeSwitch),
@@ -143,7 +147,10 @@ pub fn build(
         // `persistAlarmRulesState` / `fetchAlarmRulesStateOnStart`: the
         // alarms are persisted (the log's current state); the rule states
         // are not (see the module).
-        "profile.TbDeviceProfileNode" => Box::new(profile::DeviceProfile::new(profiles.clone())),
+        "profile.TbDeviceProfileNode" => {
+            Box::new(profile::DeviceProfile::new(opts.profiles.clone()))
+        }
+        "mqtt.TbMqttNode" => Box::new(mqtt::MqttPublish::new(cfg, &opts.mqtt_uplinks)?),
         "action.TbClearAlarmNode" => Box::new(alarm::ClearAlarm::new(cfg, scripts)?),
         "deduplication.TbMsgDeduplicationNode" => Box::new(Dedup {
             interval_ms: seconds(cfg, "interval")?,

@@ -44,6 +44,8 @@ pub struct LoadOptions {
     pub script_timeout: Duration,
     /// The device profiles the device profile node evaluates.
     pub profiles: Arc<crate::profile::Profiles>,
+    /// The MQTT uplinks the MQTT node may publish through.
+    pub mqtt_uplinks: Vec<nodes::MqttTarget>,
 }
 
 impl Default for LoadOptions {
@@ -53,6 +55,7 @@ impl Default for LoadOptions {
             script_memory: 8 << 20,
             script_timeout: Duration::from_millis(100),
             profiles: Arc::default(),
+            mqtt_uplinks: Vec::new(),
         }
     }
 }
@@ -203,7 +206,7 @@ pub fn load_with_warnings(
                     continue;
                 }
             } else {
-                match nodes::build(&n.type_name, &n.configuration, &host, &opts.profiles) {
+                match nodes::build(&n.type_name, &n.configuration, &host, opts) {
                     Ok(node) => Kind::Normal(node),
                     Err(err) => {
                         errors.push(format!("{}: configuration.{err}", at(i, n)));

@@ -230,7 +230,7 @@ pub fn check(text: &str, file: &str, base: &Path) -> Vec<Problem> {
                 message: e.message,
             })
             .collect(),
-        Ok(cfg) => match outpost_rules::build(&cfg.rules, base) {
+        Ok(cfg) => match outpost_rules::build(&cfg, base) {
             Ok(_) => Vec::new(),
             Err(errors) => errors
                 .into_iter()

@@ -77,6 +77,8 @@ pub struct Message {
     pub first_seq: u64,
     /// Events in the message.
     pub events: usize,
+    /// Kept by the broker for later subscribers (a `publish` event's).
+    pub retain: bool,
 }
 
 /// A value as JSON: numbers and booleans as such, non-finite floats as
@@ -200,6 +202,7 @@ pub fn body_json(ev: &Event) -> Json {
         Body::Audit(a) => json!({"action": a.action, "actor": a.actor, "detail": a.detail}),
         Body::Gap(g) => json!({"count": g.count, "first_seq": g.first_seq, "last_seq": g.last_seq,
                                "from_ms": g.from_ms, "to_ms": g.to_ms, "reason": g.reason}),
+        Body::Publish(p) => json!({"topic": p.topic, "payload": p.payload, "retain": p.retain}),
         _ => Json::Null,
     }
 }
@@ -301,6 +304,7 @@ pub fn generic(
             last_seq: s.seq.0,
             first_seq: s.seq.0,
             events: 1,
+            retain: false,
         });
     }
     out.extend(cur);
@@ -453,6 +457,7 @@ pub fn thingsboard(events: &[StoredEvent], max_payload: usize) -> Vec<Message> {
             last_seq,
             first_seq,
             events,
+            retain: false,
         })
     };
     for s in events {
@@ -572,6 +577,7 @@ pub fn nats(prefix: &str, gateway: &str, s: &StoredEvent) -> Message {
         last_seq: s.seq.0,
         first_seq: s.seq.0,
         events: 1,
+        retain: false,
     }
 }
 

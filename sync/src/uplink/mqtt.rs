@@ -54,13 +54,13 @@ enum Client {
 impl Client {
     /// Queues a QoS 1 publish (never waits: the request channel holds the
     /// whole window).
-    fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), String> {
+    fn publish(&self, topic: String, payload: Vec<u8>, retain: bool) -> Result<(), String> {
         match self {
             Client::V311(c) => c
-                .try_publish(topic, QoS::AtLeastOnce, false, payload)
+                .try_publish(topic, QoS::AtLeastOnce, retain, payload)
                 .map_err(|e| e.to_string()),
             Client::V5(c) => c
-                .try_publish(topic, V5QoS::AtLeastOnce, false, payload)
+                .try_publish(topic, V5QoS::AtLeastOnce, retain, payload)
                 .map_err(|e| e.to_string()),
         }
     }
@@ -81,23 +81,15 @@ const V5_MIN_KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// Where the broker is: (TLS, host, port).
 pub(crate) fn endpoint(m: &MqttUplink) -> Result<(bool, String, u16), UplinkError> {
-    let (tls, rest) = if let Some(r) = m.url.strip_prefix("mqtts://") {
-        (true, r)
-    } else if let Some(r) = m.url.strip_prefix("mqtt://") {
-        (false, r)
-    } else {
-        return Err(UplinkError::Config(format!("unsupported URL {}", m.url)));
-    };
-    let rest = rest.trim_end_matches('/');
-    match rest.rsplit_once(':') {
-        Some((h, p)) => Ok((
-            tls,
-            h.to_string(),
-            p.parse()
-                .map_err(|_| UplinkError::Config(format!("bad port in {}", m.url)))?,
-        )),
-        None => Ok((tls, rest.to_string(), if tls { 8883 } else { 1883 })),
-    }
+    m.endpoint().ok_or_else(|| {
+        UplinkError::Config(
+            if m.url.starts_with("mqtt://") || m.url.starts_with("mqtts://") {
+                format!("bad port in {}", m.url)
+            } else {
+                format!("unsupported URL {}", m.url)
+            },
+        )
+    })
 }
 
 /// Opens the session's client and starts the pump of its event loop.
@@ -381,7 +373,7 @@ pub(super) async fn session(
                     break;
                 };
                 client
-                    .publish(topic, payload)
+                    .publish(topic, payload, false)
                     .map_err(|e| UplinkError::Link(format!("publishing: {e}")))?;
                 window.push(None, 0, 0, true);
             }
@@ -405,7 +397,7 @@ pub(super) async fn session(
                     Some(Item::Publish { item, live }) => (item, live),
                 };
                 client
-                    .publish(msg.topic, msg.payload)
+                    .publish(msg.topic, msg.payload, msg.retain)
                     .map_err(|e| UplinkError::Link(format!("publishing: {e}")))?;
                 window.push(None, msg.last_seq, msg.events, live);
                 update(status, |s| {
@@ -568,7 +560,38 @@ struct Shaper<'a> {
 }
 
 impl Shaper<'_> {
+    /// The messages of `events`: `publish` events (the MQTT node's) as
+    /// they are, on their own topics, between the mode's messages of the
+    /// events around them.
     fn messages(&mut self, events: &[StoredEvent], live: bool) -> Vec<Message> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        for (i, e) in events.iter().enumerate() {
+            if let outpost_core::Body::Publish(p) = &e.event.body {
+                if start < i {
+                    out.extend(self.shaped(&events[start..i], live));
+                }
+                out.push(Message {
+                    topic: p.topic.clone(),
+                    payload: p.payload.clone().into_bytes(),
+                    last_seq: e.seq.0,
+                    first_seq: e.seq.0,
+                    events: 1,
+                    retain: p.retain,
+                });
+                start = i + 1;
+            }
+        }
+        if start == 0 {
+            return self.shaped(events, live);
+        }
+        if start < events.len() {
+            out.extend(self.shaped(&events[start..], live));
+        }
+        out
+    }
+
+    fn shaped(&mut self, events: &[StoredEvent], live: bool) -> Vec<Message> {
         if !self.tb {
             return format::generic(self.gateway, self.topic, events, self.max_payload);
         }
@@ -597,6 +620,7 @@ impl Shaper<'_> {
                     last_seq: claim,
                     first_seq: before,
                     events: 0,
+                    retain: false,
                 });
                 if !keys.is_empty() {
                     let id = self.next_id();
@@ -608,6 +632,7 @@ impl Shaper<'_> {
                         last_seq: claim,
                         first_seq: before,
                         events: 0,
+                        retain: false,
                     });
                 }
             }
@@ -624,6 +649,7 @@ impl Shaper<'_> {
                     last_seq: e.seq.0,
                     first_seq: e.seq.0,
                     events: 0,
+                    retain: false,
                 });
             }
         }
