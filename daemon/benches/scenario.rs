@@ -6,7 +6,10 @@
 //! `OUTAGE_S` sets the outage (default 10 s); `STEADY_S` the steady-state
 //! window (default 20 s); `COMMIT_DELAY` sets
 //! `[gateway.log] commit_max_delay` (default: the shipped one), `DURABILITY`
-//! `[gateway] durability` (default normal); `OUTPOSTD_BIN` runs another
+//! `[gateway] durability` (default normal); `MODE=thingsboard` makes the
+//! uplink speak ThingsBoard's gateway API (events are then counted by
+//! device and timestamp against the log, ThingsBoard's records having no
+//! seq); `OUTPOSTD_BIN` runs another
 //! build of the daemon (default: this bench's build, at opt-level 3). Prints one JSON object:
 //! daemon RSS and CPU, delivered data points/s, latency read → broker
 //! (p50/p99), bytes written to storage per data point in the steady state
@@ -41,6 +44,37 @@ struct Seen {
     /// (received at, latency ms) of telemetry events.
     latencies: Vec<(Instant, i64)>,
     first_after: Option<Instant>,
+    /// ThingsBoard mode: (device, ts, first key) of each record received.
+    records: BTreeMap<(String, i64, String), u32>,
+}
+
+/// A ThingsBoard telemetry message: `{"device": [{"ts", "values"}]}`.
+fn tb_records(s: &mut Seen, payload: &serde_json::Value, at: Instant, t: i64) {
+    let Some(devices) = payload.as_object() else {
+        return;
+    };
+    for (device, records) in devices {
+        for r in records.as_array().into_iter().flatten() {
+            let ts = r["ts"].as_i64().unwrap_or(0);
+            let Some(values) = r["values"].as_object() else {
+                continue;
+            };
+            // `_clock` / `_quality` are flags, not values.
+            let first = values
+                .keys()
+                .filter(|k| !k.starts_with('_'))
+                .min()
+                .cloned()
+                .unwrap_or_default();
+            *s.records
+                .entry((device.clone(), ts, first.clone()))
+                .or_default() += 1;
+            if first.starts_with('r') {
+                s.points += values.keys().filter(|k| !k.starts_with('_')).count() as u64;
+                s.latencies.push((at, t - ts));
+            }
+        }
+    }
 }
 
 fn now_ms() -> i64 {
@@ -131,10 +165,14 @@ fn main() {
             ));
         }
     }
+    let tb = std::env::var("MODE").is_ok_and(|m| m == "thingsboard");
     cfg.push_str(&format!(
         "[[uplink]]\nname = \"cloud\"\n[uplink.mqtt]\nurl = \"{}\"\nkeep_alive = \"5s\"\n",
         broker.url()
     ));
+    if tb {
+        cfg.push_str("mode = \"thingsboard\"\nusername = \"bench-token\"\n");
+    }
     let cfg_path = dir.path().join("outpost.toml");
     std::fs::write(&cfg_path, cfg).unwrap();
 
@@ -154,6 +192,9 @@ fn main() {
             c.subscribe("bench/#", rumqttc::QoS::AtLeastOnce)
                 .await
                 .unwrap();
+            c.subscribe("v1/gateway/telemetry", rumqttc::QoS::AtLeastOnce)
+                .await
+                .unwrap();
             loop {
                 match el.poll().await {
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
@@ -163,6 +204,10 @@ fn main() {
                         let mut s = seen.lock().unwrap();
                         if s.first_after.is_none() {
                             s.first_after = Some(at);
+                        }
+                        if p.topic == "v1/gateway/telemetry" {
+                            tb_records(&mut s, &arr, at, t);
+                            continue;
                         }
                         for e in arr.as_array().unwrap() {
                             *s.seqs.entry(e["seq"].as_u64().unwrap()).or_default() += 1;
@@ -241,7 +286,8 @@ fn main() {
     // arrives is fresh again (latency under 2 periods).
     let mut reconnect = None;
     let mut drained = None;
-    let before_drain = seen.lock().unwrap().seqs.len();
+    let delivered = |s: &Seen| s.seqs.len() + s.records.len();
+    let before_drain = delivered(&seen.lock().unwrap());
     while up.elapsed() < Duration::from_secs(120) {
         std::thread::sleep(Duration::from_millis(10));
         let s = seen.lock().unwrap();
@@ -258,7 +304,7 @@ fn main() {
         }
         drop(s);
     }
-    let drained_events = seen.lock().unwrap().seqs.len() - before_drain;
+    let drained_events = delivered(&seen.lock().unwrap()) - before_drain;
     std::thread::sleep(Duration::from_secs(3));
     sampling.store(false, std::sync::atomic::Ordering::Relaxed);
     let rss_samples = sampler.join().unwrap();
@@ -279,9 +325,36 @@ fn main() {
     std::thread::sleep(Duration::from_millis(500));
 
     let s = seen.lock().unwrap();
-    let max = s.seqs.keys().next_back().copied().unwrap_or(0);
-    let missing = (1..=max).filter(|q| !s.seqs.contains_key(q)).count();
-    let dups: u32 = s.seqs.values().map(|c| c - 1).sum();
+    let (max, missing, dups) = if tb {
+        // What ThingsBoard should have got: each telemetry and status event
+        // of the log as one record, keyed by its first value's name.
+        let logged: Vec<(String, i64, String)> =
+            outpost_tests::read_log(&dir.path().join("data/events.db"))
+                .into_iter()
+                .filter(|e| !e.event.device.is_empty())
+                .filter_map(|e| {
+                    let first = match &e.event.body {
+                        outpost_core::Body::Telemetry(p) => {
+                            p.iter().map(|p| p.tag.clone()).min()?
+                        }
+                        outpost_core::Body::Status(_) => "status".to_string(),
+                        _ => return None,
+                    };
+                    Some((e.event.device.clone(), e.event.ts.unix_ms, first))
+                })
+                .collect();
+        let missing = logged
+            .iter()
+            .filter(|k| !s.records.contains_key(*k))
+            .count();
+        let dups: u32 = s.records.values().map(|c| c - 1).sum();
+        (logged.len() as u64, missing, dups)
+    } else {
+        let max = s.seqs.keys().next_back().copied().unwrap_or(0);
+        let missing = (1..=max).filter(|q| !s.seqs.contains_key(q)).count();
+        let dups: u32 = s.seqs.values().map(|c| c - 1).sum();
+        (max, missing, dups)
+    };
     let avg_rss = rss.iter().sum::<u64>() / rss.len().max(1) as u64;
     let steady_avg_rss = steady_rss.iter().sum::<u64>() / steady_rss.len().max(1) as u64;
     let drain_s = drained.map_or(f64::NAN, |d| d.as_secs_f64());
@@ -289,6 +362,7 @@ fn main() {
         "{}",
         json!({
             "scenario": if heavy { "heavy" } else { "default" },
+            "mode": if tb { "thingsboard" } else { "generic" },
             "devices": k, "registers": n, "period_ms": period_ms,
             "rss_kb_avg": avg_rss, "rss_kb_max": rss.iter().max(),
             "rss_kb_steady_avg": steady_avg_rss,
@@ -302,7 +376,7 @@ fn main() {
             "asked_points_per_s": f64::from(k) * f64::from(n) * 1000.0 / period_ms as f64,
             "latency_ms_p50": p50, "latency_ms_p99": p99,
             "outage_s": outage.as_secs(),
-            "events_delivered": s.seqs.len(), "events_expected": max,
+            "events_delivered": delivered(&s), "events_expected": max,
             "events_missing": missing, "events_duplicated": dups,
             "reconnect_s": reconnect.map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0),
             "drain_s": (drain_s * 1000.0).round() / 1000.0,

@@ -497,3 +497,49 @@ fn an_mqtt_node_publishes_through_its_uplink_and_loses_nothing_in_an_outage() {
             .then_some(())
     });
 }
+
+#[test]
+fn check_config_reads_device_profiles_relative_to_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("profiles")).unwrap();
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../rules/tests/fixtures/boiler-profile.json"
+    );
+    let good = std::fs::read_to_string(fixture).unwrap();
+    std::fs::write(dir.path().join("profiles/boiler.json"), &good).unwrap();
+    std::fs::write(dir.path().join("chain.json"), CHAIN).unwrap();
+    let cfg = dir.path().join("outpost.toml");
+    std::fs::write(
+        &cfg,
+        "[gateway]\nid = \"gw\"\n[rules]\nchains = [\"chain.json\"]\ndevice_profiles = [\"profiles/boiler.json\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A profile that does not read: its file and key path.
+    std::fs::write(
+        dir.path().join("profiles/boiler.json"),
+        good.replace("\"GREATER\"", "\"ABOVE\""),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("profiles/boiler.json: profileData.alarms[0].createRules.CRITICAL.condition.condition[0].predicate.operation: \"ABOVE\" is not one of"),
+        "{err}"
+    );
+}
